@@ -1,0 +1,17 @@
+//! # tower-uploads
+//!
+//! ittybit-compatible upload endpoints for any hyper, axum or warp app: signed URLs, simple
+//! `PUT` uploads, resumable `Content-Range` chunk uploads, file delivery — on the app's own
+//! routes, with its own persistence behind the [`Storage`](storage::Storage) trait.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod body;
+pub mod delivery;
+pub mod error;
+pub mod file;
+pub mod media;
+pub mod path;
+pub mod response;
+pub mod storage;

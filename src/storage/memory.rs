@@ -1,0 +1,4 @@
+//! placeholder
+/// The in-memory backend.
+#[derive(Debug)]
+pub struct MemoryStorage;

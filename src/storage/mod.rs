@@ -1,0 +1,272 @@
+//! Where the bytes live: the [`Storage`] trait and its backends.
+//!
+//! The trait is shaped by what resumable uploads need (PROTOCOL.md §4), not by append-only
+//! writes: several requests write chunks of one upload at their offsets at the same time, each
+//! chunk's range is recorded durably *in the storage* once its bytes are written, exactly one
+//! request wins the right to finalize, and publication is atomic (a reader sees the old file
+//! or the new one, never a partial one). No state lives in process memory, so a restarted
+//! process, or a second process on the same storage, carries on the same upload.
+//!
+//! A simple `PUT` is the degenerate case: a [`UploadSpec::Single`] upload that only its own
+//! request knows about, written from offset 0 and published when the body ends.
+//!
+//! # Lifecycle of an upload
+//!
+//! ```text
+//! open_upload(path, spec) ─► writer(upload, offset) ─► write(bytes)… ─► commit() → received ranges
+//!                                         (any number, any order, concurrently)
+//! claim(upload) ─► Won ─► read_upload (probe) ─► publish(upload, path, options)  (or abort)
+//!              └► Lost (another request finalizes it)
+//! ```
+//!
+//! Backends: [`FsStorage`] (a directory; the default) and [`MemoryStorage`] (tests, demos).
+//! A backend of your own passes the same conformance suite
+//! (`tower_uploads::storage::conformance`, feature `conformance`).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use std::ops::Range;
+use std::time::SystemTime;
+
+use crate::path::FilePath;
+
+mod fs;
+mod memory;
+mod ranges;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use fs::{Durability, FsStorage};
+pub use memory::MemoryStorage;
+pub use ranges::{RangeSet, merge_ranges};
+
+/// A stream of bytes read from a storage.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// Errors of a storage backend. The service maps each to one status (see
+/// [`ApiError`](crate::error::ApiError)); only `NotFound`, `PreconditionFailed`, `StorageFull`,
+/// `NameTooLong` and `ReservedPath` reach the client as themselves, the rest as a 500 whose
+/// message names no internal detail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// No file (or no upload) there.
+    #[error("not found")]
+    NotFound,
+    /// A [`PutMode::Create`] or [`PutMode::Update`] condition did not hold.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The upload was finalized, aborted or swept: no more bytes can go into it.
+    #[error("the upload is closed")]
+    UploadClosed,
+    /// No space left on the device / quota exceeded.
+    #[error("storage full")]
+    StorageFull,
+    /// A path segment is longer than the backend allows.
+    #[error("a path segment is too long for this storage")]
+    NameTooLong,
+    /// The path collides with the backend's own bookkeeping, or a folder of it is a file
+    /// (or the file is a folder).
+    #[error("the path cannot be stored: {0}")]
+    ReservedPath(&'static str),
+    /// Any other I/O failure.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A backend-specific failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StorageError {
+    /// Maps an I/O error, turning ENOSPC/EDQUOT into [`StorageError::StorageFull`] and
+    /// ENAMETOOLONG into [`StorageError::NameTooLong`].
+    pub fn from_io(e: std::io::Error) -> StorageError {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::StorageFull | K::QuotaExceeded => StorageError::StorageFull,
+            K::InvalidFilename => StorageError::NameTooLong,
+            K::NotFound => StorageError::NotFound,
+            _ => StorageError::Io(e),
+        }
+    }
+}
+
+/// A `Result` with a [`StorageError`].
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What a storage knows about a published file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its size in bytes.
+    pub size: u64,
+    /// An opaque version tag, different for every publication (no quotes; the HTTP layer
+    /// adds them). Byte-identical for the same version: a strong validator.
+    pub etag: String,
+    /// When it was published.
+    pub modified: SystemTime,
+    /// The MIME type recorded at publication.
+    pub content_type: String,
+    /// Opaque bytes recorded with the file at publication (the service keeps the File
+    /// object here); published atomically with the bytes.
+    pub attributes: Bytes,
+}
+
+/// How [`Storage::publish`] treats a file already at the path.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum PutMode {
+    /// Replace whatever is there.
+    #[default]
+    Overwrite,
+    /// Only if nothing is there (`If-None-Match: *`); else [`StorageError::PreconditionFailed`].
+    Create,
+    /// Only if the current version's etag is this one (`If-Match`); else
+    /// [`StorageError::PreconditionFailed`].
+    Update(String),
+}
+
+/// Options of [`Storage::publish`].
+#[derive(Clone, Debug, Default)]
+pub struct PublishOptions {
+    /// Create-only, replace-only-this-version, or overwrite.
+    pub mode: PutMode,
+    /// The MIME type delivered with the file.
+    pub content_type: String,
+    /// Opaque bytes stored with the file, returned by [`Storage::head`].
+    pub attributes: Bytes,
+}
+
+/// What kind of upload [`Storage::open_upload`] opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadSpec {
+    /// A fresh upload known only to the caller (a simple `PUT`): never joined by anyone else.
+    Single,
+    /// The shared resumable upload of a path: joined if one is in progress (whatever its
+    /// total: the caller compares), else created with this total.
+    Resumable {
+        /// The file's total size, from `Content-Range`.
+        total: u64,
+    },
+}
+
+/// An opaque upload identifier chosen by the storage (`[A-Za-z0-9._-]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UploadId(pub String);
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// Its identifier.
+    pub id: UploadId,
+    /// The path it will be published at (`None` for a [`UploadSpec::Single`] upload found by
+    /// [`Storage::list_uploads`] after a crash: the storage need not remember it).
+    pub path: Option<FilePath>,
+    /// The total size (resumable uploads), `None` for a single upload.
+    pub total: Option<u64>,
+    /// When it was created.
+    pub created: SystemTime,
+    /// The last time bytes or a range were recorded (what the sweeper's TTL counts from).
+    pub updated: SystemTime,
+    /// True when [`Storage::open_upload`] created it just now (false when it joined one).
+    pub created_now: bool,
+}
+
+/// The outcome of [`Storage::claim`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller finalizes the upload; every later writer gets [`StorageError::UploadClosed`].
+    Won,
+    /// Another caller has claimed it (it is being published, or was).
+    Lost,
+}
+
+/// Writes bytes at an offset of an upload; obtained from [`Storage::writer`].
+///
+/// Implementations batch what they are given into few large writes, keep memory bounded
+/// (a few MiB per writer at most), and never make a range count before [`commit`](Self::commit).
+/// Dropping a writer without committing leaves at most unrecorded bytes in the upload's
+/// staging area: they never count as received.
+#[async_trait]
+pub trait UploadWriter: Send {
+    /// Writes `data` at the current position (the start offset plus what was written so far).
+    async fn write(&mut self, data: Bytes) -> StorageResult<()>;
+
+    /// Makes the written bytes durable (per the backend's durability policy), records the
+    /// written range `[offset, offset + written)` as received, and returns every range
+    /// received so far, merged and ascending. Fails with [`StorageError::UploadClosed`] when
+    /// the upload was claimed, published, aborted or swept meanwhile.
+    async fn commit(self: Box<Self>) -> StorageResult<Vec<Range<u64>>>;
+}
+
+/// A place to keep uploads and the files they become. See the [module docs](self).
+///
+/// Every method may be called concurrently, from several processes sharing the same storage.
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    // ---- published files ----
+
+    /// What is published at `path`, or `None`.
+    async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>>;
+
+    /// Reads `range` (all of it when `None`) of the file published at `path`. The stream
+    /// yields bounded frames and reads the version described by the returned meta, even if
+    /// the file is replaced meanwhile. `range` must lie within the file
+    /// (the caller checks against [`head`](Self::head)).
+    async fn read(
+        &self,
+        path: &FilePath,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Option<(ObjectMeta, ByteStream)>>;
+
+    /// Deletes the file at `path`; returns whether there was one.
+    async fn delete(&self, path: &FilePath) -> StorageResult<bool>;
+
+    // ---- uploads ----
+
+    /// Opens an upload for `path`: a fresh private one ([`UploadSpec::Single`]), or the
+    /// path's shared resumable upload, created or joined atomically (two processes racing to
+    /// create it end up in the same upload).
+    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo>;
+
+    /// The resumable upload in progress for `path`, if any (never creates one).
+    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>>;
+
+    /// A writer that writes at `offset` of the upload.
+    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>>;
+
+    /// The ranges received so far (committed), merged and ascending.
+    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>>;
+
+    /// Claims the right to finalize the upload. Exactly one caller ever gets
+    /// [`Claim::Won`] for an upload, across processes — except that a claim whose holder
+    /// died (its process was killed) may be taken over, so that a crash never strands an
+    /// upload. Once won, writers are refused and writes in flight have finished.
+    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim>;
+
+    /// Reads `range` of the upload's staged bytes (for probing before publication).
+    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;
+
+    /// Publishes the first `size` bytes of a claimed upload at `path` atomically, then
+    /// forgets the upload. Zero-copy where the backend allows (a rename for [`FsStorage`]).
+    async fn publish(
+        &self,
+        upload: &UploadId,
+        path: &FilePath,
+        size: u64,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta>;
+
+    /// Discards an upload and frees its bytes. Idempotent.
+    async fn abort(&self, upload: &UploadId) -> StorageResult<()>;
+
+    /// Every upload in progress (including private ones a crashed process left behind), for
+    /// the sweeper.
+    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>>;
+}
