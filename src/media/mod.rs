@@ -1,5 +1,8 @@
 //! Media facts from a file's first bytes: `kind`, MIME `type`, and image dimensions.
-//! (PROTOCOL.md §3: magic bytes decide; a hint never makes a file media.)
+//! (PROTOCOL.md §3: magic bytes decide; a hint never makes a file media.) See [`sniff()`].
+
+mod sniff;
+pub use sniff::*;
 
 /// What a file is, as far as its bytes show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,4 +52,9 @@ pub struct MediaFacts {
     pub codec: Option<String>,
     /// Container.
     pub container: Option<String>,
+    /// True when the bytes were recognised (magic numbers) and decided `kind` and
+    /// `mime_type`; false when the type came from the hint, the extension or the default
+    /// (then `kind` is [`Kind::Other`], and conditions see `application/octet-stream`:
+    /// [`mime_for_conditions`]).
+    pub recognised: bool,
 }

@@ -1,1 +1,434 @@
-//! placeholder
+//! The conformance suite every [`Storage`] backend must pass. Run it from a test of your own
+//! backend (feature `conformance`):
+//!
+//! ```
+//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use tower_uploads::storage::{MemoryStorage, conformance};
+//! conformance::run(Arc::new(MemoryStorage::new())).await;
+//! # });
+//! ```
+//!
+//! Each check uses fresh random paths, so the suite can run against a storage that already
+//! holds data. It panics (like a failed test) at the first broken promise, naming it.
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::{Claim, PublishOptions, PutMode, Storage, StorageError, UploadSpec};
+use crate::path::FilePath;
+
+/// Runs every check against `storage`. Needs a multi-threaded tokio runtime.
+pub async fn run(storage: Arc<dyn Storage>) {
+    single_upload_roundtrip(&*storage).await;
+    overwrite_and_preconditions(&*storage).await;
+    ranged_reads(&*storage).await;
+    delete(&*storage).await;
+    uncommitted_bytes_do_not_count(&*storage).await;
+    resumable_create_join_and_ranges(&*storage).await;
+    parallel_chunks_and_single_claim(storage.clone()).await;
+    closed_after_claim(&*storage).await;
+    abort_and_listing(&*storage).await;
+    reader_keeps_its_version(&*storage).await;
+    empty_file(&*storage).await;
+}
+
+fn fresh(name: &str) -> FilePath {
+    FilePath::new(format!("conformance/{}/{name}", crate::file::random_id(""))).unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
+}
+
+async fn read_all(storage: &dyn Storage, path: &FilePath, range: Option<Range<u64>>) -> Vec<u8> {
+    let (_, stream) = storage
+        .read(path, range)
+        .await
+        .expect("read")
+        .expect("file exists");
+    let frames: Vec<Bytes> = stream.try_collect().await.expect("read stream");
+    frames.concat()
+}
+
+/// Publishes `data` at `path` through a single upload, in pieces of `piece` bytes.
+async fn put(
+    storage: &dyn Storage,
+    path: &FilePath,
+    data: &[u8],
+    mode: PutMode,
+) -> Result<super::ObjectMeta, StorageError> {
+    let upload = storage.open_upload(path, UploadSpec::Single).await?;
+    assert!(upload.created_now, "a single upload is always new");
+    let mut w = storage.writer(&upload.id, 0).await?;
+    for piece in data.chunks(100_000) {
+        w.write(Bytes::copy_from_slice(piece)).await?;
+    }
+    w.commit().await?;
+    assert_eq!(storage.claim(&upload.id).await?, Claim::Won);
+    let options = PublishOptions {
+        mode,
+        content_type: "application/x-test".into(),
+        attributes: Bytes::from_static(b"{\"a\":1}"),
+    };
+    let result = storage
+        .publish(&upload.id, path, data.len() as u64, options)
+        .await;
+    if result.is_err() {
+        storage.abort(&upload.id).await?;
+    }
+    result
+}
+
+async fn single_upload_roundtrip(storage: &dyn Storage) {
+    let path = fresh("a/b/file.bin");
+    assert!(
+        storage.head(&path).await.unwrap().is_none(),
+        "fresh path is empty"
+    );
+    let data = pattern(3 << 20, 1);
+    let meta = put(storage, &path, &data, PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(!meta.etag.is_empty());
+    let head = storage.head(&path).await.unwrap().expect("published");
+    assert_eq!(head.size, meta.size);
+    assert_eq!(head.etag, meta.etag, "head and publish agree on the etag");
+    assert_eq!(head.content_type, "application/x-test");
+    assert_eq!(head.attributes, Bytes::from_static(b"{\"a\":1}"));
+    assert_eq!(
+        read_all(storage, &path, None).await,
+        data,
+        "bytes round-trip"
+    );
+}
+
+async fn overwrite_and_preconditions(storage: &dyn Storage) {
+    let path = fresh("x.bin");
+    let v1 = put(storage, &path, b"one", PutMode::Create).await.unwrap();
+    let err = put(storage, &path, b"two", PutMode::Create)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::PreconditionFailed),
+        "create-only on existing: {err:?}"
+    );
+    assert_eq!(read_all(storage, &path, None).await, b"one");
+    let err = put(storage, &path, b"two", PutMode::Update("nope".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::PreconditionFailed),
+        "if-match mismatch: {err:?}"
+    );
+    let v2 = put(storage, &path, b"two!", PutMode::Update(v1.etag.clone()))
+        .await
+        .unwrap();
+    assert_ne!(v1.etag, v2.etag, "a new version has a new etag");
+    assert_eq!(read_all(storage, &path, None).await, b"two!");
+    let v3 = put(storage, &path, b"three", PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert_ne!(v2.etag, v3.etag);
+    assert_eq!(read_all(storage, &path, None).await, b"three");
+    let missing = fresh("missing.bin");
+    let err = put(storage, &missing, b"x", PutMode::Update(v3.etag))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::PreconditionFailed),
+        "if-match on nothing: {err:?}"
+    );
+    assert!(
+        storage.head(&missing).await.unwrap().is_none(),
+        "nothing left behind"
+    );
+}
+
+async fn ranged_reads(storage: &dyn Storage) {
+    let path = fresh("r.bin");
+    let data = pattern(1_000_000, 2);
+    put(storage, &path, &data, PutMode::Overwrite)
+        .await
+        .unwrap();
+    for range in [
+        0..1,
+        0..1_000_000,
+        999_999..1_000_000,
+        123_456..654_321,
+        5..5,
+    ] {
+        let got = read_all(storage, &path, Some(range.clone())).await;
+        assert_eq!(
+            got,
+            data[range.start as usize..range.end as usize],
+            "range {range:?}"
+        );
+    }
+}
+
+async fn delete(storage: &dyn Storage) {
+    let path = fresh("d.bin");
+    assert!(!storage.delete(&path).await.unwrap(), "delete of nothing");
+    put(storage, &path, b"bye", PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert!(storage.delete(&path).await.unwrap());
+    assert!(storage.head(&path).await.unwrap().is_none());
+    assert!(storage.read(&path, None).await.unwrap().is_none());
+}
+
+async fn uncommitted_bytes_do_not_count(storage: &dyn Storage) {
+    let path = fresh("u.bin");
+    let up = storage
+        .open_upload(&path, UploadSpec::Resumable { total: 10 })
+        .await
+        .unwrap();
+    let mut w = storage.writer(&up.id, 0).await.unwrap();
+    w.write(Bytes::from_static(b"01234")).await.unwrap();
+    drop(w);
+    assert_eq!(
+        storage.received(&up.id).await.unwrap(),
+        vec![],
+        "dropped writer counts nothing"
+    );
+    storage.abort(&up.id).await.unwrap();
+}
+
+async fn resumable_create_join_and_ranges(storage: &dyn Storage) {
+    let path = fresh("big.bin");
+    assert!(storage.find_upload(&path).await.unwrap().is_none());
+    let a = storage
+        .open_upload(&path, UploadSpec::Resumable { total: 30 })
+        .await
+        .unwrap();
+    assert!(a.created_now);
+    assert_eq!(a.total, Some(30));
+    let b = storage
+        .open_upload(&path, UploadSpec::Resumable { total: 99 })
+        .await
+        .unwrap();
+    assert!(!b.created_now, "the second open joins");
+    assert_eq!(b.id, a.id);
+    assert_eq!(
+        b.total,
+        Some(30),
+        "the established total wins; the caller compares"
+    );
+    assert_eq!(
+        storage.find_upload(&path).await.unwrap().map(|u| u.id),
+        Some(a.id.clone())
+    );
+    let data = pattern(30, 3);
+    for (range, want) in [
+        (20..30, vec![20..30]),
+        (0..5, vec![0..5, 20..30]),
+        (5..10, vec![0..10, 20..30]),
+        (5..10, vec![0..10, 20..30]),
+    ] {
+        let mut w = storage.writer(&a.id, range.start).await.unwrap();
+        w.write(Bytes::copy_from_slice(
+            &data[range.start as usize..range.end as usize],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(w.commit().await.unwrap(), want, "after {range:?}");
+    }
+    assert_eq!(storage.received(&a.id).await.unwrap(), vec![0..10, 20..30]);
+    let staged: Vec<Bytes> = storage
+        .read_upload(&a.id, 20..30)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        staged.concat(),
+        &data[20..30],
+        "staged bytes readable for probing"
+    );
+    assert!(
+        storage.head(&path).await.unwrap().is_none(),
+        "nothing visible before publish"
+    );
+    storage.abort(&a.id).await.unwrap();
+    assert!(
+        storage.find_upload(&path).await.unwrap().is_none(),
+        "abort forgets the upload"
+    );
+    let c = storage
+        .open_upload(&path, UploadSpec::Resumable { total: 99 })
+        .await
+        .unwrap();
+    assert!(c.created_now, "after abort a new upload starts");
+    assert_ne!(c.id, a.id);
+    assert_eq!(storage.received(&c.id).await.unwrap(), vec![]);
+    storage.abort(&c.id).await.unwrap();
+}
+
+async fn parallel_chunks_and_single_claim(storage: Arc<dyn Storage>) {
+    let path = fresh("parallel.bin");
+    let chunk = 256 * 1024 + 7;
+    let chunks = 12;
+    let total = (chunk * chunks - 100) as u64;
+    let data = Arc::new(pattern(total as usize, 4));
+    let mut order: Vec<usize> = (0..chunks).collect();
+    order.reverse();
+    order.swap(2, 7);
+    let mut tasks = Vec::new();
+    for i in order {
+        let (storage, path, data) = (storage.clone(), path.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let up = storage
+                .open_upload(&path, UploadSpec::Resumable { total })
+                .await
+                .unwrap();
+            let start = i * chunk;
+            let end = ((i + 1) * chunk).min(total as usize);
+            let mut w = storage.writer(&up.id, start as u64).await.unwrap();
+            for piece in data[start..end].chunks(10_000) {
+                w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            let ranges = w.commit().await.unwrap();
+            (up.id, ranges)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().0);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every chunk joined the same upload");
+    let id = ids.pop().unwrap();
+    assert_eq!(storage.received(&id).await.unwrap(), vec![0..total]);
+    let mut claims = Vec::new();
+    for _ in 0..8 {
+        let (storage, id, path) = (storage.clone(), id.clone(), path.clone());
+        claims.push(tokio::spawn(async move {
+            let c = storage.claim(&id).await.unwrap();
+            if c == Claim::Won {
+                // Hold the claim a moment so that the others really race it, then publish:
+                // a losing claim may wait for the winner's outcome.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                storage
+                    .publish(&id, &path, total, PublishOptions::default())
+                    .await
+                    .unwrap();
+            }
+            c
+        }));
+    }
+    let mut won = 0;
+    for c in claims {
+        if c.await.unwrap() == Claim::Won {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1, "exactly one claim wins");
+    assert_eq!(
+        read_all(&*storage, &path, None).await,
+        *data,
+        "assembled bytes"
+    );
+    assert!(
+        storage.find_upload(&path).await.unwrap().is_none(),
+        "published upload is forgotten"
+    );
+    assert_eq!(
+        storage.claim(&id).await.unwrap(),
+        Claim::Lost,
+        "claim after publish loses"
+    );
+}
+
+async fn closed_after_claim(storage: &dyn Storage) {
+    let path = fresh("closed.bin");
+    let up = storage
+        .open_upload(&path, UploadSpec::Resumable { total: 4 })
+        .await
+        .unwrap();
+    let mut early = storage.writer(&up.id, 0).await.unwrap();
+    assert_eq!(storage.claim(&up.id).await.unwrap(), Claim::Won);
+    let late = match storage.writer(&up.id, 0).await {
+        Ok(mut w) => match w.write(Bytes::from_static(b"abcd")).await {
+            Ok(()) => w.commit().await.map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(late, Err(StorageError::UploadClosed)),
+        "writer after claim: {late:?}"
+    );
+    let early_result = match early.write(Bytes::from_static(b"abcd")).await {
+        Ok(()) => early.commit().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(early_result, Err(StorageError::UploadClosed)),
+        "a writer opened before the claim cannot commit after it: {early_result:?}"
+    );
+    storage.abort(&up.id).await.unwrap();
+    assert!(storage.head(&path).await.unwrap().is_none());
+}
+
+async fn abort_and_listing(storage: &dyn Storage) {
+    let path = fresh("listed.bin");
+    let up = storage
+        .open_upload(&path, UploadSpec::Resumable { total: 8 })
+        .await
+        .unwrap();
+    let single = storage
+        .open_upload(&path, UploadSpec::Single)
+        .await
+        .unwrap();
+    let listed = storage.list_uploads().await.unwrap();
+    assert!(
+        listed.iter().any(|u| u.id == up.id),
+        "resumable upload listed"
+    );
+    assert!(
+        listed.iter().any(|u| u.id == single.id),
+        "single upload listed"
+    );
+    let mine = listed.iter().find(|u| u.id == up.id).unwrap();
+    assert_eq!(mine.path.as_ref(), Some(&path));
+    assert_eq!(mine.total, Some(8));
+    storage.abort(&up.id).await.unwrap();
+    storage.abort(&up.id).await.unwrap(); // idempotent
+    storage.abort(&single.id).await.unwrap();
+    let listed = storage.list_uploads().await.unwrap();
+    assert!(
+        !listed.iter().any(|u| u.id == up.id || u.id == single.id),
+        "aborted uploads gone"
+    );
+}
+
+async fn reader_keeps_its_version(storage: &dyn Storage) {
+    let path = fresh("versions.bin");
+    let old = pattern(2 << 20, 5);
+    put(storage, &path, &old, PutMode::Overwrite).await.unwrap();
+    let (meta, stream) = storage.read(&path, None).await.unwrap().unwrap();
+    let new = pattern(1 << 20, 6);
+    put(storage, &path, &new, PutMode::Overwrite).await.unwrap();
+    let frames: Vec<Bytes> = stream.try_collect().await.unwrap();
+    assert_eq!(meta.size, old.len() as u64);
+    assert_eq!(
+        frames.concat(),
+        old,
+        "a reader sees the version it opened, whole"
+    );
+    assert_eq!(read_all(storage, &path, None).await, new);
+}
+
+async fn empty_file(storage: &dyn Storage) {
+    let path = fresh("empty");
+    let meta = put(storage, &path, b"", PutMode::Overwrite).await.unwrap();
+    assert_eq!(meta.size, 0);
+    assert_eq!(read_all(storage, &path, None).await, b"");
+}

@@ -1,7 +1,1172 @@
-//! placeholder
-/// The filesystem backend.
-#[derive(Debug)]
-pub struct FsStorage;
-/// Durability policy.
-#[derive(Debug)]
-pub enum Durability {}
+//! [`FsStorage`]: uploads and files in a directory.
+//!
+//! # Layout
+//!
+//! ```text
+//! <root>/<path>                        published files, at their own paths
+//! <root>/.tower-uploads/               bookkeeping (the one reserved top-level name)
+//!     staging/s.<rand>                 the bytes of a simple PUT in progress
+//!     uploads/<key>/                   the resumable upload in progress for a path
+//!         info.json                    {path, total, gen, created}
+//!         data.<gen>                   its bytes: every chunk is a positional write here
+//!         ranges/<start>-<end>         one empty marker per committed range
+//!         claimed                      created (create-new) by the request that finalizes
+//!     meta/<key>/<etag>.json           content type + attributes of a published version
+//!     locks/<00..3f>                   striped lock files serialising publications
+//!     tmp/                             directories under construction, and trash
+//! ```
+//!
+//! `<key>` is a hash of the path. Everything is decided by the filesystem's own atomic
+//! operations, so several processes can share one root:
+//!
+//! - **create or join** a resumable upload: the new upload's directory is built under `tmp/`
+//!   and renamed to `uploads/<key>`; renaming onto an existing (non-empty) upload directory
+//!   fails, and the loser joins the winner's upload.
+//! - **writes** are `pwrite`s into `data.<gen>`, batched (about 1 MiB per system call
+//!   round), each batch under a *shared* `flock` of the data file after checking that the
+//!   upload is neither claimed nor gone.
+//! - **claim**: an *exclusive* `flock` of the data file (it waits for the batches in flight),
+//!   then `claimed` is created with `O_EXCL`. The claimer keeps the lock until it publishes
+//!   or aborts; if its process dies the kernel drops the lock, and the next claimer that
+//!   finds `claimed` while holding the lock takes over.
+//! - **publish**: under a striped lock (one of 64 lock files, chosen by the path), the
+//!   precondition is checked and the data file is `rename`d to the file's path: no byte is
+//!   copied, and readers see the old file or the new one.
+//!
+//! # Durability
+//!
+//! With [`Durability::Process`] (the default) nothing is `fsync`ed: a range is counted once
+//! its bytes are in the page cache, which survives the server process being killed (the
+//! kernel still holds them) but not a power cut. [`Durability::Power`] `fsync`s a chunk's
+//! bytes before its range marker is created, the marker's directory after, and a file and its
+//! directory before a publication is answered.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{
+    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, Storage, StorageError, StorageResult,
+    UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
+};
+use crate::path::FilePath;
+
+/// The reserved top-level directory of the bookkeeping.
+pub const RESERVED_DIR: &str = ".tower-uploads";
+const LOCK_STRIPES: u64 = 64;
+/// How much a writer gathers before one positional write round.
+const WRITE_BATCH: usize = 1 << 20;
+/// Frame size of read streams.
+const READ_FRAME: usize = 256 * 1024;
+
+/// When the bytes of a chunk or a file are durable (see the module docs of `storage/fs.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// No `fsync`: survives the process being killed, not a power cut. The default.
+    #[default]
+    Process,
+    /// `fsync` before a range counts and before a publication is answered.
+    Power,
+}
+
+/// A [`Storage`] in a directory (see the [module docs](crate::storage) for the trait and
+/// the source of `storage/fs.rs` for the on-disk layout). Cloning shares the same directory
+/// and claims.
+#[derive(Clone)]
+pub struct FsStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    durability: Durability,
+    /// Exclusive locks held by this process's winning claims, until publish or abort.
+    claims: Mutex<HashMap<UploadId, Arc<File>>>,
+}
+
+impl std::fmt::Debug for FsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStorage")
+            .field("root", &self.inner.root)
+            .field("durability", &self.inner.durability)
+            .finish()
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InfoFile {
+    path: String,
+    total: u64,
+    gen_id: String,
+    created: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetaFile {
+    content_type: String,
+    #[serde(with = "attributes_b64")]
+    attributes: Bytes,
+}
+
+mod attributes_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(b) {
+            Ok(text) => s.serialize_str(&format!("t:{text}")),
+            Err(_) => s.serialize_str(&format!("b:{}", STANDARD.encode(b))),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Some(text) = s.strip_prefix("t:") {
+            Ok(Bytes::from(text.to_owned()))
+        } else if let Some(b64) = s.strip_prefix("b:") {
+            STANDARD
+                .decode(b64)
+                .map(Bytes::from)
+                .map_err(serde::de::Error::custom)
+        } else {
+            Err(serde::de::Error::custom("bad attributes"))
+        }
+    }
+}
+
+/// Runs blocking filesystem work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StorageResult<T> + Send + 'static,
+) -> StorageResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Other(format!("blocking task failed: {e}")))?
+}
+
+fn io(e: io::Error) -> StorageError {
+    StorageError::from_io(e)
+}
+
+/// Like [`io`], but a missing file means the upload is gone.
+fn closed_if_missing(e: io::Error) -> StorageError {
+    if e.kind() == ErrorKind::NotFound {
+        StorageError::UploadClosed
+    } else {
+        io(e)
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn rand_token() -> String {
+    crate::file::random_id("")
+}
+
+/// Which of our kinds of upload an id names.
+enum Parsed<'a> {
+    Single(&'a str),
+    Resumable { key: &'a str, gen_id: &'a str },
+    Tmp(&'a str),
+}
+
+fn parse_id(id: &UploadId) -> StorageResult<Parsed<'_>> {
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let bad = || StorageError::Other("not an upload id of this storage".into());
+    let mut parts = id.0.split('.');
+    let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("s"), Some(r), None, None) if ok(r) => Parsed::Single(r),
+        (Some("r"), Some(key), Some(gen_id), None) if ok(key) && ok(gen_id) => {
+            Parsed::Resumable { key, gen_id }
+        }
+        (Some("t"), Some(r), None, None) if ok(r) => Parsed::Tmp(r),
+        _ => return Err(bad()),
+    };
+    Ok(parsed)
+}
+
+fn path_key(path: &FilePath) -> String {
+    let digest = Sha256::digest(path.as_str().as_bytes());
+    hex::encode(&digest[..16])
+}
+
+fn etag_of(md: &fs::Metadata) -> String {
+    let mut h = Sha256::new();
+    for n in [
+        md.dev(),
+        md.ino(),
+        md.size(),
+        md.mtime() as u64,
+        md.mtime_nsec() as u64,
+    ] {
+        h.update(n.to_le_bytes());
+    }
+    hex::encode(&h.finalize()[..12])
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Maps the errors of creating a file's folders or renaming onto its path.
+fn place_error(e: io::Error) -> StorageError {
+    match e.kind() {
+        ErrorKind::NotADirectory => StorageError::ReservedPath("a folder of this path is a file"),
+        ErrorKind::IsADirectory | ErrorKind::DirectoryNotEmpty => {
+            StorageError::ReservedPath("a folder exists at this path")
+        }
+        _ => io(e),
+    }
+}
+
+impl FsStorage {
+    /// A storage in `root`, created if missing.
+    pub fn new(root: impl Into<PathBuf>) -> StorageResult<FsStorage> {
+        let root = root.into();
+        for sub in ["staging", "uploads", "meta", "locks", "tmp"] {
+            fs::create_dir_all(root.join(RESERVED_DIR).join(sub)).map_err(io)?;
+        }
+        Ok(FsStorage {
+            inner: Arc::new(Inner {
+                root,
+                durability: Durability::default(),
+                claims: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Sets the durability policy (default [`Durability::Process`]).
+    #[must_use]
+    pub fn durability(self, durability: Durability) -> FsStorage {
+        let inner = Inner {
+            root: self.inner.root.clone(),
+            durability,
+            claims: Mutex::new(HashMap::new()),
+        };
+        FsStorage {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+impl Inner {
+    fn sys(&self) -> PathBuf {
+        self.root.join(RESERVED_DIR)
+    }
+
+    fn file_path(&self, path: &FilePath) -> StorageResult<PathBuf> {
+        if path.segments().next() == Some(RESERVED_DIR) {
+            return Err(StorageError::ReservedPath(
+                "the top-level name .tower-uploads is reserved",
+            ));
+        }
+        let mut p = self.root.clone();
+        p.extend(path.segments());
+        Ok(p)
+    }
+
+    fn upload_dir(&self, key: &str) -> PathBuf {
+        self.sys().join("uploads").join(key)
+    }
+
+    fn meta_dir(&self, key: &str) -> PathBuf {
+        self.sys().join("meta").join(key)
+    }
+
+    fn lock_stripe(&self, key: &str) -> io::Result<File> {
+        let n = u64::from_str_radix(&key[..4], 16).unwrap_or(0) % LOCK_STRIPES;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.sys().join("locks").join(format!("{n:02x}")))?;
+        f.lock()?;
+        Ok(f)
+    }
+
+    /// The data file of an upload.
+    fn data_path(&self, id: &UploadId) -> StorageResult<PathBuf> {
+        Ok(match parse_id(id)? {
+            Parsed::Single(r) => self.sys().join("staging").join(format!("s.{r}")),
+            Parsed::Resumable { key, gen_id } => {
+                self.upload_dir(key).join(format!("data.{gen_id}"))
+            }
+            Parsed::Tmp(_) => return Err(StorageError::UploadClosed),
+        })
+    }
+
+    fn read_info(&self, key: &str) -> io::Result<Option<(InfoFile, fs::Metadata)>> {
+        let dir = self.upload_dir(key);
+        let bytes = match fs::read(dir.join("info.json")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let info: InfoFile = serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+        let md = match fs::metadata(dir.join("ranges")) {
+            Ok(md) => md,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some((info, md)))
+    }
+
+    fn info_of(&self, key: &str, info: InfoFile, ranges_md: &fs::Metadata) -> UploadInfo {
+        let created = UNIX_EPOCH + Duration::from_secs(info.created);
+        UploadInfo {
+            id: UploadId(format!("r.{key}.{}", info.gen_id)),
+            path: FilePath::new(info.path).ok(),
+            total: Some(info.total),
+            created,
+            updated: ranges_md.modified().unwrap_or(created).max(created),
+            created_now: false,
+        }
+    }
+
+    /// Takes a shared lock of an upload's data file and checks that the upload is still open.
+    /// Does not wait for a finalizer that already holds the claim: the upload is closed.
+    fn lock_open<'f>(&self, file: &'f File, id: &UploadId) -> StorageResult<Unlock<'f>> {
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                self.check_open(id)?;
+                // Someone is between taking the exclusive lock and marking the claim.
+                file.lock_shared().map_err(io)?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let guard = Unlock(file);
+        self.check_open(id)?;
+        Ok(guard)
+    }
+
+    /// Checks that a resumable upload is still open (neither claimed nor gone).
+    fn check_open(&self, id: &UploadId) -> StorageResult<()> {
+        if let Parsed::Resumable { key, gen_id } = parse_id(id)? {
+            let dir = self.upload_dir(key);
+            if dir.join("claimed").exists() || !dir.join(format!("data.{gen_id}")).exists() {
+                return Err(StorageError::UploadClosed);
+            }
+        }
+        Ok(())
+    }
+
+    fn ranges(&self, key: &str) -> StorageResult<Vec<Range<u64>>> {
+        let dir = self.upload_dir(key).join("ranges");
+        let entries = fs::read_dir(&dir).map_err(closed_if_missing)?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            let Some((a, b)) = name.to_str().and_then(|n| n.split_once('-')) else {
+                continue;
+            };
+            if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
+                out.push(a..b);
+            }
+        }
+        Ok(merge_ranges(out))
+    }
+
+    fn read_meta(&self, key: &str, etag: &str) -> (String, Bytes) {
+        fs::read(self.meta_dir(key).join(format!("{etag}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MetaFile>(&b).ok())
+            .map_or_else(
+                || (String::from("application/octet-stream"), Bytes::new()),
+                |m| (m.content_type, m.attributes),
+            )
+    }
+
+    fn object_meta(&self, path: &FilePath, md: &fs::Metadata) -> ObjectMeta {
+        let etag = etag_of(md);
+        let (mut content_type, attributes) = self.read_meta(&path_key(path), &etag);
+        if attributes.is_empty() && content_type == "application/octet-stream" {
+            // A file put there by other means: guess from the name.
+            if let Some(m) = mime_guess::from_path(path.filename()).first_raw() {
+                content_type = m.to_owned();
+            }
+        }
+        ObjectMeta {
+            size: md.size(),
+            etag,
+            modified: md.modified().unwrap_or(UNIX_EPOCH),
+            content_type,
+            attributes,
+        }
+    }
+
+    fn remove_tree(&self, dir: &Path) -> io::Result<()> {
+        // Move it out of the way atomically first, so nobody sees it half-deleted.
+        let trash = self
+            .sys()
+            .join("tmp")
+            .join(format!("trash{}", rand_token()));
+        match fs::rename(dir, &trash) {
+            Ok(()) => fs::remove_dir_all(&trash),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_resumable(&self, path: &FilePath, total: u64) -> StorageResult<UploadInfo> {
+        let key = path_key(path);
+        for _ in 0..8 {
+            if let Some((info, md)) = self.read_info(&key).map_err(io)? {
+                return Ok(self.info_of(&key, info, &md));
+            }
+            let gen_id = rand_token();
+            let tmp = self.sys().join("tmp").join(format!("new{gen_id}"));
+            let now = SystemTime::now();
+            let info = InfoFile {
+                path: path.as_str().to_owned(),
+                total,
+                gen_id: gen_id.clone(),
+                created: unix_secs(now),
+            };
+            let build = || -> io::Result<()> {
+                fs::create_dir(&tmp)?;
+                fs::create_dir(tmp.join("ranges"))?;
+                File::create(tmp.join(format!("data.{gen_id}")))?;
+                let json = serde_json::to_vec(&info).map_err(io::Error::other)?;
+                fs::write(tmp.join("info.json"), json)?;
+                if self.durability == Durability::Power {
+                    File::open(tmp.join("info.json"))?.sync_all()?;
+                    fsync_dir(&tmp)?;
+                }
+                Ok(())
+            };
+            if let Err(e) = build() {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(io(e));
+            }
+            match fs::rename(&tmp, self.upload_dir(&key)) {
+                Ok(()) => {
+                    if self.durability == Durability::Power {
+                        fsync_dir(&self.sys().join("uploads")).map_err(io)?;
+                    }
+                    return Ok(UploadInfo {
+                        id: UploadId(format!("r.{key}.{gen_id}")),
+                        path: Some(path.clone()),
+                        total: Some(total),
+                        created: now,
+                        updated: now,
+                        created_now: true,
+                    });
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::DirectoryNotEmpty | ErrorKind::AlreadyExists
+                    ) =>
+                {
+                    // Someone else created it first: join theirs.
+                    let _ = fs::remove_dir_all(&tmp);
+                }
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(io(e));
+                }
+            }
+        }
+        Err(StorageError::Other(
+            "could not create or join the upload".into(),
+        ))
+    }
+
+    fn claim(&self, id: &UploadId) -> StorageResult<Claim> {
+        let Parsed::Resumable { key, .. } = parse_id(id)? else {
+            // A private upload has one writer: its own request.
+            return Ok(Claim::Won);
+        };
+        let data = match File::open(self.data_path(id)?) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Claim::Lost),
+            Err(e) => return Err(io(e)),
+        };
+        // Waits for the write batches in flight, and for a live claimer to finish.
+        data.lock().map_err(io)?;
+        if !self.data_path(id)?.exists() {
+            return Ok(Claim::Lost); // published or aborted meanwhile
+        }
+        let marker = self.upload_dir(key).join("claimed");
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+        {
+            Ok(_) => {}
+            // We hold the lock and the data is still there: the previous claimer died
+            // before publishing. Take over.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                tracing::warn!(upload = %id, "taking over the claim of a dead finalizer");
+            }
+            Err(e) => return Err(io(e)),
+        }
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), Arc::new(data));
+        Ok(Claim::Won)
+    }
+
+    fn release_claim(&self, id: &UploadId) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    fn publish(
+        &self,
+        id: &UploadId,
+        path: &FilePath,
+        size: u64,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let parsed = parse_id(id)?;
+        if let Parsed::Resumable { .. } = parsed {
+            let held = self
+                .claims
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(id);
+            if !held {
+                return Err(StorageError::Other("publish of an unclaimed upload".into()));
+            }
+        }
+        let target = self.file_path(path)?;
+        let data_path = self.data_path(id)?;
+        let key = path_key(path);
+        let data = OpenOptions::new()
+            .write(true)
+            .open(&data_path)
+            .map_err(closed_if_missing)?;
+        data.set_len(size).map_err(io)?;
+        if self.durability == Durability::Power {
+            data.sync_all().map_err(io)?;
+        }
+        let md = data.metadata().map_err(io)?;
+        drop(data);
+        let etag = etag_of(&md);
+
+        let meta_dir = self.meta_dir(&key);
+        fs::create_dir_all(&meta_dir).map_err(io)?;
+        let meta_file = meta_dir.join(format!("{etag}.json"));
+        let meta = MetaFile {
+            content_type: options.content_type.clone(),
+            attributes: options.attributes.clone(),
+        };
+        fs::write(
+            &meta_file,
+            serde_json::to_vec(&meta).map_err(|e| StorageError::Other(e.to_string()))?,
+        )
+        .map_err(io)?;
+
+        let outcome = (|| {
+            let _stripe = self.lock_stripe(&key).map_err(io)?;
+            let current = match fs::metadata(&target) {
+                Ok(md) if md.is_file() => Some(etag_of(&md)),
+                Ok(_) => return Err(StorageError::ReservedPath("a folder exists at this path")),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound) => None,
+                Err(e) => return Err(place_error(e)),
+            };
+            match (&options.mode, &current) {
+                (PutMode::Create, Some(_)) => return Err(StorageError::PreconditionFailed),
+                (PutMode::Update(want), Some(have)) if want != have => {
+                    return Err(StorageError::PreconditionFailed);
+                }
+                (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
+                _ => {}
+            }
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(place_error)?;
+            }
+            fs::rename(&data_path, &target).map_err(place_error)?;
+            if self.durability == Durability::Power {
+                if let Some(parent) = target.parent() {
+                    fsync_dir(parent).map_err(io)?;
+                }
+            }
+            // Forget older versions' records.
+            if let Ok(entries) = fs::read_dir(&meta_dir) {
+                for entry in entries.flatten() {
+                    if entry.file_name().to_str() != Some(&format!("{etag}.json")) {
+                        let _ = fs::remove_file(entry.path());
+                    }
+                }
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                if let Parsed::Resumable { key: ukey, .. } = parsed {
+                    let _ = self.remove_tree(&self.upload_dir(ukey));
+                }
+                self.release_claim(id);
+                Ok(ObjectMeta {
+                    size,
+                    etag,
+                    modified: md.modified().unwrap_or(UNIX_EPOCH),
+                    content_type: options.content_type,
+                    attributes: options.attributes,
+                })
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&meta_file);
+                Err(e)
+            }
+        }
+    }
+
+    fn abort(&self, id: &UploadId) -> StorageResult<()> {
+        let result = match parse_id(id)? {
+            Parsed::Single(_) => match fs::remove_file(self.data_path(id)?) {
+                Err(e) if e.kind() != ErrorKind::NotFound => Err(io(e)),
+                _ => Ok(()),
+            },
+            Parsed::Resumable { key, gen_id } => {
+                // Only remove the directory if it is still this generation's.
+                let dir = self.upload_dir(key);
+                if dir.join(format!("data.{gen_id}")).exists() {
+                    self.remove_tree(&dir).map_err(io)
+                } else {
+                    Ok(())
+                }
+            }
+            Parsed::Tmp(r) => {
+                let p = self.sys().join("tmp").join(r);
+                match fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p)) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => Err(io(e)),
+                    _ => Ok(()),
+                }
+            }
+        };
+        self.release_claim(id);
+        result
+    }
+
+    fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.sys().join("uploads")).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let Some(key) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Ok(Some((info, md))) = self.read_info(&key) {
+                out.push(self.info_of(&key, info, &md));
+            }
+        }
+        for entry in fs::read_dir(self.sys().join("staging")).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let (Some(name), Ok(md)) = (
+                entry.file_name().to_str().map(str::to_owned),
+                entry.metadata(),
+            ) else {
+                continue;
+            };
+            let t = md.modified().unwrap_or(UNIX_EPOCH);
+            out.push(UploadInfo {
+                id: UploadId(name),
+                path: None,
+                total: None,
+                created: t,
+                updated: t,
+                created_now: false,
+            });
+        }
+        for entry in fs::read_dir(self.sys().join("tmp")).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let (Some(name), Ok(md)) = (
+                entry.file_name().to_str().map(str::to_owned),
+                entry.metadata(),
+            ) else {
+                continue;
+            };
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                continue;
+            }
+            let t = md.modified().unwrap_or(UNIX_EPOCH);
+            out.push(UploadInfo {
+                id: UploadId(format!("t.{name}")),
+                path: None,
+                total: None,
+                created: t,
+                updated: t,
+                created_now: false,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
+        let inner = self.inner.clone();
+        let path = path.clone();
+        blocking(move || {
+            let target = inner.file_path(&path)?;
+            match fs::metadata(&target) {
+                Ok(md) if md.is_file() => Ok(Some(inner.object_meta(&path, &md))),
+                Ok(_) => Ok(None),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    Ok(None)
+                }
+                Err(e) => Err(io(e)),
+            }
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        path: &FilePath,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Option<(ObjectMeta, ByteStream)>> {
+        let inner = self.inner.clone();
+        let path = path.clone();
+        let opened = blocking(move || {
+            let target = inner.file_path(&path)?;
+            let file = match File::open(&target) {
+                Ok(f) => f,
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(io(e)),
+            };
+            let md = file.metadata().map_err(io)?;
+            if !md.is_file() {
+                return Ok(None);
+            }
+            Ok(Some((inner.object_meta(&path, &md), file)))
+        })
+        .await?;
+        let Some((meta, file)) = opened else {
+            return Ok(None);
+        };
+        let range = range.unwrap_or(0..meta.size);
+        if range.start > range.end || range.end > meta.size {
+            return Err(StorageError::Other("range outside the file".into()));
+        }
+        Ok(Some((meta, read_stream(Arc::new(file), range))))
+    }
+
+    async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
+        let inner = self.inner.clone();
+        let path = path.clone();
+        blocking(move || {
+            let target = inner.file_path(&path)?;
+            let key = path_key(&path);
+            let _stripe = inner.lock_stripe(&key).map_err(io)?;
+            match fs::metadata(&target) {
+                Ok(md) if md.is_file() => {}
+                Ok(_) => return Ok(false),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(io(e)),
+            }
+            fs::remove_file(&target).map_err(io)?;
+            let _ = fs::remove_dir_all(inner.meta_dir(&key));
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
+        let inner = self.inner.clone();
+        let path = path.clone();
+        blocking(move || {
+            inner.file_path(&path)?; // refuse reserved paths before writing anything
+            match spec {
+                UploadSpec::Resumable { total } => inner.open_resumable(&path, total),
+                UploadSpec::Single => {
+                    let id = UploadId(format!("s.{}", rand_token()));
+                    File::create_new(inner.data_path(&id)?).map_err(io)?;
+                    let now = SystemTime::now();
+                    Ok(UploadInfo {
+                        id,
+                        path: Some(path),
+                        total: None,
+                        created: now,
+                        updated: now,
+                        created_now: true,
+                    })
+                }
+            }
+        })
+        .await
+    }
+
+    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
+        let inner = self.inner.clone();
+        let key = path_key(path);
+        blocking(move || {
+            Ok(inner
+                .read_info(&key)
+                .map_err(io)?
+                .map(|(info, md)| inner.info_of(&key, info, &md)))
+        })
+        .await
+    }
+
+    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
+        let inner = self.inner.clone();
+        let id = upload.clone();
+        let file = blocking(move || {
+            let data_path = inner.data_path(&id)?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(data_path)
+                .map_err(closed_if_missing)?;
+            Ok(f)
+        })
+        .await?;
+        let resumable = matches!(parse_id(upload)?, Parsed::Resumable { .. });
+        Ok(Box::new(FsWriter {
+            inner: self.inner.clone(),
+            id: upload.clone(),
+            file: Arc::new(file),
+            resumable,
+            start: offset,
+            pos: offset,
+            pending: Vec::new(),
+            pending_len: 0,
+            in_flight: None,
+        }))
+    }
+
+    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
+        let inner = self.inner.clone();
+        let id = upload.clone();
+        blocking(move || match parse_id(&id)? {
+            Parsed::Resumable { key, .. } => {
+                inner.check_exists(&id)?;
+                inner.ranges(key)
+            }
+            _ => Ok(Vec::new()),
+        })
+        .await
+    }
+
+    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
+        let inner = self.inner.clone();
+        let id = upload.clone();
+        blocking(move || inner.claim(&id)).await
+    }
+
+    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
+        let inner = self.inner.clone();
+        let id = upload.clone();
+        let file =
+            blocking(move || File::open(inner.data_path(&id)?).map_err(closed_if_missing)).await?;
+        Ok(read_stream(Arc::new(file), range))
+    }
+
+    async fn publish(
+        &self,
+        upload: &UploadId,
+        path: &FilePath,
+        size: u64,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let inner = self.inner.clone();
+        let (id, path) = (upload.clone(), path.clone());
+        blocking(move || inner.publish(&id, &path, size, options)).await
+    }
+
+    async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
+        let inner = self.inner.clone();
+        let id = upload.clone();
+        blocking(move || inner.abort(&id)).await
+    }
+
+    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.list_uploads()).await
+    }
+}
+
+impl Inner {
+    fn check_exists(&self, id: &UploadId) -> StorageResult<()> {
+        if self.data_path(id)?.exists() {
+            Ok(())
+        } else {
+            Err(StorageError::NotFound)
+        }
+    }
+}
+
+/// Streams `range` of `file` in frames of [`READ_FRAME`] bytes (a bounded read per frame, off
+/// the async threads). Short reads (the file shrank) end the stream with an error.
+fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
+    let stream = futures_util::stream::try_unfold(range.start, move |pos| {
+        let file = file.clone();
+        let end = range.end;
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let want = ((end - pos) as usize).min(READ_FRAME);
+            let buf = blocking(move || {
+                let mut buf = BytesMut::zeroed(want);
+                let mut filled = 0;
+                while filled < want {
+                    match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                        Ok(0) => {
+                            return Err(StorageError::Other("the file shrank while read".into()));
+                        }
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(io(e)),
+                    }
+                }
+                Ok(buf.freeze())
+            })
+            .await?;
+            Ok(Some((buf, pos + want as u64)))
+        }
+    });
+    Box::pin(stream)
+}
+
+type WriteTask = tokio::task::JoinHandle<StorageResult<()>>;
+
+struct FsWriter {
+    inner: Arc<Inner>,
+    id: UploadId,
+    file: Arc<File>,
+    resumable: bool,
+    start: u64,
+    pos: u64,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// The previous batch, written while the next one gathers.
+    in_flight: Option<WriteTask>,
+}
+
+impl FsWriter {
+    async fn wait_in_flight(&mut self) -> StorageResult<()> {
+        if let Some(task) = self.in_flight.take() {
+            task.await
+                .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Starts writing what is pending (after the previous batch has finished).
+    async fn flush_pending(&mut self) -> StorageResult<()> {
+        self.wait_in_flight().await?;
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let bufs = std::mem::take(&mut self.pending);
+        let at = self.pos - self.pending_len as u64;
+        self.pending_len = 0;
+        let (inner, id, file, resumable) = (
+            self.inner.clone(),
+            self.id.clone(),
+            self.file.clone(),
+            self.resumable,
+        );
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let _shared = if resumable {
+                Some(inner.lock_open(&file, &id)?)
+            } else {
+                None
+            };
+            let mut at = at;
+            for buf in bufs {
+                file.write_all_at(&buf, at).map_err(io)?;
+                at += buf.len() as u64;
+            }
+            Ok(())
+        }));
+        Ok(())
+    }
+}
+
+/// Releases a `flock` when dropped.
+struct Unlock<'a>(&'a File);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+#[async_trait]
+impl UploadWriter for FsWriter {
+    async fn write(&mut self, data: Bytes) -> StorageResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.pos = self
+            .pos
+            .checked_add(data.len() as u64)
+            .ok_or(StorageError::StorageFull)?;
+        self.pending_len += data.len();
+        self.pending.push(data);
+        if self.pending_len >= WRITE_BATCH {
+            self.flush_pending().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        self.flush_pending().await?;
+        self.wait_in_flight().await?;
+        let FsWriter {
+            inner,
+            id,
+            file,
+            resumable,
+            start,
+            pos,
+            ..
+        } = *self;
+        if !resumable {
+            if inner.durability == Durability::Power {
+                blocking(move || file.sync_data().map_err(io)).await?;
+            }
+            return Ok(if pos > start {
+                vec![start..pos]
+            } else {
+                Vec::new()
+            });
+        }
+        blocking(move || {
+            if inner.durability == Durability::Power {
+                file.sync_data().map_err(io)?;
+            }
+            let Parsed::Resumable { key, .. } = parse_id(&id)? else {
+                unreachable!("checked at construction");
+            };
+            let _shared = inner.lock_open(&file, &id)?;
+            let ranges_dir = inner.upload_dir(key).join("ranges");
+            if pos > start {
+                File::create(ranges_dir.join(format!("{start}-{pos}")))
+                    .map_err(closed_if_missing)?;
+                if inner.durability == Durability::Power {
+                    fsync_dir(&ranges_dir).map_err(io)?;
+                }
+            }
+            inner.ranges(key)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        super::super::conformance::run(Arc::new(storage.clone())).await;
+        // Nothing left behind but published files and empty bookkeeping.
+        let sys = dir.path().join(RESERVED_DIR);
+        for sub in ["staging", "uploads", "tmp"] {
+            let left: Vec<_> = fs::read_dir(sys.join(sub)).unwrap().collect();
+            assert!(left.is_empty(), "{sub} not empty: {left:?}");
+        }
+        let power = FsStorage::new(dir.path())
+            .unwrap()
+            .durability(Durability::Power);
+        super::super::conformance::run(Arc::new(power)).await;
+    }
+
+    #[tokio::test]
+    async fn reserved_and_colliding_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let reserved = FilePath::new(".tower-uploads/x").unwrap();
+        assert!(matches!(
+            storage.open_upload(&reserved, UploadSpec::Single).await,
+            Err(StorageError::ReservedPath(_))
+        ));
+        // A file, then a path that needs it to be a folder.
+        let file = FilePath::new("a/b").unwrap();
+        let up = storage
+            .open_upload(&file, UploadSpec::Single)
+            .await
+            .unwrap();
+        storage.claim(&up.id).await.unwrap();
+        storage
+            .publish(&up.id, &file, 0, PublishOptions::default())
+            .await
+            .unwrap();
+        let nested = FilePath::new("a/b/c").unwrap();
+        let up = storage
+            .open_upload(&nested, UploadSpec::Single)
+            .await
+            .unwrap();
+        storage.claim(&up.id).await.unwrap();
+        let err = storage
+            .publish(&up.id, &nested, 0, PublishOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::ReservedPath(_)), "{err:?}");
+        storage.abort(&up.id).await.unwrap();
+        // A folder where the file should go.
+        let folder = FilePath::new("a").unwrap();
+        let up = storage
+            .open_upload(&folder, UploadSpec::Single)
+            .await
+            .unwrap();
+        storage.claim(&up.id).await.unwrap();
+        let err = storage
+            .publish(&up.id, &folder, 0, PublishOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::ReservedPath(_)), "{err:?}");
+        storage.abort(&up.id).await.unwrap();
+        assert!(storage.head(&folder).await.unwrap().is_none());
+        assert!(storage.head(&nested).await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_claimer_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = FilePath::new("x.bin").unwrap();
+        let first = FsStorage::new(dir.path()).unwrap();
+        let up = first
+            .open_upload(&path, UploadSpec::Resumable { total: 3 })
+            .await
+            .unwrap();
+        let mut w = first.writer(&up.id, 0).await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(first.claim(&up.id).await.unwrap(), Claim::Won);
+        // The claimer "dies": its lock goes away without a publish.
+        first.inner.release_claim(&up.id);
+        let second = FsStorage::new(dir.path()).unwrap();
+        assert_eq!(second.claim(&up.id).await.unwrap(), Claim::Won, "take-over");
+        second
+            .publish(&up.id, &path, 3, PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(second.head(&path).await.unwrap().unwrap().size, 3);
+    }
+}

@@ -205,7 +205,7 @@ pub trait UploadWriter: Send {
     async fn commit(self: Box<Self>) -> StorageResult<Vec<Range<u64>>>;
 }
 
-/// A place to keep uploads and the files they become. See the [module docs](self).
+/// A place to keep uploads and the files they become. See the [module docs](crate::storage).
 ///
 /// Every method may be called concurrently, from several processes sharing the same storage.
 #[async_trait]
@@ -248,6 +248,10 @@ pub trait Storage: Send + Sync + 'static {
     /// [`Claim::Won`] for an upload, across processes — except that a claim whose holder
     /// died (its process was killed) may be taken over, so that a crash never strands an
     /// upload. Once won, writers are refused and writes in flight have finished.
+    ///
+    /// A losing claim may wait until the winner has published or aborted (FsStorage does);
+    /// a winner must therefore always go on to [`publish`](Self::publish) or
+    /// [`abort`](Self::abort) promptly.
     async fn claim(&self, upload: &UploadId) -> StorageResult<Claim>;
 
     /// Reads `range` of the upload's staged bytes (for probing before publication).
