@@ -6,12 +6,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod api;
+/// Credentials: bearer keys and signed URLs.
 pub mod auth;
 pub mod body;
+/// GET/HEAD of stored files.
 pub mod delivery;
 pub mod error;
 pub mod file;
 pub mod media;
 pub mod path;
 pub mod response;
+pub mod service;
 pub mod storage;
+pub mod upload;
+
+pub use service::{Uploads, UploadsLayer, UploadsService};
+pub use storage::{FsStorage, MemoryStorage, Storage};

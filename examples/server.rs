@@ -1,0 +1,179 @@
+//! The demo server: tower-uploads on plain hyper, storing into a directory.
+//!
+//! ```text
+//! cargo run --release --example server -- --listen 127.0.0.1:8080 --data ./data --key secret
+//! ```
+//!
+//! Flags: `--listen ADDR` (default 127.0.0.1:8080), `--data DIR` (default ./data),
+//! `--key KEY` (repeatable; else env `ITTYBIT_API_KEY`; else a random key, printed),
+//! `--base-url URL`, `--max-file-size BYTES`, `--max-request-size BYTES`, `--private`,
+//! `--legacy-signatures`, `--upload-ttl SECS` (default 86400). Prints
+//! `listening on http://ADDR` once it accepts connections.
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_uploads::{FsStorage, Uploads};
+
+const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
+[--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
+[--upload-ttl SECS]";
+
+struct Args {
+    listen: SocketAddr,
+    data: PathBuf,
+    keys: Vec<String>,
+    base_url: Option<String>,
+    max_file_size: Option<u64>,
+    max_request_size: Option<u64>,
+    private: bool,
+    legacy_signatures: bool,
+    upload_ttl: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: "127.0.0.1:8080".parse().expect("valid default"),
+        data: PathBuf::from("./data"),
+        keys: Vec::new(),
+        base_url: None,
+        max_file_size: None,
+        max_request_size: None,
+        private: false,
+        legacy_signatures: false,
+        upload_ttl: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (flag.clone(), None),
+        };
+        let mut value = |what: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs {what}"))
+        };
+        let number = |s: String, name: &str| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{name}: not a number of bytes/seconds: {s}"))
+        };
+        match name.as_str() {
+            "--listen" => {
+                let v = value("an address")?;
+                args.listen = v
+                    .parse()
+                    .map_err(|_| format!("--listen: bad address {v}"))?;
+            }
+            "--data" => args.data = PathBuf::from(value("a directory")?),
+            "--key" => args.keys.push(value("a key")?),
+            "--base-url" => args.base_url = Some(value("a URL")?),
+            "--max-file-size" => args.max_file_size = Some(number(value("bytes")?, &name)?),
+            "--max-request-size" => args.max_request_size = Some(number(value("bytes")?, &name)?),
+            "--upload-ttl" => args.upload_ttl = Some(number(value("seconds")?, &name)?),
+            "--private" => args.private = true,
+            "--legacy-signatures" => args.legacy_signatures = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument: {other}")),
+        }
+    }
+    Ok(args)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,tower_uploads=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut keys = args.keys.clone();
+    if keys.is_empty() {
+        match std::env::var("ITTYBIT_API_KEY") {
+            Ok(k) if !k.is_empty() => keys.push(k),
+            _ => {
+                let k = tower_uploads::file::random_id("key_");
+                println!("generated API key: {k}");
+                keys.push(k);
+            }
+        }
+    }
+    let storage = match FsStorage::new(&args.data) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot use {}: {e}", args.data.display());
+            std::process::exit(1);
+        }
+    };
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("bound address");
+    let mut uploads = Uploads::new(storage)
+        .base_url(args.base_url.unwrap_or_else(|| format!("http://{addr}")))
+        .private(args.private)
+        .legacy_signatures(args.legacy_signatures);
+    for k in keys {
+        uploads = uploads.key(k);
+    }
+    if let Some(n) = args.max_file_size {
+        uploads = uploads.max_file_size(n);
+    }
+    if let Some(n) = args.max_request_size {
+        uploads = uploads.max_request_size(n);
+    }
+    if let Some(secs) = args.upload_ttl {
+        uploads = uploads.upload_ttl(Duration::from_secs(secs));
+    }
+    let _sweeper = uploads.spawn_sweeper();
+    let service = uploads.service();
+
+    println!("listening on http://{addr}");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

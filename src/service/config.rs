@@ -1,0 +1,72 @@
+//! The configuration shared by every request of one [`Uploads`](super::Uploads) stack.
+
+use http::HeaderMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::KeySet;
+use crate::path::FilePath;
+use crate::response::ResponseStyle;
+use crate::storage::Storage;
+
+/// Default per-request body limit: 64 MiB (ittybit's simple-upload limit).
+pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 64 << 20;
+/// Default file-size limit: 1 GiB (ittybit's default per-file limit).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
+/// The largest file-size limit that can be configured: 5 TiB.
+pub const MAX_FILE_SIZE_CEILING: u64 = 5 << 40;
+
+/// Everything a request needs to know about the stack it goes through.
+pub(crate) struct Config {
+    pub storage: Arc<dyn Storage>,
+    pub keys: KeySet,
+    /// Public URL prefix of files, without a trailing `/` (`None`: from the `Host` header).
+    pub base_url: Option<String>,
+    /// The mount prefix as seen in request URIs: `""` or `/x` (no trailing `/`).
+    pub prefix: String,
+    pub max_request_size: u64,
+    pub max_file_size: u64,
+    pub style: ResponseStyle,
+    pub signature_ttl: Duration,
+    pub upload_ttl: Duration,
+}
+
+impl Config {
+    /// The public base URL for a request: the configured one, or `http://<Host><prefix>`.
+    pub fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(base) = &self.base_url {
+            return base.clone();
+        }
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+            })
+            .unwrap_or("localhost");
+        format!("http://{host}{}", self.prefix)
+    }
+
+    /// The absolute URL of a file.
+    pub fn file_url(&self, headers: &HeaderMap, path: &FilePath) -> String {
+        format!("{}/{}", self.base_url(headers), path.to_uri_path())
+    }
+
+    /// The path under the mount prefix (with its leading `/`), if `path` is under it.
+    pub fn strip_prefix<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+/// Normalises a mount prefix: a leading `/`, no trailing `/`, or `""`.
+pub(crate) fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}

@@ -1,0 +1,201 @@
+//! The terminal upload service: routes a request to upload, delivery or the JSON API, or
+//! hands it to the inner service (layer mode) when it is not ours.
+
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body::Body;
+use http_body_util::Either;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower_service::Service;
+
+use super::config::Config;
+use crate::auth::Verified;
+use crate::body::{BoxError, ResponseBody};
+use crate::error::{ApiError, ErrorKind};
+use crate::path::FilePath;
+use crate::response::{Answer, RequestFacts, ResponseStyle};
+
+/// Routes requests under the mount prefix to the upload endpoints; everything else goes to
+/// `S` (the app's own service in layer mode, [`NotFound`] for a standalone service).
+#[derive(Clone)]
+pub struct Handler<S> {
+    cfg: Arc<Config>,
+    inner: S,
+    /// Standalone: answer 404/405 ourselves instead of falling through.
+    terminal: bool,
+}
+
+impl<S> std::fmt::Debug for Handler<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("prefix", &self.cfg.prefix)
+            .field("terminal", &self.terminal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Handler<S> {
+    pub(crate) fn new(cfg: Arc<Config>, inner: S, terminal: bool) -> Self {
+        Handler {
+            cfg,
+            inner,
+            terminal,
+        }
+    }
+}
+
+/// What a request under the prefix is (`None` from [`Handler::route`]: not ours).
+enum Route {
+    Signatures,
+    Upload(FilePath),
+    Deliver(FilePath),
+    Refuse(ApiError),
+}
+
+impl<S> Handler<S> {
+    fn route<B>(&self, req: &Request<B>) -> Option<Route> {
+        let rest = self.cfg.strip_prefix(req.uri().path())?;
+        let method = req.method();
+        let not_ours = |err: ApiError| self.terminal.then_some(Route::Refuse(err));
+        if *method == Method::POST {
+            return if rest == "/signatures" {
+                Some(Route::Signatures)
+            } else {
+                not_ours(method_not_allowed())
+            };
+        }
+        let is_get = *method == Method::GET || *method == Method::HEAD;
+        if *method != Method::PUT && !is_get {
+            return not_ours(method_not_allowed());
+        }
+        match FilePath::from_uri_path(rest) {
+            Ok(path) if is_get => Some(Route::Deliver(path)),
+            Ok(path) => Some(Route::Upload(path)),
+            Err(e) if is_get => not_ours(e.into()),
+            Err(e) => Some(Route::Refuse(e.into())),
+        }
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        "this endpoint accepts GET, HEAD and PUT on files, POST on /signatures",
+    )
+}
+
+fn with_allow(mut res: Response<ResponseBody>, err: &ApiError) -> Response<ResponseBody> {
+    if err.kind() == ErrorKind::MethodNotAllowed {
+        res.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, PUT, POST"),
+        );
+    }
+    res
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Handler<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError> + Send,
+    ResBody: Send + 'static,
+{
+    type Response = Response<Either<ResBody, ResponseBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(route) = self.route(&req) else {
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(async move { Ok(inner.call(req).await?.map(Either::Left)) });
+        };
+        let cfg = self.cfg.clone();
+        let terminal = self.terminal;
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let style = ResponseStyle::negotiate(req.headers(), cfg.style);
+            let facts = RequestFacts::of(&req);
+            let answer = Answer::new(style, &facts);
+            let res = match route {
+                Route::Refuse(err) => with_allow(answer.error(&err), &err),
+                Route::Signatures => match req.extensions().get::<Verified>() {
+                    Some(v) if v.via == crate::auth::Via::Bearer => {
+                        crate::api::signatures::create(&cfg, req, &answer).await
+                    }
+                    _ => answer.error(&unauthenticated()),
+                },
+                Route::Upload(path) => {
+                    if req.extensions().get::<Verified>().is_none() {
+                        answer.error(&unauthenticated())
+                    } else if req.headers().contains_key(header::CONTENT_RANGE) {
+                        crate::upload::put_chunk(&cfg, req, path, &answer).await
+                    } else {
+                        crate::upload::put_whole(&cfg, req, path, &answer).await
+                    }
+                }
+                Route::Deliver(path) => {
+                    match crate::delivery::deliver(
+                        &*cfg.storage,
+                        &path,
+                        req.method(),
+                        req.headers(),
+                        style,
+                        &facts,
+                    )
+                    .await
+                    {
+                        Ok(res) => res,
+                        Err(e) if e.kind() == ErrorKind::FileNotFound && !terminal => {
+                            return Ok(inner.call(req).await?.map(Either::Left));
+                        }
+                        Err(e) => with_allow(answer.error(&e), &e),
+                    }
+                }
+            };
+            Ok(res.map(Either::Right))
+        })
+    }
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::new(
+        ErrorKind::TokenMissing,
+        "this request needs an Authorization: Bearer key or a signed URL",
+    )
+}
+
+/// The inner service of a standalone [`UploadsService`](super::UploadsService): nothing
+/// falls through to it (the handler answers 404/405 itself), but it completes the types.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotFound;
+
+impl<B> Service<Request<B>> for NotFound {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let err = ApiError::new(ErrorKind::FileNotFound, "no file at this path");
+        std::future::ready(Ok(crate::response::error_response(
+            &req,
+            ResponseStyle::Envelope,
+            &err,
+        )))
+    }
+}

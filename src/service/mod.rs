@@ -1,0 +1,307 @@
+//! [`Uploads`]: the builder that bundles the whole stack — signature checks, uploads,
+//! delivery and the signatures API — as one tower [`Layer`] or one [`Service`].
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_uploads::{Uploads, storage::MemoryStorage};
+//!
+//! let uploads = Uploads::new(MemoryStorage::new()).key("my-api-key");
+//! // Either nest the standalone service under a prefix…
+//! let app: Router = Router::new()
+//!     .route("/health", get(|| async { "ok" }))
+//!     .nest_service("/files", uploads.clone().base_url("https://example.com/files").service());
+//! // …or wrap an existing router: requests under the prefix are ours, the rest go through.
+//! let app2: Router = Router::new()
+//!     .route("/health", get(|| async { "ok" }))
+//!     .layer(uploads.prefix("/files").layer());
+//! # let _ = (app, app2);
+//! ```
+
+pub(crate) mod config;
+mod handler;
+
+pub use config::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_REQUEST_SIZE, MAX_FILE_SIZE_CEILING};
+pub use handler::{Handler, NotFound};
+
+use http::{Request, Response};
+use http_body::Body;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::auth::{ApiKey, AuthPolicy, KeySet, Signature, Verifier};
+use crate::body::{BoxError, ResponseBody};
+use crate::response::ResponseStyle;
+use crate::storage::Storage;
+use config::{Config, normalize_prefix};
+
+/// Builds the upload stack. See the [module docs](self) for how to mount it.
+#[derive(Clone)]
+#[must_use]
+pub struct Uploads {
+    storage: Arc<dyn Storage>,
+    keys: Vec<ApiKey>,
+    base_url: Option<String>,
+    prefix: String,
+    max_request_size: u64,
+    max_file_size: u64,
+    style: ResponseStyle,
+    private: bool,
+    legacy_signatures: bool,
+    leeway_secs: u64,
+    signature_ttl: Duration,
+    upload_ttl: Duration,
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads")
+            .field("keys", &self.keys.len())
+            .field("base_url", &self.base_url)
+            .field("prefix", &self.prefix)
+            .field("max_request_size", &self.max_request_size)
+            .field("max_file_size", &self.max_file_size)
+            .field("private", &self.private)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Uploads {
+    /// A stack writing into `storage`. Add at least one [`key`](Self::key).
+    pub fn new(storage: impl Storage) -> Uploads {
+        Self::from_arc(Arc::new(storage))
+    }
+
+    /// A stack writing into a shared storage.
+    pub fn from_arc(storage: Arc<dyn Storage>) -> Uploads {
+        Uploads {
+            storage,
+            keys: Vec::new(),
+            base_url: None,
+            prefix: String::new(),
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            style: ResponseStyle::Envelope,
+            private: false,
+            legacy_signatures: false,
+            leeway_secs: 0,
+            signature_ttl: Duration::from_secs(3600),
+            upload_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Adds an API key. Several keys are valid at once (rotation); the first one signs the
+    /// URLs that `POST /signatures` makes.
+    pub fn key(mut self, key: impl Into<ApiKey>) -> Uploads {
+        self.keys.push(key.into());
+        self
+    }
+
+    /// The public URL of the mount point, e.g. `https://example.com/files`, used in `url`,
+    /// `Location` and signed URLs. Default: `http://<Host header><prefix>`.
+    pub fn base_url(mut self, url: impl Into<String>) -> Uploads {
+        self.base_url = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The mount prefix as it appears in the request URIs this stack sees (layer mode:
+    /// e.g. `/files`; with axum's `nest_service`, which strips it, leave it empty).
+    pub fn prefix(mut self, prefix: &str) -> Uploads {
+        self.prefix = normalize_prefix(prefix);
+        self
+    }
+
+    /// The largest request body (default 64 MiB). Larger simple uploads get 413.
+    pub fn max_request_size(mut self, bytes: u64) -> Uploads {
+        self.max_request_size = bytes;
+        self
+    }
+
+    /// The largest file (default 1 GiB, at most [`MAX_FILE_SIZE_CEILING`] = 5 TiB).
+    pub fn max_file_size(mut self, bytes: u64) -> Uploads {
+        self.max_file_size = bytes.min(MAX_FILE_SIZE_CEILING);
+        self
+    }
+
+    /// The body style of responses to requests without `Accept-Version` (default: the
+    /// envelope that ittybit's guides document).
+    pub fn response_style(mut self, style: ResponseStyle) -> Uploads {
+        self.style = style;
+        self
+    }
+
+    /// Private delivery: GET/HEAD need a bearer key or a `get` signature (default: public).
+    pub fn private(mut self, private: bool) -> Uploads {
+        self.private = private;
+        self
+    }
+
+    /// Accepts the seed-style signed URLs without `method` (signed over
+    /// `<path>?expiry=<expiry>`), for PUT only. Off by default.
+    pub fn legacy_signatures(mut self, on: bool) -> Uploads {
+        self.legacy_signatures = on;
+        self
+    }
+
+    /// Clock-skew leeway for signature expiry (default 0).
+    pub fn signature_leeway(mut self, leeway: Duration) -> Uploads {
+        self.leeway_secs = leeway.as_secs();
+        self
+    }
+
+    /// Default lifetime of URLs made by `POST /signatures` (default 1 h).
+    pub fn signature_ttl(mut self, ttl: Duration) -> Uploads {
+        self.signature_ttl = ttl;
+        self
+    }
+
+    /// How long an incomplete resumable upload lives without activity (default 24 h).
+    pub fn upload_ttl(mut self, ttl: Duration) -> Uploads {
+        self.upload_ttl = ttl;
+        self
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Starts the background task that discards incomplete uploads idle for longer than the
+    /// [`upload_ttl`](Self::upload_ttl) and frees their bytes (checking every TTL / 4, at most
+    /// every minute). Needs a tokio runtime; abort the handle to stop it.
+    pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
+        let every = (self.upload_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        crate::upload::spawn_sweeper(self.storage.clone(), self.upload_ttl, every)
+    }
+
+    fn parts(&self) -> (Arc<Config>, AuthPolicy) {
+        let keys = KeySet::try_new(self.keys.iter().cloned())
+            .expect("Uploads needs at least one API key: call .key(...)");
+        let verifier = Verifier::new(keys.clone())
+            .legacy_signatures(self.legacy_signatures)
+            .leeway_secs(self.leeway_secs);
+        let policy = AuthPolicy::new(verifier)
+            .prefix(self.prefix.clone())
+            .private_delivery(self.private)
+            .style(self.style);
+        let cfg = Config {
+            storage: self.storage.clone(),
+            keys,
+            base_url: self.base_url.clone(),
+            prefix: self.prefix.clone(),
+            max_request_size: self.max_request_size,
+            max_file_size: self.max_file_size,
+            style: self.style,
+            signature_ttl: self.signature_ttl,
+            upload_ttl: self.upload_ttl,
+        };
+        (Arc::new(cfg), policy)
+    }
+
+    /// The stack as a layer around an app's service: requests under the
+    /// [`prefix`](Self::prefix) that are uploads, deliveries of existing files or
+    /// `POST /signatures` are answered here; everything else reaches the app.
+    ///
+    /// # Panics
+    /// When no key was configured.
+    pub fn layer(&self) -> UploadsLayer {
+        let (cfg, policy) = self.parts();
+        UploadsLayer { cfg, policy }
+    }
+
+    /// The stack as a standalone service (404/405 for anything it does not serve).
+    ///
+    /// # Panics
+    /// When no key was configured.
+    pub fn service(&self) -> UploadsService {
+        let (cfg, policy) = self.parts();
+        UploadsService {
+            inner: Signature::new(Handler::new(cfg, NotFound, true), policy),
+        }
+    }
+}
+
+/// The [`Layer`] made by [`Uploads::layer`].
+#[derive(Clone)]
+#[must_use]
+pub struct UploadsLayer {
+    cfg: Arc<Config>,
+    policy: AuthPolicy,
+}
+
+impl std::fmt::Debug for UploadsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadsLayer")
+            .field("prefix", &self.cfg.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The middleware made by [`UploadsLayer`]: signature checks, then the upload handler,
+/// then the app's service `S`.
+pub type UploadsMiddleware<S> = Signature<Handler<S>>;
+
+impl<S> Layer<S> for UploadsLayer {
+    type Service = UploadsMiddleware<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Signature::new(
+            Handler::new(self.cfg.clone(), inner, false),
+            self.policy.clone(),
+        )
+    }
+}
+
+/// The standalone service made by [`Uploads::service`].
+#[derive(Clone, Debug)]
+pub struct UploadsService {
+    inner: Signature<Handler<NotFound>>,
+}
+
+impl<B> Service<Request<B>> for UploadsService
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError> + Send,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = futures_util::future::MapOk<
+        <Signature<Handler<NotFound>> as Service<Request<B>>>::Future,
+        fn(
+            Response<
+                http_body_util::Either<
+                    http_body_util::Either<ResponseBody, ResponseBody>,
+                    ResponseBody,
+                >,
+            >,
+        ) -> Response<ResponseBody>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<B>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        use futures_util::TryFutureExt;
+        fn flatten(
+            res: Response<
+                http_body_util::Either<
+                    http_body_util::Either<ResponseBody, ResponseBody>,
+                    ResponseBody,
+                >,
+            >,
+        ) -> Response<ResponseBody> {
+            use http_body_util::Either::{Left, Right};
+            res.map(|b| match b {
+                Left(Left(b)) | Left(Right(b)) | Right(b) => b,
+            })
+        }
+        self.inner
+            .call(req)
+            .map_ok(flatten as fn(_) -> Response<ResponseBody>)
+    }
+}

@@ -1,0 +1,123 @@
+//! Streaming a request body into an [`UploadWriter`], with limits, sniffing, digests and
+//! comparison against stored bytes, in bounded memory.
+
+use bytes::{Buf, Bytes};
+use http_body::Body;
+use http_body_util::BodyExt;
+use std::pin::pin;
+
+use super::digest::Sha256Check;
+use crate::body::BoxError;
+use crate::media::SNIFF_BYTES;
+use crate::storage::{ByteStream, StorageError, UploadWriter};
+
+/// Why a body did not arrive whole.
+#[derive(Debug)]
+pub(crate) enum PumpError {
+    /// More than the limit was sent (the rest is not read).
+    TooLarge,
+    /// The client's body failed (disconnect, reset, malformed chunked encoding).
+    Client(BoxError),
+    /// The storage failed.
+    Storage(StorageError),
+}
+
+/// Compares what arrives with bytes already stored, frame by frame.
+pub(crate) struct Comparer {
+    stored: ByteStream,
+    pending: Bytes,
+    equal: bool,
+}
+
+impl Comparer {
+    pub(crate) fn new(stored: ByteStream) -> Self {
+        Comparer {
+            stored,
+            pending: Bytes::new(),
+            equal: true,
+        }
+    }
+
+    async fn feed(&mut self, mut data: &[u8]) {
+        use futures_util::StreamExt;
+        while self.equal && !data.is_empty() {
+            if self.pending.is_empty() {
+                match self.stored.next().await {
+                    Some(Ok(b)) => self.pending = b,
+                    _ => {
+                        self.equal = false; // the stored range is shorter, or unreadable
+                        return;
+                    }
+                }
+                continue;
+            }
+            let n = self.pending.len().min(data.len());
+            if self.pending[..n] != data[..n] {
+                self.equal = false;
+                return;
+            }
+            self.pending.advance(n);
+            data = &data[n..];
+        }
+    }
+
+    /// Whether everything fed so far matched (the caller checks the lengths).
+    pub(crate) fn equal(&self) -> bool {
+        self.equal
+    }
+}
+
+/// What to do with the body besides writing it.
+#[derive(Default)]
+pub(crate) struct Taps<'a> {
+    /// Collects the first [`SNIFF_BYTES`] bytes.
+    pub sniff: Option<&'a mut Vec<u8>>,
+    /// Hashes everything.
+    pub digest: Option<&'a mut Sha256Check>,
+    /// Compares everything with stored bytes.
+    pub compare: Option<&'a mut Comparer>,
+}
+
+/// Streams `body` into `writer` (which must not be committed by this function), refusing more
+/// than `limit` bytes. Returns the number of bytes written.
+pub(crate) async fn pump<B>(
+    body: B,
+    writer: &mut dyn UploadWriter,
+    limit: u64,
+    mut taps: Taps<'_>,
+) -> Result<u64, PumpError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = pin!(body);
+    let mut written: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| PumpError::Client(e.into()))?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let data = data.copy_to_bytes(data.remaining());
+        if data.is_empty() {
+            continue;
+        }
+        written = written.saturating_add(data.len() as u64);
+        if written > limit {
+            return Err(PumpError::TooLarge);
+        }
+        if let Some(sniff) = taps.sniff.as_deref_mut() {
+            if sniff.len() < SNIFF_BYTES {
+                let n = (SNIFF_BYTES - sniff.len()).min(data.len());
+                sniff.extend_from_slice(&data[..n]);
+            }
+        }
+        if let Some(digest) = taps.digest.as_deref_mut() {
+            digest.update(&data);
+        }
+        if let Some(compare) = taps.compare.as_deref_mut() {
+            compare.feed(&data).await;
+        }
+        writer.write(data).await.map_err(PumpError::Storage)?;
+    }
+    Ok(written)
+}

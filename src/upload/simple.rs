@@ -1,0 +1,120 @@
+//! Simple upload: the whole file in one `PUT` body (PROTOCOL.md §3).
+
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+
+use super::body::{PumpError, Taps, pump};
+use super::{
+    AbortOnDrop, content_length, facts_of, file_response, new_record, precheck, put_mode, too_large,
+};
+use crate::body::{BoxError, ResponseBody};
+use crate::error::{ApiError, ErrorKind};
+use crate::path::FilePath;
+use crate::response::Answer;
+use crate::service::config::Config;
+use crate::storage::{Claim, PublishOptions, StorageError, UploadSpec};
+
+/// Answers a simple `PUT` whose credentials the auth layer has verified.
+pub(crate) async fn put_whole<B>(
+    cfg: &Config,
+    req: Request<B>,
+    path: FilePath,
+    answer: &Answer<'_>,
+) -> Response<ResponseBody>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match run(cfg, req, &path, answer).await {
+        Ok(res) => res,
+        Err(e) => answer.error(&e),
+    }
+}
+
+async fn run<B>(
+    cfg: &Config,
+    req: Request<B>,
+    path: &FilePath,
+    answer: &Answer<'_>,
+) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let limit = cfg.max_request_size.min(cfg.max_file_size);
+    if let Some(len) = content_length(req.headers())? {
+        if len > limit {
+            return Err(too_large(limit, "body"));
+        }
+    }
+    let (mode, previous) = precheck(&*cfg.storage, path, put_mode(req.headers())?).await?;
+    let (parts, body) = req.into_parts();
+
+    let upload = cfg.storage.open_upload(path, UploadSpec::Single).await?;
+    let mut guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
+    let mut writer = cfg.storage.writer(&upload.id, 0).await?;
+    let mut head = Vec::new();
+    let pumped = pump(
+        body,
+        &mut *writer,
+        limit,
+        Taps {
+            sniff: Some(&mut head),
+            ..Taps::default()
+        },
+    )
+    .await;
+    let size = match pumped {
+        Ok(size) => size,
+        Err(e) => {
+            drop(writer);
+            guard.abort().await;
+            return Err(match e {
+                PumpError::TooLarge => too_large(limit, "body"),
+                PumpError::Client(e) => ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!("the request body ended early: {e}"),
+                ),
+                PumpError::Storage(e) => e.into(),
+            });
+        }
+    };
+    let committed = writer.commit().await;
+    if let Err(e) = committed {
+        guard.abort().await;
+        return Err(e.into());
+    }
+    if cfg.storage.claim(&upload.id).await? != Claim::Won {
+        guard.abort().await;
+        return Err(StorageError::UploadClosed.into());
+    }
+    let facts = facts_of(&head, &parts.headers, path);
+    let record = new_record(
+        cfg,
+        &parts.headers,
+        path,
+        size,
+        &facts,
+        previous.as_ref(),
+        &upload.id,
+    );
+    let attributes = serde_json::to_vec(&record)
+        .map_err(|e| ApiError::internal(&e))?
+        .into();
+    let options = PublishOptions {
+        mode,
+        content_type: facts.mime_type.clone(),
+        attributes,
+    };
+    match cfg.storage.publish(&upload.id, path, size, options).await {
+        Ok(_) => {
+            guard.disarm();
+            tracing::info!(path = %path, bytes = size, kind = %record.file.kind, "file published");
+            Ok(file_response(answer, StatusCode::CREATED, &record.file))
+        }
+        Err(e) => {
+            guard.abort().await;
+            Err(e.into())
+        }
+    }
+}
