@@ -2,7 +2,58 @@
 //!
 //! ittybit-compatible upload endpoints for any hyper, axum or warp app: signed URLs, simple
 //! `PUT` uploads, resumable `Content-Range` chunk uploads, file delivery — on the app's own
-//! routes, with its own persistence behind the [`Storage`](storage::Storage) trait.
+//! routes, with its own persistence behind the [`Storage`](storage::Storage) trait. Clients
+//! written for ittybit (its SDKs, its docs' `fetch` snippets, curl) work unchanged.
+//!
+//! ```
+//! use http::{Request, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::ServiceExt;
+//! use tower_uploads::{MemoryStorage, Uploads};
+//! use tower_uploads::auth::{ApiKey, SignedMethod, Signer};
+//! use tower_uploads::path::FilePath;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let uploads = Uploads::new(MemoryStorage::new())
+//!     .key("secret-key")
+//!     .base_url("https://files.example.com");
+//! let service = uploads.service();
+//!
+//! // The app's backend signs a URL (or asks `POST /signatures`)…
+//! let signer = Signer::new(ApiKey::new("secret-key"), "https://files.example.com");
+//! let path = FilePath::new("avatars/me.txt").unwrap();
+//! let signed = signer.sign(&path, SignedMethod::Put, 4_102_444_800);
+//! let uri = signed.url.strip_prefix("https://files.example.com").unwrap().to_owned();
+//!
+//! // …and the browser PUTs the file to it, without any key.
+//! let put = Request::put(uri).body(Full::new("hello".as_bytes())).unwrap();
+//! let res = service.clone().oneshot(put).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::CREATED);
+//! let body = res.into_body().collect().await.unwrap().to_bytes();
+//! let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+//! assert_eq!(doc["data"]["url"], "https://files.example.com/avatars/me.txt");
+//! assert_eq!(doc["data"]["filesize"], 5);
+//!
+//! // Delivery is public by default.
+//! let get = Request::get("/avatars/me.txt").body(Full::new(&b""[..])).unwrap();
+//! let res = service.oneshot(get).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
+//! assert_eq!(&res.into_body().collect().await.unwrap().to_bytes()[..], b"hello");
+//! # });
+//! ```
+//!
+//! ## Map
+//!
+//! - [`Uploads`] bundles the stack; mount it with `.layer()` or `.service()`
+//!   ([`service`] module docs show both with axum).
+//! - [`auth`]: bearer keys, signed URLs ([`auth::Signer`]), the [`auth::SignatureLayer`].
+//! - [`upload`]: simple and resumable `PUT`, the sweeper of expired uploads.
+//! - [`delivery`]: `GET`/`HEAD` with ranges and conditional requests.
+//! - [`storage`]: the [`Storage`] trait, [`FsStorage`], [`MemoryStorage`], and the
+//!   conformance suite for custom backends (feature `conformance`).
+//! - [`path`], [`file`], [`media`], [`response`], [`error`]: the pieces of the wire contract.
+//!
+//! See `ARCHITECTURE.md` in the repository for how a request flows through the layers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
