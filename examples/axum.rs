@@ -20,7 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The app's own routes…
     let app = Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"ok": true})) }),
+        )
         // …and every ittybit upload endpoint under /files (axum strips the prefix).
         .nest_service("/files", uploads.service());
 

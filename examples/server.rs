@@ -103,6 +103,7 @@ async fn main() {
                 .unwrap_or_else(|_| "warn,tower_uploads=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let mut keys = args.keys.clone();

@@ -16,16 +16,23 @@ fn main() {
     let mut path = None;
     let mut args = std::env::args().skip(1);
     let fail = |msg: &str| -> ! {
-        eprintln!("error: {msg}\nusage: sign --key KEY [--base-url URL] [--method put|get] [--ttl SECS] PATH");
+        eprintln!(
+            "error: {msg}\nusage: sign --key KEY [--base-url URL] [--method put|get] [--ttl SECS] PATH"
+        );
         std::process::exit(2)
     };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--key" => key = args.next(),
-            "--base-url" => base = args.next().unwrap_or_else(|| fail("--base-url needs a URL")),
+            "--base-url" => {
+                base = args
+                    .next()
+                    .unwrap_or_else(|| fail("--base-url needs a URL"))
+            }
             "--method" => {
                 let m = args.next().unwrap_or_default();
-                method = SignedMethod::from_param(&m).unwrap_or_else(|| fail("--method is put or get"));
+                method =
+                    SignedMethod::from_param(&m).unwrap_or_else(|| fail("--method is put or get"));
             }
             "--ttl" => {
                 ttl = args

@@ -600,10 +600,10 @@ impl Inner {
                 fs::create_dir_all(parent).map_err(place_error)?;
             }
             fs::rename(&data_path, &target).map_err(place_error)?;
-            if self.durability == Durability::Power {
-                if let Some(parent) = target.parent() {
-                    fsync_dir(parent).map_err(io)?;
-                }
+            if self.durability == Durability::Power
+                && let Some(parent) = target.parent()
+            {
+                fsync_dir(parent).map_err(io)?;
             }
             // Forget older versions' records.
             if let Ok(entries) = fs::read_dir(&meta_dir) {

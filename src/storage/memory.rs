@@ -130,14 +130,13 @@ impl Storage for MemoryStorage {
 
     async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
         let mut inner = self.lock();
-        if let UploadSpec::Resumable { .. } = spec {
-            if let Some(id) = inner.by_path.get(path).cloned() {
-                if let Some(u) = inner.uploads.get(&id) {
-                    let mut info = u.info.clone();
-                    info.created_now = false;
-                    return Ok(info);
-                }
-            }
+        if let UploadSpec::Resumable { .. } = spec
+            && let Some(id) = inner.by_path.get(path).cloned()
+            && let Some(u) = inner.uploads.get(&id)
+        {
+            let mut info = u.info.clone();
+            info.created_now = false;
+            return Ok(info);
         }
         inner.next += 1;
         let id = UploadId(format!("m{}", inner.next));

@@ -65,6 +65,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn merging() {
         let cases: &[(&[Range<u64>], &[Range<u64>])] = &[
             (&[], &[]),

@@ -105,11 +105,11 @@ where
         if written > limit {
             return Err(PumpError::TooLarge);
         }
-        if let Some(sniff) = taps.sniff.as_deref_mut() {
-            if sniff.len() < SNIFF_BYTES {
-                let n = (SNIFF_BYTES - sniff.len()).min(data.len());
-                sniff.extend_from_slice(&data[..n]);
-            }
+        if let Some(sniff) = taps.sniff.as_deref_mut()
+            && sniff.len() < SNIFF_BYTES
+        {
+            let n = (SNIFF_BYTES - sniff.len()).min(data.len());
+            sniff.extend_from_slice(&data[..n]);
         }
         if let Some(digest) = taps.digest.as_deref_mut() {
             digest.update(&data);

@@ -1,5 +1,5 @@
 //! `PUT <base>/<path>`: simple uploads (PROTOCOL.md §3) and resumable `Content-Range` chunk
-//! uploads (§4), streamed into [`Storage`](crate::storage::Storage).
+//! uploads (§4), streamed into a [`Storage`].
 //!
 //! The pure parsers ([`content_range`], [`digest`]) live apart from the I/O.
 
@@ -197,10 +197,10 @@ impl<'a> AbortOnDrop<'a> {
 
     /// Discards the upload now.
     pub(crate) async fn abort(mut self) {
-        if let Some(id) = self.id.take() {
-            if let Err(e) = self.storage.abort(&id).await {
-                tracing::warn!(upload = %id, error = %e, "could not discard an upload");
-            }
+        if let Some(id) = self.id.take()
+            && let Err(e) = self.storage.abort(&id).await
+        {
+            tracing::warn!(upload = %id, error = %e, "could not discard an upload");
         }
     }
 }

@@ -203,17 +203,15 @@ where
     let mut shadow = None;
     if info.created_now {
         shadow = Some(AbortOnDrop::new(&cfg.storage, info.id.clone()));
-        if let Some(meta) = cfg.storage.head(path).await?.filter(|m| m.size == total) {
-            if let Some(record) = Record::from_meta(&meta) {
-                let stored_end = start.saturating_add(max_len).min(total);
-                if start < stored_end {
-                    if let Some((_, stream)) =
-                        cfg.storage.read(path, Some(start..stored_end)).await?
-                    {
-                        comparer = Some(Comparer::new(stream));
-                        retry_of = Some(record);
-                    }
-                }
+        if let Some(meta) = cfg.storage.head(path).await?.filter(|m| m.size == total)
+            && let Some(record) = Record::from_meta(&meta)
+        {
+            let stored_end = start.saturating_add(max_len).min(total);
+            if start < stored_end
+                && let Some((_, stream)) = cfg.storage.read(path, Some(start..stored_end)).await?
+            {
+                comparer = Some(Comparer::new(stream));
+                retry_of = Some(record);
             }
         }
     }
@@ -253,25 +251,25 @@ where
         Err(PumpError::Storage(e)) => return Err(e.into()),
     };
     let covered = range.resolve(len)?;
-    if let Some(check) = digest {
-        if !check.finish() {
-            return Err(ApiError::new(
-                ErrorKind::DigestMismatch,
-                "the chunk's Content-Digest does not match its bytes; it was not counted",
-            ));
-        }
+    if let Some(check) = digest
+        && !check.finish()
+    {
+        return Err(ApiError::new(
+            ErrorKind::DigestMismatch,
+            "the chunk's Content-Digest does not match its bytes; it was not counted",
+        ));
     }
     let same_as_stored = comparer.as_ref().is_some_and(Comparer::equal);
     drop(comparer);
-    if let Some(record) = retry_of {
-        if same_as_stored {
-            // A retry of a chunk of the finished upload: nothing new.
-            drop(writer);
-            if let Some(guard) = shadow.take() {
-                guard.abort().await;
-            }
-            return Ok(file_response(answer, StatusCode::OK, &record.file));
+    if let Some(record) = retry_of
+        && same_as_stored
+    {
+        // A retry of a chunk of the finished upload: nothing new.
+        drop(writer);
+        if let Some(guard) = shadow.take() {
+            guard.abort().await;
         }
+        return Ok(file_response(answer, StatusCode::OK, &record.file));
     }
     if covered.end > start + len {
         return Err(content_range::RangeError::LengthMismatch.into());
@@ -322,9 +320,7 @@ async fn finalize(
         let (cfg, headers, path, id) = (cfg.clone(), headers.clone(), path.clone(), id.clone());
         tokio::spawn(async move {
             match cfg.storage.claim(&id).await? {
-                Claim::Won => publish(&cfg, &headers, &path, &id, total)
-                    .await
-                    .map(|file| Some(file)),
+                Claim::Won => publish(&cfg, &headers, &path, &id, total).await.map(Some),
                 Claim::Lost => Ok(None),
             }
         })
@@ -380,12 +376,11 @@ async fn outcome(
     let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
     let mut pause = Duration::from_millis(5);
     loop {
-        if let Some(meta) = cfg.storage.head(path).await? {
-            if let Some(record) = Record::from_meta(&meta) {
-                if record.upload.as_deref() == Some(id.0.as_str()) {
-                    return Ok(record.file);
-                }
-            }
+        if let Some(meta) = cfg.storage.head(path).await?
+            && let Some(record) = Record::from_meta(&meta)
+            && record.upload.as_deref() == Some(id.0.as_str())
+        {
+            return Ok(record.file);
         }
         let still_open = upload_exists(cfg, path, id).await?;
         if !still_open || tokio::time::Instant::now() >= deadline {

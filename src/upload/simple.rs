@@ -42,10 +42,10 @@ where
     B::Error: Into<BoxError>,
 {
     let limit = cfg.max_request_size.min(cfg.max_file_size);
-    if let Some(len) = content_length(req.headers())? {
-        if len > limit {
-            return Err(too_large(limit, "body"));
-        }
+    if let Some(len) = content_length(req.headers())?
+        && len > limit
+    {
+        return Err(too_large(limit, "body"));
     }
     let (mode, previous) = precheck(&*cfg.storage, path, put_mode(req.headers())?).await?;
     let (parts, body) = req.into_parts();
