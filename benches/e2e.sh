@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# End-to-end upload benchmark: our demo server against ../shared/bench's limit-server (the
+# least work an HTTP server can do to land an upload on disk), and optionally nginx and
+# rustus, in ONE run, interleaved, medians of BENCH_REPS repetitions, ratios to limit-server.
+# Then a disk run of one chunked 1 GiB upload that reads the server's /proc/PID/io write_bytes
+# (bytes it caused to be written) and prints the ratio to the file size.
+#
+# usage: benches/e2e.sh                 (defaults: limit + project, all four scenarios)
+#        BENCH_SERVERS="limit nginx rustus project" benches/e2e.sh
+# Needs ../shared/bench (the harness) beside this repository, or SHARED_BENCH=/path/to/bench.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
+[[ -x $BENCH/peers.sh ]] || { echo "no harness at $BENCH (set SHARED_BENCH)" >&2; exit 2; }
+KEY=bench-key-$RANDOM$RANDOM
+SERVER=$ROOT/target/release/examples/server
+
+(cd "$ROOT" && cargo build --release --example server --quiet)
+cargo build --release --quiet --manifest-path "$BENCH/limit-server/Cargo.toml"
+cargo build --release --quiet --manifest-path "$BENCH/client/Cargo.toml"
+CLIENT=$BENCH/client/target/release/upload-bench
+
+echo "## Throughput (tmpfs unless BENCH_TMPDIR is set), ratio = server / limit-server"
+PROJECT_SERVER_CMD="$SERVER --listen 127.0.0.1:{port} --data {dir} --key $KEY --max-file-size 4294967296 --max-request-size 2147483648" \
+PROJECT_SIGN_KEY=$KEY \
+BENCH_SERVERS=${BENCH_SERVERS:-limit project} \
+BENCH_BUILD=0 \
+"$BENCH/peers.sh"
+
+echo
+echo "## Bytes written to disk by the server for one chunked upload (write_bytes / file size)"
+SIZE=${DISK_BYTES:-1073741824}
+WORK=$(mktemp -d "${DISK_TMPDIR:-$ROOT/target}/diskbench.XXXXXX")
+PID=
+cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+# Fast incompressible payload (head closing the pipe ends openssl with SIGPIPE: expected).
+(openssl enc -aes-128-ctr -pass pass:bench -nosalt -pbkdf2 -in /dev/zero 2>/dev/null || true) \
+  | head -c "$SIZE" > "$WORK/payload"
+"$SERVER" --listen 127.0.0.1:0 --data "$WORK/data" --key "$KEY" --max-file-size 4294967296 > "$WORK/log" 2>&1 &
+PID=$!
+for _ in $(seq 100); do grep -q "listening on" "$WORK/log" && break; sleep 0.05; done
+URL=$(grep -o 'http://[0-9.:]*' "$WORK/log" | head -1)
+before=$(awk '/^write_bytes/{print $2}' "/proc/$PID/io")
+for p in 1 4; do
+  "$CLIENT" chunks --url "$URL/disk-p$p.bin" --file "$WORK/payload" --chunk-size 16777216 \
+    --parallel "$p" --header "Authorization: Bearer $KEY"
+  after=$(awk '/^write_bytes/{print $2}' "/proc/$PID/io")
+  cmp -s "$WORK/payload" "$WORK/data/disk-p$p.bin" || { echo "stored file differs" >&2; exit 1; }
+  python3 -c "import sys; w=$after-$before; print(f'parallel $p: write_bytes={w} file={$SIZE} ratio={w/$SIZE:.4f}')"
+  sync
+  before=$(awk '/^write_bytes/{print $2}' "/proc/$PID/io")
+  rm -f "$WORK/data/disk-p$p.bin"
+done
