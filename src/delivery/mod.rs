@@ -887,6 +887,9 @@ mod tests {
         async fn claim(&self, _: &UploadId) -> StorageResult<Claim> {
             unsupported()
         }
+        async fn unclaim(&self, _: &UploadId) -> StorageResult<()> {
+            unsupported()
+        }
         async fn read_upload(&self, _: &UploadId, _: Range<u64>) -> StorageResult<ByteStream> {
             unsupported()
         }

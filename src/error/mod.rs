@@ -193,6 +193,7 @@ impl From<crate::storage::StorageError> for ApiError {
                 ErrorKind::PathInvalid,
                 "a path segment is too long for the storage",
             ),
+            E::ReservedPath(why) => ApiError::new(ErrorKind::PathInvalid, why),
             other => ApiError::internal(&other),
         }
     }

@@ -373,6 +373,12 @@ async fn closed_after_claim(storage: &dyn Storage) {
         matches!(early_result, Err(StorageError::UploadClosed)),
         "a writer opened before the claim cannot commit after it: {early_result:?}"
     );
+    storage.unclaim(&up.id).await.unwrap();
+    assert_eq!(
+        storage.claim(&up.id).await.unwrap(),
+        Claim::Won,
+        "after unclaim the next claim wins"
+    );
     storage.abort(&up.id).await.unwrap();
     assert!(storage.head(&path).await.unwrap().is_none());
 }

@@ -631,6 +631,7 @@ impl Inner {
             }
             Err(e) => {
                 let _ = fs::remove_file(&meta_file);
+                self.release_claim(id);
                 Err(e)
             }
         }
@@ -872,6 +873,13 @@ impl Storage for FsStorage {
         let inner = self.inner.clone();
         let id = upload.clone();
         blocking(move || inner.claim(&id)).await
+    }
+
+    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
+        // Dropping the lock is enough: `claimed` stays, so writers stay refused, and the next
+        // claimer, finding it while holding the lock, takes over.
+        self.inner.release_claim(upload);
+        Ok(())
     }
 
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {

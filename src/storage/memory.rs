@@ -209,6 +209,13 @@ impl Storage for MemoryStorage {
         }
     }
 
+    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
+        if let Some(u) = self.lock().uploads.get_mut(upload) {
+            u.claimed = false;
+        }
+        Ok(())
+    }
+
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
         let inner = self.lock();
         let u = inner.uploads.get(upload).ok_or(StorageError::NotFound)?;

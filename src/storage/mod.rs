@@ -254,6 +254,10 @@ pub trait Storage: Send + Sync + 'static {
     /// [`abort`](Self::abort) promptly.
     async fn claim(&self, upload: &UploadId) -> StorageResult<Claim>;
 
+    /// Gives up a won claim without discarding the upload (publication failed): the next
+    /// [`claim`](Self::claim) wins, and writers stay refused until then.
+    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()>;
+
     /// Reads `range` of the upload's staged bytes (for probing before publication).
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;
 

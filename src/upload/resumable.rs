@@ -320,7 +320,16 @@ async fn finalize(
         let (cfg, headers, path, id) = (cfg.clone(), headers.clone(), path.clone(), id.clone());
         tokio::spawn(async move {
             match cfg.storage.claim(&id).await? {
-                Claim::Won => publish(&cfg, &headers, &path, &id, total).await.map(Some),
+                Claim::Won => match publish(&cfg, &headers, &path, &id, total).await {
+                    Ok(file) => Ok(Some(file)),
+                    Err(e) => {
+                        // Let a later request (a retry, a status query) finish it.
+                        if let Err(e) = cfg.storage.unclaim(&id).await {
+                            tracing::warn!(upload = %id, error = %e, "could not give up a claim");
+                        }
+                        Err(e)
+                    }
+                },
                 Claim::Lost => Ok(None),
             }
         })
