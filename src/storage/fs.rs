@@ -851,7 +851,7 @@ impl Storage for FsStorage {
             start: offset,
             pos: offset,
             pending: Vec::new(),
-            pending_len: 0,
+            spare: None,
             in_flight: None,
         }))
     }
@@ -957,8 +957,13 @@ fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
     Box::pin(stream)
 }
 
-type WriteTask = tokio::task::JoinHandle<StorageResult<()>>;
+/// A batch being written; gives its buffer back for reuse.
+type WriteTask = tokio::task::JoinHandle<StorageResult<Vec<u8>>>;
 
+/// Gathers frames into a batch buffer and writes full batches off the async threads, the next
+/// batch gathering while the previous one is written. Frames are copied into two buffers that
+/// alternate (and are reused), so the HTTP layer gets its read buffer back at once instead of
+/// allocating fresh memory for every frame while a batch is held.
 struct FsWriter {
     inner: Arc<Inner>,
     id: UploadId,
@@ -966,8 +971,9 @@ struct FsWriter {
     resumable: bool,
     start: u64,
     pos: u64,
-    pending: Vec<Bytes>,
-    pending_len: usize,
+    pending: Vec<u8>,
+    /// The other buffer, back from the last finished batch.
+    spare: Option<Vec<u8>>,
     /// The previous batch, written while the next one gathers.
     in_flight: Option<WriteTask>,
 }
@@ -975,8 +981,11 @@ struct FsWriter {
 impl FsWriter {
     async fn wait_in_flight(&mut self) -> StorageResult<()> {
         if let Some(task) = self.in_flight.take() {
-            task.await
+            let mut buf = task
+                .await
                 .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
+            buf.clear();
+            self.spare = Some(buf);
         }
         Ok(())
     }
@@ -987,9 +996,9 @@ impl FsWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let bufs = std::mem::take(&mut self.pending);
-        let at = self.pos - self.pending_len as u64;
-        self.pending_len = 0;
+        let next = self.spare.take().unwrap_or_default();
+        let buf = std::mem::replace(&mut self.pending, next);
+        let at = self.pos - buf.len() as u64;
         let (inner, id, file, resumable) = (
             self.inner.clone(),
             self.id.clone(),
@@ -1002,12 +1011,8 @@ impl FsWriter {
             } else {
                 None
             };
-            let mut at = at;
-            for buf in bufs {
-                file.write_all_at(&buf, at).map_err(io)?;
-                at += buf.len() as u64;
-            }
-            Ok(())
+            file.write_all_at(&buf, at).map_err(io)?;
+            Ok(buf)
         }));
         Ok(())
     }
@@ -1032,9 +1037,9 @@ impl UploadWriter for FsWriter {
             .pos
             .checked_add(data.len() as u64)
             .ok_or(StorageError::StorageFull)?;
-        self.pending_len += data.len();
-        self.pending.push(data);
-        if self.pending_len >= WRITE_BATCH {
+        self.pending.extend_from_slice(&data);
+        drop(data);
+        if self.pending.len() >= WRITE_BATCH {
             self.flush_pending().await?;
         }
         Ok(())
