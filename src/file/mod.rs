@@ -48,7 +48,7 @@ pub struct FileObject {
     pub url: String,
     /// Metadata attached by the app or an upload session.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// When the first version at this path was published (RFC 3339, UTC).
+    /// When this version was published (RFC 3339, UTC); a replaced file is a new File.
     pub created: String,
     /// When this version was published (RFC 3339, UTC).
     pub updated: String,
@@ -58,13 +58,7 @@ pub struct FileObject {
 
 impl FileObject {
     /// A File object for bytes published at `path`.
-    pub fn new(
-        path: &FilePath,
-        url: String,
-        filesize: u64,
-        facts: &MediaFacts,
-        created: Option<String>,
-    ) -> FileObject {
+    pub fn new(path: &FilePath, url: String, filesize: u64, facts: &MediaFacts) -> FileObject {
         let now = rfc3339(SystemTime::now());
         FileObject {
             id: random_id("file_"),
@@ -85,7 +79,7 @@ impl FileObject {
             filename: path.filename().to_owned(),
             url,
             metadata: None,
-            created: created.unwrap_or_else(|| now.clone()),
+            created: now.clone(),
             updated: now,
             status: "ready".into(),
         }

@@ -10,7 +10,7 @@ use crate::body::ResponseBody;
 use crate::error::ApiError;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The first `Accept-Version` that gets the bare style.
 pub const BARE_SINCE: &str = "2025-08-20";
@@ -96,21 +96,55 @@ pub struct Answer<'a> {
     facts: &'a RequestFacts,
 }
 
+/// `meta` of the envelope.
+#[derive(Serialize)]
+struct Meta<'a> {
+    id: &'a str,
+    method: &'a str,
+    url: &'a str,
+    version: Option<&'a str>,
+    status: u16,
+    object: Option<&'a str>,
+}
+
+/// `links` of the envelope.
+#[derive(Serialize)]
+struct Links<'a> {
+    #[serde(rename = "self", skip_serializing_if = "Option::is_none")]
+    self_link: Option<Option<&'a str>>,
+}
+
+/// The envelope the seeds document.
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    meta: Meta<'a>,
+    data: Option<&'a T>,
+    error: Option<&'a ErrorBody<'a>>,
+    links: Links<'a>,
+}
+
+/// An error's body: the bare style's whole document, the envelope's `error`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    kind: &'a str,
+    message: &'a str,
+}
+
 impl<'a> Answer<'a> {
     /// An answer in `style` to the request described by `facts`.
     pub fn new(style: ResponseStyle, facts: &'a RequestFacts) -> Self {
         Answer { style, facts }
     }
 
-    fn meta(&self, status: StatusCode, object: Option<&str>) -> Value {
-        json!({
-            "id": self.facts.id,
-            "method": self.facts.method.as_str(),
-            "url": self.facts.url,
-            "version": self.facts.version,
-            "status": status.as_u16(),
-            "object": object,
-        })
+    fn meta(&self, status: StatusCode, object: Option<&'a str>) -> Meta<'_> {
+        Meta {
+            id: &self.facts.id,
+            method: self.facts.method.as_str(),
+            url: &self.facts.url,
+            version: self.facts.version.as_deref(),
+            status: status.as_u16(),
+            object,
+        }
     }
 
     /// A success response carrying `data`.
@@ -121,36 +155,40 @@ impl<'a> Answer<'a> {
         object: Option<&str>,
         self_link: Option<&str>,
     ) -> Response<ResponseBody> {
-        let data = match serde_json::to_value(data) {
-            Ok(v) => v,
-            Err(e) => return self.error(&ApiError::internal(&e)),
-        };
-        let doc = match self.style {
-            ResponseStyle::Bare => data,
-            ResponseStyle::Envelope => json!({
-                "meta": self.meta(status, object),
-                "data": data,
-                "error": null,
-                "links": { "self": self_link },
+        let bytes = match self.style {
+            ResponseStyle::Bare => serde_json::to_vec(data),
+            ResponseStyle::Envelope => serde_json::to_vec(&Envelope {
+                meta: self.meta(status, object),
+                data: Some(data),
+                error: None::<&ErrorBody<'_>>,
+                links: Links {
+                    self_link: Some(self_link),
+                },
             }),
         };
-        json_response(status, &doc)
+        match bytes {
+            Ok(bytes) => json_bytes(status, bytes),
+            Err(e) => self.error(&ApiError::internal(&e)),
+        }
     }
 
     /// An error response.
     pub fn error(&self, err: &ApiError) -> Response<ResponseBody> {
         let status = err.status();
-        let error = json!({ "kind": err.kind().as_str(), "message": err.message() });
-        let doc = match self.style {
-            ResponseStyle::Bare => error,
-            ResponseStyle::Envelope => json!({
-                "meta": self.meta(status, Some("error")),
-                "data": null,
-                "error": error,
-                "links": {},
+        let error = ErrorBody {
+            kind: err.kind().as_str(),
+            message: err.message(),
+        };
+        let bytes = match self.style {
+            ResponseStyle::Bare => serde_json::to_vec(&error),
+            ResponseStyle::Envelope => serde_json::to_vec(&Envelope::<()> {
+                meta: self.meta(status, Some("error")),
+                data: None,
+                error: Some(&error),
+                links: Links { self_link: None },
             }),
         };
-        let mut res = json_response(status, &doc);
+        let mut res = json_bytes(status, bytes.unwrap_or_else(|_| b"{}".to_vec()));
         if err.kind() == crate::error::ErrorKind::TokenMissing {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -159,9 +197,7 @@ impl<'a> Answer<'a> {
     }
 }
 
-/// A JSON response with `Content-Type: application/json`.
-pub fn json_response(status: StatusCode, doc: &Value) -> Response<ResponseBody> {
-    let bytes = serde_json::to_vec(doc).unwrap_or_else(|_| b"{}".to_vec());
+fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response<ResponseBody> {
     let mut res = Response::new(ResponseBody::full(bytes));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -169,6 +205,14 @@ pub fn json_response(status: StatusCode, doc: &Value) -> Response<ResponseBody> 
         HeaderValue::from_static("application/json"),
     );
     res
+}
+
+/// A JSON response with `Content-Type: application/json`.
+pub fn json_response(status: StatusCode, doc: &Value) -> Response<ResponseBody> {
+    json_bytes(
+        status,
+        serde_json::to_vec(doc).unwrap_or_else(|_| b"{}".to_vec()),
+    )
 }
 
 /// An error response for a request, in the style it negotiated.

@@ -393,6 +393,10 @@ async fn abort_and_listing(storage: &dyn Storage) {
         .open_upload(&path, UploadSpec::Single)
         .await
         .unwrap();
+    // A single upload is listed once it holds bytes (a backend may create it lazily).
+    let mut w = storage.writer(&single.id, 0).await.unwrap();
+    w.write(Bytes::from_static(b"x")).await.unwrap();
+    w.commit().await.unwrap();
     let listed = storage.list_uploads().await.unwrap();
     assert!(
         listed.iter().any(|u| u.id == up.id),

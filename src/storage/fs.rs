@@ -555,10 +555,14 @@ impl Inner {
         let target = self.file_path(path)?;
         let data_path = self.data_path(id)?;
         let key = path_key(path);
-        let data = OpenOptions::new()
-            .write(true)
-            .open(&data_path)
-            .map_err(closed_if_missing)?;
+        let data = match parsed {
+            // A single upload that never received a byte has no staging file yet.
+            Parsed::Single(_) => create_staging(&data_path)?,
+            _ => OpenOptions::new()
+                .write(true)
+                .open(&data_path)
+                .map_err(closed_if_missing)?,
+        };
         data.set_len(size).map_err(io)?;
         if self.durability == Durability::Power {
             data.sync_all().map_err(io)?;
@@ -605,7 +609,10 @@ impl Inner {
             {
                 fsync_dir(parent).map_err(io)?;
             }
-            // Forget older versions' records.
+            // Forget older versions' records (there are none for a new path).
+            if current.is_none() {
+                return Ok(());
+            }
             if let Ok(entries) = fs::read_dir(&meta_dir) {
                 for entry in entries.flatten() {
                     if entry.file_name().to_str() != Some(&format!("{etag}.json")) {
@@ -796,13 +803,23 @@ impl Storage for FsStorage {
     async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
         let inner = self.inner.clone();
         let path = path.clone();
+        inner.file_path(&path)?; // refuse reserved paths before writing anything
+        if spec == UploadSpec::Single {
+            return Ok(UploadInfo {
+                id: UploadId(format!("s.{}", rand_token())),
+                path: Some(path),
+                total: None,
+                created: SystemTime::now(),
+                updated: SystemTime::now(),
+                created_now: true,
+            });
+        }
         blocking(move || {
-            inner.file_path(&path)?; // refuse reserved paths before writing anything
             match spec {
                 UploadSpec::Resumable { total } => inner.open_resumable(&path, total),
                 UploadSpec::Single => {
+                    // The staging file is created by the first write batch.
                     let id = UploadId(format!("s.{}", rand_token()));
-                    File::create_new(inner.data_path(&id)?).map_err(io)?;
                     let now = SystemTime::now();
                     Ok(UploadInfo {
                         id,
@@ -831,22 +848,27 @@ impl Storage for FsStorage {
     }
 
     async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
-        let inner = self.inner.clone();
-        let id = upload.clone();
-        let file = blocking(move || {
-            let data_path = inner.data_path(&id)?;
-            let f = OpenOptions::new()
-                .write(true)
-                .open(data_path)
-                .map_err(closed_if_missing)?;
-            Ok(f)
-        })
-        .await?;
         let resumable = matches!(parse_id(upload)?, Parsed::Resumable { .. });
+        let data_path = self.inner.data_path(upload)?;
+        let file = if resumable {
+            // Open now, so that a closed upload is known before any byte is read.
+            let path = data_path.clone();
+            let f = blocking(move || {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(closed_if_missing)
+            })
+            .await?;
+            Some(Arc::new(f))
+        } else {
+            None // created by the first batch: one blocking hop less per simple upload
+        };
         Ok(Box::new(FsWriter {
             inner: self.inner.clone(),
             id: upload.clone(),
-            file: Arc::new(file),
+            data_path,
+            file,
             resumable,
             start: offset,
             pos: offset,
@@ -957,8 +979,8 @@ fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
     Box::pin(stream)
 }
 
-/// A batch being written; gives its buffer back for reuse.
-type WriteTask = tokio::task::JoinHandle<StorageResult<Vec<u8>>>;
+/// A batch being written; gives its buffer back for reuse, and the file it opened.
+type WriteTask = tokio::task::JoinHandle<StorageResult<(Vec<u8>, Arc<File>)>>;
 
 /// Gathers frames into a batch buffer and writes full batches off the async threads, the next
 /// batch gathering while the previous one is written. Frames are copied into two buffers that
@@ -967,7 +989,9 @@ type WriteTask = tokio::task::JoinHandle<StorageResult<Vec<u8>>>;
 struct FsWriter {
     inner: Arc<Inner>,
     id: UploadId,
-    file: Arc<File>,
+    data_path: PathBuf,
+    /// `None` until the first batch creates a single upload's staging file.
+    file: Option<Arc<File>>,
     resumable: bool,
     start: u64,
     pos: u64,
@@ -981,11 +1005,12 @@ struct FsWriter {
 impl FsWriter {
     async fn wait_in_flight(&mut self) -> StorageResult<()> {
         if let Some(task) = self.in_flight.take() {
-            let mut buf = task
+            let (mut buf, file) = task
                 .await
                 .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
             buf.clear();
             self.spare = Some(buf);
+            self.file = Some(file);
         }
         Ok(())
     }
@@ -1002,20 +1027,37 @@ impl FsWriter {
         let (inner, id, file, resumable) = (
             self.inner.clone(),
             self.id.clone(),
-            self.file.clone(),
+            self.file.take(),
             self.resumable,
         );
+        let data_path = self.data_path.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let _shared = if resumable {
-                Some(inner.lock_open(&file, &id)?)
-            } else {
-                None
+            let file = match file {
+                Some(f) => f,
+                None => Arc::new(create_staging(&data_path)?),
             };
-            file.write_all_at(&buf, at).map_err(io)?;
-            Ok(buf)
+            {
+                let _shared = if resumable {
+                    Some(inner.lock_open(&file, &id)?)
+                } else {
+                    None
+                };
+                file.write_all_at(&buf, at).map_err(io)?;
+            }
+            Ok((buf, file))
         }));
         Ok(())
     }
+}
+
+/// Creates (or opens) a single upload's staging file.
+fn create_staging(path: &Path) -> StorageResult<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io)
 }
 
 /// Releases a `flock` when dropped.
@@ -1051,39 +1093,52 @@ impl UploadWriter for FsWriter {
         let FsWriter {
             inner,
             id,
+            data_path,
             file,
             resumable,
             start,
             pos,
             ..
         } = *self;
-        if !resumable {
-            if inner.durability == Durability::Power {
-                blocking(move || file.sync_data().map_err(io)).await?;
+        let durable = inner.durability == Durability::Power;
+        let Parsed::Resumable { key, .. } = parse_id(&id)? else {
+            // A single upload: nothing to record, but an empty one still needs its file.
+            if file.is_none() || durable {
+                blocking(move || {
+                    let file = match file {
+                        Some(f) => f,
+                        None => Arc::new(create_staging(&data_path)?),
+                    };
+                    if durable {
+                        file.sync_data().map_err(io)?;
+                    }
+                    Ok(())
+                })
+                .await?;
             }
             return Ok(if pos > start {
                 vec![start..pos]
             } else {
                 Vec::new()
             });
-        }
+        };
+        let key = key.to_owned();
+        let file = file.ok_or(StorageError::UploadClosed)?;
+        debug_assert!(resumable);
         blocking(move || {
-            if inner.durability == Durability::Power {
+            if durable {
                 file.sync_data().map_err(io)?;
             }
-            let Parsed::Resumable { key, .. } = parse_id(&id)? else {
-                unreachable!("checked at construction");
-            };
             let _shared = inner.lock_open(&file, &id)?;
-            let ranges_dir = inner.upload_dir(key).join("ranges");
+            let ranges_dir = inner.upload_dir(&key).join("ranges");
             if pos > start {
                 File::create(ranges_dir.join(format!("{start}-{pos}")))
                     .map_err(closed_if_missing)?;
-                if inner.durability == Durability::Power {
+                if durable {
                     fsync_dir(&ranges_dir).map_err(io)?;
                 }
             }
-            inner.ranges(key)
+            inner.ranges(&key)
         })
         .await
     }

@@ -82,7 +82,10 @@ pub(crate) async fn precheck(
     storage: &dyn Storage,
     path: &FilePath,
     mode: PutMode,
-) -> Result<(PutMode, Option<ObjectMeta>), ApiError> {
+) -> Result<PutMode, ApiError> {
+    if mode == PutMode::Overwrite {
+        return Ok(mode); // nothing to check: spare the storage a round trip
+    }
     let current = storage.head(path).await?;
     let failed = || {
         ApiError::new(
@@ -97,7 +100,7 @@ pub(crate) async fn precheck(
         (PutMode::Update(_), None) => return Err(failed()),
         (mode, _) => mode,
     };
-    Ok((mode, current))
+    Ok(mode)
 }
 
 /// Reads the first bytes of a staged upload for sniffing.
@@ -143,11 +146,9 @@ pub(crate) fn new_record(
     path: &FilePath,
     size: u64,
     facts: &MediaFacts,
-    previous: Option<&ObjectMeta>,
     upload: &UploadId,
 ) -> Record {
-    let created = previous.and_then(Record::from_meta).map(|r| r.file.created);
-    let file = FileObject::new(path, cfg.file_url(headers, path), size, facts, created);
+    let file = FileObject::new(path, cfg.file_url(headers, path), size, facts);
     Record {
         file,
         upload: Some(upload.0.clone()),

@@ -353,8 +353,7 @@ async fn publish(
     let result: Result<_, ApiError> = async {
         let head = staged_head(&*cfg.storage, id, total).await?;
         let facts = facts_of(&head, headers, path);
-        let previous = cfg.storage.head(path).await?;
-        let record = new_record(cfg, headers, path, total, &facts, previous.as_ref(), id);
+        let record = new_record(cfg, headers, path, total, &facts, id);
         let attributes = serde_json::to_vec(&record)
             .map_err(|e| ApiError::internal(&e))?
             .into();

@@ -47,7 +47,7 @@ where
     {
         return Err(too_large(limit, "body"));
     }
-    let (mode, previous) = precheck(&*cfg.storage, path, put_mode(req.headers())?).await?;
+    let mode = precheck(&*cfg.storage, path, put_mode(req.headers())?).await?;
     let (parts, body) = req.into_parts();
 
     let upload = cfg.storage.open_upload(path, UploadSpec::Single).await?;
@@ -89,15 +89,7 @@ where
         return Err(StorageError::UploadClosed.into());
     }
     let facts = facts_of(&head, &parts.headers, path);
-    let record = new_record(
-        cfg,
-        &parts.headers,
-        path,
-        size,
-        &facts,
-        previous.as_ref(),
-        &upload.id,
-    );
+    let record = new_record(cfg, &parts.headers, path, size, &facts, &upload.id);
     let attributes = serde_json::to_vec(&record)
         .map_err(|e| ApiError::internal(&e))?
         .into();
