@@ -2,6 +2,8 @@
 //! (PROTOCOL.md §3: magic bytes decide; a hint never makes a file media.) See [`sniff()`].
 
 mod sniff;
+mod source;
+pub use source::{MAX_PROBE_READ, MemorySource, Source, UploadSource};
 pub use sniff::*;
 
 /// What a file is, as far as its bytes show.
