@@ -263,10 +263,29 @@ where
                     kind = %err.kind(),
                     "request refused"
                 );
-                ResponseFuture::refused(error_response(&req, self.policy.style, &err))
+                let mut res = error_response(&req, self.policy.style, &err);
+                if has_body(&req) {
+                    // Refused without reading the body: this connection cannot carry
+                    // another request, and the client should know before it tries.
+                    res.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                ResponseFuture::refused(res)
             }
         }
     }
+}
+
+/// Whether a request announces a body (a non-zero `Content-Length`, or any
+/// `Transfer-Encoding`).
+fn has_body<B>(req: &Request<B>) -> bool {
+    let headers = req.headers();
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 #[cfg(test)]

@@ -69,3 +69,53 @@ impl Body for ResponseBody {
         self.inner.size_hint()
     }
 }
+
+pin_project_lite::pin_project! {
+    /// A request body that remembers whether it was read to its end, so that a response
+    /// given without reading it can tell the client that the connection will close
+    /// (`Connection: close`) instead of leaving it to find out on its next request.
+    pub(crate) struct Tracked<B> {
+        #[pin]
+        inner: B,
+        ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+}
+
+impl<B: Body> Tracked<B> {
+    /// Wraps `inner`; the flag turns true at its end.
+    pub(crate) fn new(inner: B) -> (Self, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(inner.is_end_stream()));
+        (
+            Tracked {
+                inner,
+                ended: ended.clone(),
+            },
+            ended,
+        )
+    }
+}
+
+impl<B: Body> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::config::Config;
 use crate::auth::Verified;
-use crate::body::{BoxError, ResponseBody};
+use crate::body::{BoxError, ResponseBody, Tracked};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
@@ -137,13 +137,25 @@ where
                     _ => answer.error(&unauthenticated()),
                 },
                 Route::Upload(path) => {
-                    if req.extensions().get::<Verified>().is_none() {
+                    let (req, ended) = {
+                        let (parts, body) = req.into_parts();
+                        let (body, ended) = Tracked::new(body);
+                        (Request::from_parts(parts, body), ended)
+                    };
+                    let mut res = if req.extensions().get::<Verified>().is_none() {
                         answer.error(&unauthenticated())
                     } else if req.headers().contains_key(header::CONTENT_RANGE) {
                         crate::upload::put_chunk(&cfg, req, path, &answer).await
                     } else {
                         crate::upload::put_whole(&cfg, req, path, &answer).await
+                    };
+                    if !ended.load(std::sync::atomic::Ordering::Relaxed) {
+                        // Answered without reading the whole body: the connection cannot
+                        // carry another request; say so rather than let the client find out.
+                        res.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
+                    res
                 }
                 Route::Deliver(path) => {
                     match crate::delivery::deliver(

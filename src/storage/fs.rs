@@ -1087,6 +1087,14 @@ impl UploadWriter for FsWriter {
         Ok(())
     }
 
+    async fn flush(&mut self) -> StorageResult<()> {
+        self.flush_pending().await?;
+        self.wait_in_flight().await?;
+        self.pending = Vec::new();
+        self.spare = None;
+        Ok(())
+    }
+
     async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
         self.flush_pending().await?;
         self.wait_in_flight().await?;

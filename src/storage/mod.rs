@@ -198,6 +198,12 @@ pub trait UploadWriter: Send {
     /// Writes `data` at the current position (the start offset plus what was written so far).
     async fn write(&mut self, data: Bytes) -> StorageResult<()>;
 
+    /// Writes out what the writer gathered so far (without recording anything), so that a
+    /// writer kept open but idle holds no buffer. The default does nothing.
+    async fn flush(&mut self) -> StorageResult<()> {
+        Ok(())
+    }
+
     /// Makes the written bytes durable (per the backend's durability policy), records the
     /// written range `[offset, offset + written)` as received, and returns every range
     /// received so far, merged and ascending. Fails with [`StorageError::UploadClosed`] when

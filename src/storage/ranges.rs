@@ -49,6 +49,16 @@ impl RangeSet {
                 .any(|r| r.start <= range.start && range.end <= r.end)
     }
 
+    /// The range of the set that contains `offset`, if any.
+    pub fn containing(&self, offset: u64) -> Option<&Range<u64>> {
+        self.0.iter().find(|r| r.start <= offset && offset < r.end)
+    }
+
+    /// The start of the first range of the set that begins after `offset`.
+    pub fn next_start_after(&self, offset: u64) -> Option<u64> {
+        self.0.iter().map(|r| r.start).find(|&s| s > offset)
+    }
+
     /// Total bytes covered.
     pub fn len(&self) -> u64 {
         self.0.iter().map(|r| r.end - r.start).sum()
@@ -87,5 +97,11 @@ mod tests {
         assert!(!RangeSet::new(vec![1..10]).covers(10));
         assert!(RangeSet::default().covers(0));
         assert_eq!(RangeSet::new(vec![0..5, 7..9]).len(), 7);
+        let set = RangeSet::new(vec![2..4, 8..10]);
+        assert_eq!(set.containing(3), Some(&(2..4)));
+        assert_eq!(set.containing(4), None);
+        assert_eq!(set.next_start_after(4), Some(8));
+        assert_eq!(set.next_start_after(0), Some(2));
+        assert_eq!(set.next_start_after(8), None);
     }
 }

@@ -1,5 +1,5 @@
-//! Streaming a request body into an [`UploadWriter`], with limits, sniffing, digests and
-//! comparison against stored bytes, in bounded memory.
+//! Streaming a request body into an [`UploadWriter`], with limits, sniffing and digests, in
+//! bounded memory; and [`Comparer`], which compares a stream with stored bytes.
 
 use bytes::{Buf, Bytes};
 use http_body::Body;
@@ -38,7 +38,8 @@ impl Comparer {
         }
     }
 
-    async fn feed(&mut self, mut data: &[u8]) {
+    /// Compares the next bytes of the chunk with the next stored bytes.
+    pub(crate) async fn feed(&mut self, mut data: &[u8]) {
         use futures_util::StreamExt;
         while self.equal && !data.is_empty() {
             if self.pending.is_empty() {
@@ -74,8 +75,6 @@ pub(crate) struct Taps<'a> {
     pub sniff: Option<&'a mut Vec<u8>>,
     /// Hashes everything.
     pub digest: Option<&'a mut Sha256Check>,
-    /// Compares everything with stored bytes.
-    pub compare: Option<&'a mut Comparer>,
 }
 
 /// Streams `body` into `writer` (which must not be committed by this function), refusing more
@@ -113,9 +112,6 @@ where
         }
         if let Some(digest) = taps.digest.as_deref_mut() {
             digest.update(&data);
-        }
-        if let Some(compare) = taps.compare.as_deref_mut() {
-            compare.feed(&data).await;
         }
         writer.write(data).await.map_err(PumpError::Storage)?;
     }

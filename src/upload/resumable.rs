@@ -16,18 +16,15 @@ use std::time::Duration;
 use super::body::{Comparer, PumpError, Taps, pump};
 use super::content_range::{self, ContentRange};
 use super::digest::{self, Sha256Check};
-use super::{
-    AbortOnDrop, Record, content_length, facts_of, file_response, new_record, staged_head,
-    too_large,
-};
+use super::{Record, content_length, facts_of, file_response, new_record, staged_head, too_large};
 use crate::body::{BoxError, ResponseBody};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::Answer;
 use crate::service::config::Config;
 use crate::storage::{
-    Claim, PublishOptions, PutMode, RangeSet, StorageError, StorageResult, UploadId, UploadInfo,
-    UploadSpec,
+    Claim, PublishOptions, PutMode, RangeSet, Storage, StorageError, StorageResult, UploadId,
+    UploadInfo, UploadSpec, UploadWriter,
 };
 
 /// How long a request that lost the race to finalize waits for the winner's File object.
@@ -103,7 +100,8 @@ where
             } else if end - start > cfg.max_request_size {
                 return Err(too_large(cfg.max_request_size, "chunk"));
             }
-            chunk(cfg, req, path, range, total, max_len, answer).await
+            let limits = ChunkLimits { total, max_len };
+            chunk(cfg, req, path, range, limits, answer).await
         }
     }
 }
@@ -156,14 +154,262 @@ fn check_total(info: &UploadInfo, total: u64) -> Result<(), ApiError> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What is known of a chunk before its body is read.
+struct ChunkLimits {
+    /// The file's total size.
+    total: u64,
+    /// The most bytes the body may have.
+    max_len: u64,
+}
+
+/// Writes a chunk only into the parts of its range that were not received when it arrived,
+/// each part through a storage writer of its own. Nothing counts before [`commit`], which the
+/// caller calls only once the whole chunk is verified (length, digest): a corrupted or short
+/// retry never overwrites bytes that count.
+///
+/// [`commit`]: UploadWriter::commit
+struct GapWriter {
+    storage: Arc<dyn Storage>,
+    upload: UploadId,
+    received: RangeSet,
+    /// Absolute offset of the next byte.
+    pos: u64,
+    /// The writer of the gap being written.
+    current: Option<Box<dyn UploadWriter>>,
+    /// Writers of finished gaps (flushed), committed at the end.
+    done: Vec<Box<dyn UploadWriter>>,
+}
+
+impl GapWriter {
+    fn new(
+        storage: Arc<dyn Storage>,
+        upload: UploadId,
+        received: Vec<Range<u64>>,
+        start: u64,
+    ) -> Self {
+        GapWriter {
+            storage,
+            upload,
+            received: RangeSet::new(received),
+            pos: start,
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    async fn close_gap(&mut self) -> StorageResult<()> {
+        if let Some(mut w) = self.current.take() {
+            w.flush().await?;
+            self.done.push(w);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl UploadWriter for GapWriter {
+    async fn write(&mut self, mut data: bytes::Bytes) -> StorageResult<()> {
+        while !data.is_empty() {
+            if let Some(r) = self.received.containing(self.pos) {
+                let skip = (r.end - self.pos).min(data.len() as u64) as usize;
+                self.close_gap().await?;
+                let _ = data.split_to(skip);
+                self.pos += skip as u64;
+                continue;
+            }
+            let gap_end = self.received.next_start_after(self.pos).unwrap_or(u64::MAX);
+            let n = (gap_end - self.pos).min(data.len() as u64) as usize;
+            if self.current.is_none() {
+                self.current = Some(self.storage.writer(&self.upload, self.pos).await?);
+            }
+            if let Some(w) = self.current.as_mut() {
+                w.write(data.split_to(n)).await?;
+            }
+            self.pos += n as u64;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        if let Some(w) = self.current.take() {
+            self.done.push(w);
+        }
+        let mut ranges = None;
+        for w in self.done {
+            ranges = Some(w.commit().await?);
+        }
+        match ranges {
+            Some(r) => Ok(r),
+            // Everything was received already: report the current state.
+            None => self.storage.received(&self.upload).await,
+        }
+    }
+}
+
+/// Where a chunk's bytes go.
+enum Sink {
+    /// Into the gaps of the path's upload in progress.
+    Join {
+        info: UploadInfo,
+        writer: Box<GapWriter>,
+    },
+    /// No upload in progress and a published file of this total: maybe a retry of the
+    /// upload that produced it.
+    Compare {
+        record: Box<Record>,
+        writer: RetryOrWrite,
+    },
+}
+
+/// Compares a chunk with the published file as it streams in. At the first byte that
+/// differs it opens the path's upload (a new one, or one somebody else started meanwhile),
+/// copies the identical prefix from the published file, and writes from there on. A chunk
+/// that matches to its end leaves no state at all.
+struct RetryOrWrite {
+    cfg: Arc<Config>,
+    path: FilePath,
+    total: u64,
+    start: u64,
+    /// End of the prefix known to equal the published file.
+    pos: u64,
+    comparer: Comparer,
+    opened: Option<(UploadInfo, Box<GapWriter>)>,
+    /// The total of an upload started meanwhile, when it differs (→ 409).
+    conflict: Option<u64>,
+}
+
+impl RetryOrWrite {
+    async fn diverge(&mut self) -> StorageResult<()> {
+        let storage = &self.cfg.storage;
+        let info = storage
+            .open_upload(&self.path, UploadSpec::Resumable { total: self.total })
+            .await?;
+        if info.total != Some(self.total) {
+            self.conflict = info.total;
+            return Err(StorageError::UploadClosed);
+        }
+        let received = storage.received(&info.id).await?;
+        let mut writer = Box::new(GapWriter::new(
+            storage.clone(),
+            info.id.clone(),
+            received,
+            self.start,
+        ));
+        if self.pos > self.start {
+            let Some((_, prefix)) = storage.read(&self.path, Some(self.start..self.pos)).await?
+            else {
+                return Err(StorageError::NotFound);
+            };
+            let mut prefix = prefix;
+            while let Some(frame) = futures_util::StreamExt::next(&mut prefix).await {
+                writer.write(frame?).await?;
+            }
+        }
+        self.opened = Some((info, writer));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl UploadWriter for RetryOrWrite {
+    async fn write(&mut self, data: bytes::Bytes) -> StorageResult<()> {
+        if self.opened.is_none() {
+            self.comparer.feed(&data).await;
+            if self.comparer.equal() {
+                self.pos += data.len() as u64;
+                return Ok(());
+            }
+            self.diverge().await?;
+        }
+        match &mut self.opened {
+            Some((_, writer)) => writer.write(data).await,
+            None => Err(StorageError::UploadClosed),
+        }
+    }
+
+    async fn commit(self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        match self.opened {
+            Some((_, writer)) => writer.commit().await,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Chooses where a chunk goes. Never creates an upload for a chunk that may be a retry.
+async fn sink(
+    cfg: &Arc<Config>,
+    path: &FilePath,
+    start: u64,
+    limits: &ChunkLimits,
+) -> Result<Sink, ApiError> {
+    let total = limits.total;
+    for _ in 0..4 {
+        let found = cfg.storage.find_upload(path).await?;
+        let info = match found {
+            Some(info) => {
+                let idle = std::time::SystemTime::now()
+                    .duration_since(info.updated)
+                    .unwrap_or_default();
+                if idle > cfg.upload_ttl {
+                    // Expired but not yet swept: this chunk starts a new upload.
+                    cfg.storage.abort(&info.id).await?;
+                    continue;
+                }
+                info
+            }
+            None => {
+                if let Some(record) = completed(cfg, path, total).await? {
+                    let end = start.saturating_add(limits.max_len).min(total);
+                    if start < end
+                        && let Some((_, stored)) = cfg.storage.read(path, Some(start..end)).await?
+                    {
+                        return Ok(Sink::Compare {
+                            record: Box::new(record),
+                            writer: RetryOrWrite {
+                                cfg: cfg.clone(),
+                                path: path.clone(),
+                                total,
+                                start,
+                                pos: start,
+                                comparer: Comparer::new(stored),
+                                opened: None,
+                                conflict: None,
+                            },
+                        });
+                    }
+                }
+                cfg.storage
+                    .open_upload(path, UploadSpec::Resumable { total })
+                    .await?
+            }
+        };
+        check_total(&info, total)?;
+        let received = match cfg.storage.received(&info.id).await {
+            Ok(r) => r,
+            // Finished or discarded between the lookup and now: look again.
+            Err(StorageError::NotFound | StorageError::UploadClosed) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let writer = Box::new(GapWriter::new(
+            cfg.storage.clone(),
+            info.id.clone(),
+            received,
+            start,
+        ));
+        return Ok(Sink::Join { info, writer });
+    }
+    Err(ApiError::new(
+        ErrorKind::RangeConflict,
+        "the upload of this path kept changing while this chunk arrived; send it again",
+    ))
+}
+
 async fn chunk<B>(
     cfg: &Arc<Config>,
     req: Request<B>,
     path: &FilePath,
     range: ContentRange,
-    total: u64,
-    max_len: u64,
+    limits: ChunkLimits,
     answer: &Answer<'_>,
 ) -> Result<Response<ResponseBody>, ApiError>
 where
@@ -173,65 +419,24 @@ where
     let ContentRange::Chunk { start, .. } = range else {
         unreachable!("only chunks come here")
     };
+    let (total, max_len) = (limits.total, limits.max_len);
     let mut digest = match req.headers().get("content-digest") {
         Some(v) => digest::parse_sha256(v.as_bytes())?.map(Sha256Check::new),
         None => None,
     };
     let (parts, body) = req.into_parts();
-
-    let mut info = cfg
-        .storage
-        .open_upload(path, UploadSpec::Resumable { total })
-        .await?;
-    let idle = std::time::SystemTime::now()
-        .duration_since(info.updated)
-        .unwrap_or_default();
-    if !info.created_now && idle > cfg.upload_ttl {
-        // Expired but not yet swept: this chunk starts a new upload.
-        cfg.storage.abort(&info.id).await?;
-        info = cfg
-            .storage
-            .open_upload(path, UploadSpec::Resumable { total })
-            .await?;
-    }
-    check_total(&info, total)?;
-
-    // A chunk that opened a new upload of a path whose file has this total may be a retry
-    // of the upload that produced it: compare it with the stored bytes as it streams in.
-    let mut retry_of = None;
-    let mut comparer = None;
-    let mut shadow = None;
-    if info.created_now {
-        shadow = Some(AbortOnDrop::new(&cfg.storage, info.id.clone()));
-        if let Some(meta) = cfg.storage.head(path).await?.filter(|m| m.size == total)
-            && let Some(record) = Record::from_meta(&meta)
-        {
-            let stored_end = start.saturating_add(max_len).min(total);
-            if start < stored_end
-                && let Some((_, stream)) = cfg.storage.read(path, Some(start..stored_end)).await?
-            {
-                comparer = Some(Comparer::new(stream));
-                retry_of = Some(record);
-            }
-        }
-    }
-
-    let mut writer = cfg.storage.writer(&info.id, start).await?;
-    let pumped = pump(
-        body,
-        &mut *writer,
-        max_len,
-        Taps {
-            sniff: None,
-            digest: digest.as_mut(),
-            compare: comparer.as_mut(),
-        },
-    )
-    .await;
+    let mut sink = sink(cfg, path, start, &limits).await?;
+    let taps = Taps {
+        sniff: None,
+        digest: digest.as_mut(),
+    };
+    let pumped = match &mut sink {
+        Sink::Join { writer, .. } => pump(body, &mut **writer, max_len, taps).await,
+        Sink::Compare { writer, .. } => pump(body, writer, max_len, taps).await,
+    };
     let len = match pumped {
         Ok(len) => len,
         Err(PumpError::TooLarge) => {
-            drop(writer);
             return Err(if max_len == cfg.max_request_size {
                 too_large(cfg.max_request_size, "chunk")
             } else {
@@ -245,8 +450,28 @@ where
             ));
         }
         Err(PumpError::Storage(StorageError::UploadClosed)) => {
-            drop(writer);
-            return raced(cfg, path, &info.id, answer).await;
+            return match sink {
+                Sink::Compare {
+                    writer:
+                        RetryOrWrite {
+                            conflict: Some(t), ..
+                        },
+                    ..
+                } => Err(ApiError::new(
+                    ErrorKind::RangeConflict,
+                    format!("this upload's total is {t} bytes, not {total}"),
+                )),
+                Sink::Join { info, .. }
+                | Sink::Compare {
+                    writer:
+                        RetryOrWrite {
+                            opened: Some((info, _)),
+                            ..
+                        },
+                    ..
+                } => raced(cfg, path, &info.id, answer).await,
+                Sink::Compare { .. } => Err(StorageError::UploadClosed.into()),
+            };
         }
         Err(PumpError::Storage(e)) => return Err(e.into()),
     };
@@ -259,29 +484,31 @@ where
             "the chunk's Content-Digest does not match its bytes; it was not counted",
         ));
     }
-    let same_as_stored = comparer.as_ref().is_some_and(Comparer::equal);
-    drop(comparer);
-    if let Some(record) = retry_of
-        && same_as_stored
-    {
-        // A retry of a chunk of the finished upload: nothing new.
-        drop(writer);
-        if let Some(guard) = shadow.take() {
-            guard.abort().await;
+    let (info, writer): (UploadInfo, Box<dyn UploadWriter>) = match sink {
+        Sink::Compare {
+            record,
+            writer: RetryOrWrite { opened: None, .. },
+        } => {
+            // The same bytes as the finished upload's: a retry, nothing new.
+            return Ok(file_response(answer, StatusCode::OK, &record.file));
         }
-        return Ok(file_response(answer, StatusCode::OK, &record.file));
-    }
-    if covered.end > start + len {
-        return Err(content_range::RangeError::LengthMismatch.into());
-    }
+        Sink::Compare {
+            writer:
+                RetryOrWrite {
+                    opened: Some((info, writer)),
+                    ..
+                },
+            ..
+        } => (info, writer),
+        Sink::Join { info, writer } => (info, writer),
+    };
     let received = match writer.commit().await {
         Ok(r) => r,
-        Err(StorageError::UploadClosed) => return raced(cfg, path, &info.id, answer).await,
+        Err(StorageError::UploadClosed | StorageError::NotFound) => {
+            return raced(cfg, path, &info.id, answer).await;
+        }
         Err(e) => return Err(e.into()),
     };
-    if let Some(mut guard) = shadow {
-        guard.disarm(); // a real new upload: keep it
-    }
     tracing::debug!(path = %path, start = covered.start, end = covered.end, total, "chunk received");
     if !RangeSet::new(received.clone()).covers(total) {
         return Ok(progress(answer, total, &received));
@@ -384,13 +611,16 @@ async fn outcome(
     let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
     let mut pause = Duration::from_millis(5);
     loop {
+        // Existence first, record second: a publication happens before its upload is
+        // forgotten, so when the upload is seen gone here, the record read next shows
+        // whether it was published.
+        let still_open = upload_exists(cfg, path, id).await?;
         if let Some(meta) = cfg.storage.head(path).await?
             && let Some(record) = Record::from_meta(&meta)
             && record.upload.as_deref() == Some(id.0.as_str())
         {
             return Ok(record.file);
         }
-        let still_open = upload_exists(cfg, path, id).await?;
         if !still_open || tokio::time::Instant::now() >= deadline {
             return Err(ApiError::new(
                 ErrorKind::RangeConflict,

@@ -60,7 +60,7 @@ where
         limit,
         Taps {
             sniff: Some(&mut head),
-            ..Taps::default()
+            digest: None,
         },
     )
     .await;
