@@ -62,6 +62,7 @@
 mod api;
 pub mod auth;
 pub mod body;
+pub mod conditions;
 pub mod delivery;
 pub mod error;
 pub mod file;
