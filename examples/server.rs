@@ -7,7 +7,9 @@
 //! Flags: `--listen ADDR` (default 127.0.0.1:8080), `--data DIR` (default ./data),
 //! `--key KEY` (repeatable; else env `ITTYBIT_API_KEY`; else a random key, printed),
 //! `--base-url URL`, `--max-file-size BYTES`, `--max-request-size BYTES`, `--private`,
-//! `--legacy-signatures`, `--upload-ttl SECS` (default 86400). Prints
+//! `--legacy-signatures`, `--upload-ttl SECS` (default 86400), `--conditions JSON` (ittybit
+//! upload conditions every upload must meet, e.g.
+//! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`). Prints
 //! `listening on http://ADDR` once it accepts connections.
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,7 +23,7 @@ use tower_uploads::{FsStorage, Uploads};
 
 const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
-[--upload-ttl SECS]";
+[--upload-ttl SECS] [--conditions JSON]";
 
 struct Args {
     listen: SocketAddr,
@@ -33,6 +35,7 @@ struct Args {
     private: bool,
     legacy_signatures: bool,
     upload_ttl: Option<u64>,
+    conditions: Option<tower_uploads::conditions::Conditions>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         private: false,
         legacy_signatures: false,
         upload_ttl: None,
+        conditions: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +80,12 @@ fn parse_args() -> Result<Args, String> {
             "--max-file-size" => args.max_file_size = Some(number(value("bytes")?, &name)?),
             "--max-request-size" => args.max_request_size = Some(number(value("bytes")?, &name)?),
             "--upload-ttl" => args.upload_ttl = Some(number(value("seconds")?, &name)?),
+            "--conditions" => {
+                let json = value("a JSON document")?;
+                let parsed = tower_uploads::conditions::Conditions::parse(json.as_bytes())
+                    .map_err(|e| format!("--conditions: {e}"))?;
+                args.conditions = Some(parsed);
+            }
             "--private" => args.private = true,
             "--legacy-signatures" => args.legacy_signatures = true,
             "-h" | "--help" => {
@@ -144,6 +154,9 @@ async fn main() {
     }
     if let Some(n) = args.max_request_size {
         uploads = uploads.max_request_size(n);
+    }
+    if let Some(conditions) = args.conditions {
+        uploads = uploads.conditions(conditions);
     }
     if let Some(secs) = args.upload_ttl {
         uploads = uploads.upload_ttl(Duration::from_secs(secs));

@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub max_file_size: u64,
     pub style: ResponseStyle,
     pub signature_ttl: Duration,
+    /// The app's conditions on every upload.
+    pub conditions: Option<Arc<crate::conditions::Conditions>>,
     pub upload_ttl: Duration,
 }
 

@@ -34,6 +34,7 @@ use tower_service::Service;
 
 use crate::auth::{ApiKey, AuthPolicy, KeySet, Signature, Verifier};
 use crate::body::{BoxError, ResponseBody};
+use crate::conditions::Conditions;
 use crate::response::ResponseStyle;
 use crate::storage::Storage;
 use config::{Config, normalize_prefix};
@@ -54,6 +55,7 @@ pub struct Uploads {
     leeway_secs: u64,
     signature_ttl: Duration,
     upload_ttl: Duration,
+    conditions: Option<Arc<Conditions>>,
 }
 
 impl std::fmt::Debug for Uploads {
@@ -90,6 +92,7 @@ impl Uploads {
             leeway_secs: 0,
             signature_ttl: Duration::from_secs(3600),
             upload_ttl: Duration::from_secs(24 * 3600),
+            conditions: None,
         }
     }
 
@@ -164,6 +167,15 @@ impl Uploads {
         self
     }
 
+    /// Conditions every upload must meet (PROTOCOL §5), checked as early as the bytes
+    /// allow: `filesize` before the body, `kind`/`mimetype`/`width`/`height` on the first
+    /// bytes, the rest on the complete file. A failing upload is answered 422
+    /// `conditions_failed` and its bytes are deleted.
+    pub fn conditions(mut self, conditions: Conditions) -> Uploads {
+        self.conditions = Some(Arc::new(conditions));
+        self
+    }
+
     /// The storage.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
@@ -197,6 +209,7 @@ impl Uploads {
             style: self.style,
             signature_ttl: self.signature_ttl,
             upload_ttl: self.upload_ttl,
+            conditions: self.conditions.clone(),
         };
         (Arc::new(cfg), policy)
     }

@@ -2,7 +2,7 @@
 //! backend (feature `conformance`):
 //!
 //! ```
-//! # tokio::runtime::Builder::new_multi_thread().build().unwrap().block_on(async {
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! use std::sync::Arc;
 //! use tower_uploads::storage::{MemoryStorage, conformance};
 //! conformance::run(Arc::new(MemoryStorage::new())).await;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use super::{Claim, PublishOptions, PutMode, Storage, StorageError, UploadSpec};
 use crate::path::FilePath;
 
-/// Runs every check against `storage`. Needs a multi-threaded tokio runtime.
+/// Runs every check against `storage`. Needs a multi-threaded tokio runtime with timers.
 pub async fn run(storage: Arc<dyn Storage>) {
     single_upload_roundtrip(&*storage).await;
     overwrite_and_preconditions(&*storage).await;

@@ -20,6 +20,8 @@ pub(crate) enum PumpError {
     Client(BoxError),
     /// The storage failed.
     Storage(StorageError),
+    /// The first bytes broke the upload's conditions (422).
+    Rejected(crate::error::ApiError),
 }
 
 /// Compares what arrives with bytes already stored, frame by frame.
@@ -75,7 +77,12 @@ pub(crate) struct Taps<'a> {
     pub sniff: Option<&'a mut Vec<u8>>,
     /// Hashes everything.
     pub digest: Option<&'a mut Sha256Check>,
+    /// Called once with the sniffed head when [`SNIFF_BYTES`] have arrived (with `sniff`).
+    pub on_head: Option<&'a mut HeadCheck<'a>>,
 }
+
+/// A check of a file's first bytes (the conditions' `Head` phase).
+pub(crate) type HeadCheck<'a> = dyn FnMut(&[u8]) -> Result<(), crate::error::ApiError> + Send + 'a;
 
 /// Streams `body` into `writer` (which must not be committed by this function), refusing more
 /// than `limit` bytes. Returns the number of bytes written.
@@ -109,6 +116,11 @@ where
         {
             let n = (SNIFF_BYTES - sniff.len()).min(data.len());
             sniff.extend_from_slice(&data[..n]);
+            if sniff.len() == SNIFF_BYTES
+                && let Some(check) = taps.on_head.take()
+            {
+                check(sniff).map_err(PumpError::Rejected)?;
+            }
         }
         if let Some(digest) = taps.digest.as_deref_mut() {
             digest.update(&data);

@@ -17,14 +17,14 @@ pub(crate) use resumable::put_chunk;
 pub(crate) use simple::put_whole;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use crate::body::ResponseBody;
+use crate::conditions::{Decision, Facts, UploadConditions};
 use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
-use crate::media::{MediaFacts, SNIFF_BYTES, sniff};
+use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, UploadSource, probe, sniff};
 use crate::path::FilePath;
 use crate::response::Answer;
 use crate::service::config::Config;
@@ -103,19 +103,99 @@ pub(crate) async fn precheck(
     Ok(mode)
 }
 
-/// Reads the first bytes of a staged upload for sniffing.
-pub(crate) async fn staged_head(
-    storage: &dyn Storage,
+/// The conditions a request's upload must meet: the app's (the [`Uploads`] policy and any
+/// [`ConditionsLayer`](crate::conditions::ConditionsLayer)) and its upload session's.
+///
+/// [`Uploads`]: crate::Uploads
+pub(crate) fn conditions_of(cfg: &Config, extensions: &http::Extensions) -> UploadConditions {
+    let mut conditions = extensions
+        .get::<UploadConditions>()
+        .cloned()
+        .unwrap_or_default();
+    if let Some(app) = &cfg.conditions {
+        conditions.push_app(app.clone());
+    }
+    conditions
+}
+
+/// `Err(422 conditions_failed)` when `facts` already decide that the conditions fail.
+pub(crate) fn check_conditions(
+    conditions: &UploadConditions,
+    facts: &Facts<'_>,
+) -> Result<(), ApiError> {
+    if conditions.is_empty() {
+        return Ok(());
+    }
+    let verdict = conditions.evaluate(facts);
+    match verdict.decision() {
+        Decision::Fail => Err(verdict.to_api_error()),
+        _ => Ok(()),
+    }
+}
+
+/// The Head-phase check of a file's first bytes, for [`body::Taps::on_head`].
+pub(crate) fn head_check<'a>(
+    conditions: &'a UploadConditions,
+    headers: &'a HeaderMap,
+    path: &'a FilePath,
+    declared: Option<u64>,
+) -> impl FnMut(&[u8]) -> Result<(), ApiError> + Send + 'a {
+    move |head: &[u8]| {
+        let facts = facts_of(head, headers, path);
+        let whole = declared.is_some_and(|size| head.len() as u64 >= size);
+        if !settled_by_head(&facts, head.len() >= SNIFF_BYTES || whole) {
+            return Ok(()); // the complete file decides
+        }
+        check_conditions(conditions, &Facts::head(declared, &facts))
+    }
+}
+
+/// Whether the first bytes settle what a file is. Containers whose streams decide the kind
+/// (an MP4 or WebM with only audio is `audio`, an Ogg with Theora is `video`) are judged on
+/// the complete file; a head shorter than the sniff window settles only media identified by
+/// magic bytes (XML may yet be SVG, unrecognised bytes may yet be recognised).
+fn settled_by_head(facts: &MediaFacts, full_head: bool) -> bool {
+    let container = matches!(
+        facts.mime_type.as_str(),
+        "video/mp4"
+            | "video/quicktime"
+            | "video/x-m4v"
+            | "video/webm"
+            | "video/x-matroska"
+            | "video/ogg"
+            | "audio/mp4"
+            | "audio/x-m4a"
+            | "audio/webm"
+            | "audio/x-matroska"
+            | "audio/ogg"
+            | "application/ogg"
+    );
+    !container && (full_head || (facts.recognised && facts.kind != crate::media::Kind::Other))
+}
+
+/// The media facts of a staged upload of `size` bytes: probed with bounded ranged reads
+/// (from `head` alone when it holds the whole file).
+pub(crate) async fn probe_staged(
+    cfg: &Config,
     upload: &UploadId,
     size: u64,
-) -> Result<Vec<u8>, ApiError> {
-    let n = size.min(SNIFF_BYTES as u64);
-    let frames: Vec<Bytes> = storage
-        .read_upload(upload, 0..n)
-        .await?
-        .try_collect()
-        .await?;
-    Ok(frames.concat())
+    head: Option<&[u8]>,
+    headers: &HeaderMap,
+    path: &FilePath,
+) -> MediaFacts {
+    let hint = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    match head {
+        Some(head) if head.len() as u64 >= size => {
+            let src = MemorySource::new(Bytes::copy_from_slice(head));
+            probe(&src, hint, path.filename()).await
+        }
+        _ => {
+            let src = UploadSource::new(cfg.storage.clone(), upload.clone(), size);
+            probe(&src, hint, path.filename()).await
+        }
+    }
 }
 
 /// The facts of a file from its first bytes and the request's hint.

@@ -13,11 +13,16 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::body::HeadCheck;
 use super::body::{Comparer, PumpError, Taps, pump};
 use super::content_range::{self, ContentRange};
 use super::digest::{self, Sha256Check};
-use super::{Record, content_length, facts_of, file_response, new_record, staged_head, too_large};
+use super::{
+    Record, check_conditions, conditions_of, content_length, file_response, head_check, new_record,
+    probe_staged, too_large,
+};
 use crate::body::{BoxError, ResponseBody};
+use crate::conditions::{Facts, UploadConditions};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::Answer;
@@ -83,13 +88,18 @@ where
                 )
                 .with_status(StatusCode::BAD_REQUEST));
             }
-            status(cfg, req.headers(), path, total, answer).await
+            let conditions = conditions_of(cfg, req.extensions());
+            status(cfg, req.headers(), path, total, &conditions, answer).await
         }
         ContentRange::Chunk { start, end, total } => {
             range.validate()?;
             if total > cfg.max_file_size {
                 return Err(too_large(cfg.max_file_size, "declared total"));
             }
+            check_conditions(
+                &conditions_of(cfg, req.extensions()),
+                &Facts::declared(Some(total)),
+            )?;
             let mut max_len = range.max_len().min(cfg.max_request_size);
             if let Some(len) = content_length(req.headers())? {
                 if len > cfg.max_request_size {
@@ -100,7 +110,11 @@ where
             } else if end - start > cfg.max_request_size {
                 return Err(too_large(cfg.max_request_size, "chunk"));
             }
-            let limits = ChunkLimits { total, max_len };
+            let limits = ChunkLimits {
+                start,
+                total,
+                max_len,
+            };
             chunk(cfg, req, path, range, limits, answer).await
         }
     }
@@ -112,6 +126,7 @@ async fn status(
     headers: &HeaderMap,
     path: &FilePath,
     total: u64,
+    conditions: &UploadConditions,
     answer: &Answer<'_>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if let Some(info) = cfg.storage.find_upload(path).await? {
@@ -123,7 +138,7 @@ async fn status(
         };
         if RangeSet::new(received.clone()).covers(total) {
             // Complete but not published (its finalizer died): finish it now.
-            let (_, file) = finalize(cfg, headers, path, &info.id, total).await?;
+            let (_, file) = finalize(cfg, headers, path, &info.id, total, conditions).await?;
             return Ok(file_response(answer, StatusCode::OK, &file));
         }
         return Ok(progress(answer, total, &received));
@@ -156,6 +171,8 @@ fn check_total(info: &UploadInfo, total: u64) -> Result<(), ApiError> {
 
 /// What is known of a chunk before its body is read.
 struct ChunkLimits {
+    /// The offset of its first byte.
+    start: u64,
     /// The file's total size.
     total: u64,
     /// The most bytes the body may have.
@@ -336,13 +353,8 @@ impl UploadWriter for RetryOrWrite {
 }
 
 /// Chooses where a chunk goes. Never creates an upload for a chunk that may be a retry.
-async fn sink(
-    cfg: &Arc<Config>,
-    path: &FilePath,
-    start: u64,
-    limits: &ChunkLimits,
-) -> Result<Sink, ApiError> {
-    let total = limits.total;
+async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Result<Sink, ApiError> {
+    let (start, total) = (limits.start, limits.total);
     for _ in 0..4 {
         let found = cfg.storage.find_upload(path).await?;
         let info = match found {
@@ -416,19 +428,23 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let ContentRange::Chunk { start, .. } = range else {
-        unreachable!("only chunks come here")
-    };
-    let (total, max_len) = (limits.total, limits.max_len);
+    let (start, total, max_len) = (limits.start, limits.total, limits.max_len);
     let mut digest = match req.headers().get("content-digest") {
         Some(v) => digest::parse_sha256(v.as_bytes())?.map(Sha256Check::new),
         None => None,
     };
+    let conditions = conditions_of(cfg, req.extensions());
     let (parts, body) = req.into_parts();
-    let mut sink = sink(cfg, path, start, &limits).await?;
+    let mut sink = sink(cfg, path, &limits).await?;
+    // The chunk holding offset 0 shows what the file is: check kind, type and dimensions as
+    // soon as its first bytes are in.
+    let head_phase = start == 0 && !conditions.is_empty();
+    let mut head = Vec::new();
+    let mut on_head = head_check(&conditions, &parts.headers, path, Some(total));
     let taps = Taps {
-        sniff: None,
+        sniff: head_phase.then_some(&mut head),
         digest: digest.as_mut(),
+        on_head: head_phase.then_some(&mut on_head as &mut HeadCheck<'_>),
     };
     let pumped = match &mut sink {
         Sink::Join { writer, .. } => pump(body, &mut **writer, max_len, taps).await,
@@ -473,9 +489,20 @@ where
                 Sink::Compare { .. } => Err(StorageError::UploadClosed.into()),
             };
         }
+        Err(PumpError::Rejected(e)) => {
+            discard(cfg, sink).await;
+            return Err(e);
+        }
         Err(PumpError::Storage(e)) => return Err(e.into()),
     };
     let covered = range.resolve(len)?;
+    if head_phase && head.len() < crate::media::SNIFF_BYTES {
+        // A first chunk shorter than the sniff window: judge what it settles.
+        if let Err(e) = on_head(&head) {
+            discard(cfg, sink).await;
+            return Err(e);
+        }
+    }
     if let Some(check) = digest
         && !check.finish()
     {
@@ -513,13 +540,33 @@ where
     if !RangeSet::new(received.clone()).covers(total) {
         return Ok(progress(answer, total, &received));
     }
-    let (claimed, file) = finalize(cfg, &parts.headers, path, &info.id, total).await?;
+    let (claimed, file) = finalize(cfg, &parts.headers, path, &info.id, total, &conditions).await?;
     let status = if claimed {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok(file_response(answer, status, &file))
+}
+
+/// Discards the upload a chunk went into (its first bytes broke the conditions: nothing of
+/// it may stay).
+async fn discard(cfg: &Config, sink: Sink) {
+    let id = match sink {
+        Sink::Join { info, .. } => info.id,
+        Sink::Compare {
+            writer:
+                RetryOrWrite {
+                    opened: Some((info, _)),
+                    ..
+                },
+            ..
+        } => info.id,
+        Sink::Compare { .. } => return,
+    };
+    if let Err(e) = cfg.storage.abort(&id).await {
+        tracing::warn!(upload = %id, error = %e, "could not discard a rejected upload");
+    }
 }
 
 /// A chunk whose upload was claimed (or discarded) while it streamed in: its bytes were not
@@ -542,13 +589,16 @@ async fn finalize(
     path: &FilePath,
     id: &UploadId,
     total: u64,
+    conditions: &UploadConditions,
 ) -> Result<(bool, crate::file::FileObject), ApiError> {
     let task = {
         let (cfg, headers, path, id) = (cfg.clone(), headers.clone(), path.clone(), id.clone());
+        let conditions = conditions.clone();
         tokio::spawn(async move {
             match cfg.storage.claim(&id).await? {
-                Claim::Won => match publish(&cfg, &headers, &path, &id, total).await {
+                Claim::Won => match publish(&cfg, &headers, &path, &id, total, &conditions).await {
                     Ok(file) => Ok(Some(file)),
+                    Err(e) if e.kind() == ErrorKind::ConditionsFailed => Err(e), // discarded
                     Err(e) => {
                         // Let a later request (a retry, a status query) finish it.
                         if let Err(e) = cfg.storage.unclaim(&id).await {
@@ -576,10 +626,14 @@ async fn publish(
     path: &FilePath,
     id: &UploadId,
     total: u64,
+    conditions: &UploadConditions,
 ) -> Result<crate::file::FileObject, ApiError> {
     let result: Result<_, ApiError> = async {
-        let head = staged_head(&*cfg.storage, id, total).await?;
-        let facts = facts_of(&head, headers, path);
+        let facts = probe_staged(cfg, id, total, None, headers, path).await;
+        if let Err(e) = check_conditions(conditions, &Facts::complete(total, &facts)) {
+            cfg.storage.abort(id).await?;
+            return Err(e);
+        }
         let record = new_record(cfg, headers, path, total, &facts, id);
         let attributes = serde_json::to_vec(&record)
             .map_err(|e| ApiError::internal(&e))?

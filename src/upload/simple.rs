@@ -3,11 +3,13 @@
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 
-use super::body::{PumpError, Taps, pump};
+use super::body::{HeadCheck, PumpError, Taps, pump};
 use super::{
-    AbortOnDrop, content_length, facts_of, file_response, new_record, precheck, put_mode, too_large,
+    AbortOnDrop, check_conditions, conditions_of, content_length, file_response, head_check,
+    new_record, precheck, probe_staged, put_mode, too_large,
 };
 use crate::body::{BoxError, ResponseBody};
+use crate::conditions::Facts;
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::Answer;
@@ -42,11 +44,14 @@ where
     B::Error: Into<BoxError>,
 {
     let limit = cfg.max_request_size.min(cfg.max_file_size);
-    if let Some(len) = content_length(req.headers())?
+    let declared = content_length(req.headers())?;
+    if let Some(len) = declared
         && len > limit
     {
         return Err(too_large(limit, "body"));
     }
+    let conditions = conditions_of(cfg, req.extensions());
+    check_conditions(&conditions, &Facts::declared(declared))?;
     let mode = precheck(&*cfg.storage, path, put_mode(req.headers())?).await?;
     let (parts, body) = req.into_parts();
 
@@ -54,6 +59,7 @@ where
     let mut guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
     let mut writer = cfg.storage.writer(&upload.id, 0).await?;
     let mut head = Vec::new();
+    let mut on_head = head_check(&conditions, &parts.headers, path, declared);
     let pumped = pump(
         body,
         &mut *writer,
@@ -61,6 +67,7 @@ where
         Taps {
             sniff: Some(&mut head),
             digest: None,
+            on_head: (!conditions.is_empty()).then_some(&mut on_head as &mut HeadCheck<'_>),
         },
     )
     .await;
@@ -76,6 +83,7 @@ where
                     format!("the request body ended early: {e}"),
                 ),
                 PumpError::Storage(e) => e.into(),
+                PumpError::Rejected(e) => e,
             });
         }
     };
@@ -88,7 +96,11 @@ where
         guard.abort().await;
         return Err(StorageError::UploadClosed.into());
     }
-    let facts = facts_of(&head, &parts.headers, path);
+    let facts = probe_staged(cfg, &upload.id, size, Some(&head), &parts.headers, path).await;
+    if let Err(e) = check_conditions(&conditions, &Facts::complete(size, &facts)) {
+        guard.abort().await;
+        return Err(e);
+    }
     let record = new_record(cfg, &parts.headers, path, size, &facts, &upload.id);
     let attributes = serde_json::to_vec(&record)
         .map_err(|e| ApiError::internal(&e))?

@@ -1,0 +1,412 @@
+//! ISO base media files (MP4, MOV, M4V, M4A, 3GP): the top-level boxes are walked by their
+//! 16-byte headers to find `moov` wherever it is (MP4s written without "fast start" keep it
+//! at the end), `moov` is read in one range and its children are decoded by [`mp4_atom`].
+//! Each `trak` is decoded on its own, so a track the crate cannot read (an exotic sample
+//! entry) costs only that track.
+
+use mp4_atom::{Codec, Decode, FourCC, Moof, Mvex, Mvhd, StszSamples, Trak};
+
+use super::bits::{be32, be64, ratio};
+use super::reader::Reader;
+use super::{MAX_PROBE_READ, MediaFacts, set_kind};
+
+/// The most top-level boxes walked.
+const MAX_BOXES: u32 = 1024;
+
+/// The largest `moof` read when a fragmented file's duration has to be added up.
+const MAX_MOOF: u64 = 1 << 20;
+
+pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> {
+    let size = r.size();
+    let mut at = 0u64;
+    let mut brand = None;
+    let mut movie: Option<Movie> = None;
+    let mut fragments = Fragments::default();
+    let mut walked_to_end = false;
+    for _ in 0..MAX_BOXES {
+        if at.checked_add(8)? > size {
+            walked_to_end = true;
+            break;
+        }
+        let Some(h) = r.get(at, 16, 16).await else {
+            break;
+        };
+        let Some((kind, len, header)) = box_header(&h, size - at) else {
+            break;
+        };
+        match &kind {
+            b"ftyp" if brand.is_none() => brand = h.get(8..12).map(|b| [b[0], b[1], b[2], b[3]]),
+            b"moov" if movie.is_none() => {
+                if len > MAX_PROBE_READ {
+                    return None;
+                }
+                let moov = r.get(at, len, 0).await?;
+                movie = Some(Movie::decode(moov.get(header as usize..)?));
+            }
+            b"moof" => match &movie {
+                Some(m) if m.needs_fragments() && len <= MAX_MOOF => {
+                    let Some(moof) = r.get(at, len, 0).await else {
+                        fragments.incomplete = true;
+                        break;
+                    };
+                    fragments.add(&moof, m);
+                }
+                Some(m) if m.needs_fragments() => fragments.incomplete = true,
+                _ => {}
+            },
+            _ => {}
+        }
+        if movie.as_ref().is_some_and(|m| !m.needs_fragments()) {
+            break;
+        }
+        at = at.checked_add(len)?;
+    }
+    if !walked_to_end && movie.as_ref().is_some_and(Movie::needs_fragments) {
+        // The walk stopped early (box cap, a broken box): the fragments' sum would be short.
+        fragments.incomplete = true;
+    }
+    let movie = movie?;
+    movie.fill(f, &fragments);
+    f.container = Some(container(brand).to_owned());
+    Some(())
+}
+
+/// `(type, size, header length)` of the box whose header starts `h`, with `left` bytes from
+/// there to the end of the file. `None` for a box that cannot be (smaller than its header).
+fn box_header(h: &[u8], left: u64) -> Option<([u8; 4], u64, u64)> {
+    let size32 = be32(h, 0)?;
+    let kind: [u8; 4] = h.get(4..8)?.try_into().ok()?;
+    let (len, header) = match size32 {
+        0 => (left, 8),
+        1 => (be64(h, 8)?, 16),
+        n => (u64::from(n), 8),
+    };
+    (len >= header).then_some((kind, len.min(left.max(header)), header))
+}
+
+/// A short container name from the `ftyp` major brand.
+fn container(brand: Option<[u8; 4]>) -> &'static str {
+    match brand.as_ref().map(|b| &b[..]) {
+        None | Some(b"qt  ") => "mov",
+        Some(b"M4A " | b"M4B " | b"M4P ") => "m4a",
+        Some(b"M4V " | b"M4VH" | b"M4VP") => "m4v",
+        Some(b) if b.starts_with(b"3gp") || b.starts_with(b"3ge") || b.starts_with(b"3gg") => "3gp",
+        Some(b) if b.starts_with(b"3g2") => "3g2",
+        Some(_) => "mp4",
+    }
+}
+
+/// What `moov` says.
+#[derive(Default)]
+struct Movie {
+    timescale: u32,
+    duration: u64,
+    /// `mvex`: fragmented; `Some(mehd duration)` when stated.
+    fragmented: Option<Option<u64>>,
+    /// `(track id, default sample duration)` from `trex`.
+    trex: Vec<(u32, u32)>,
+    video: Option<Track>,
+    audio: Option<Track>,
+}
+
+struct Track {
+    id: u32,
+    codec: Option<&'static str>,
+    width: u16,
+    height: u16,
+    timescale: u32,
+    duration: u64,
+    samples: u64,
+    /// The sample delta that covers the most samples.
+    delta: u32,
+}
+
+impl Movie {
+    fn decode(mut body: &[u8]) -> Movie {
+        let mut m = Movie::default();
+        while let Some((kind, len, _)) = box_header(body, body.len() as u64) {
+            let Ok(len) = usize::try_from(len) else { break };
+            let Some((child, rest)) = body.split_at_checked(len) else {
+                break;
+            };
+            body = rest;
+            match &kind {
+                b"mvhd" => {
+                    if let Ok(h) = Mvhd::decode(&mut &child[..]) {
+                        m.timescale = h.timescale;
+                        m.duration = h.duration;
+                    }
+                }
+                b"mvex" => {
+                    let mvex = Mvex::decode(&mut &child[..]).ok();
+                    m.fragmented = Some(
+                        mvex.as_ref()
+                            .and_then(|x| x.mehd.as_ref())
+                            .map(|h| h.fragment_duration),
+                    );
+                    for t in mvex.iter().flat_map(|x| &x.trex) {
+                        m.trex.push((t.track_id, t.default_sample_duration));
+                    }
+                }
+                b"trak" => {
+                    let Ok(trak) = Trak::decode(&mut &child[..]) else {
+                        continue;
+                    };
+                    let handler = trak.mdia.hdlr.handler;
+                    let slot = if handler == FourCC::new(b"vide") {
+                        &mut m.video
+                    } else if handler == FourCC::new(b"soun") {
+                        &mut m.audio
+                    } else {
+                        continue;
+                    };
+                    if slot.is_none() {
+                        *slot = Some(Track::new(&trak));
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+
+    /// A fragmented file whose duration `moov` does not give: the `moof`s have to be read.
+    fn needs_fragments(&self) -> bool {
+        matches!(self.fragmented, Some(None)) && self.duration == 0
+    }
+
+    fn fill(&self, f: &mut MediaFacts, frags: &Fragments) {
+        let main = self.video.as_ref().or(self.audio.as_ref());
+        set_kind(
+            f,
+            self.video.is_some(),
+            self.audio.is_some(),
+            match f.mime_type.as_str() {
+                "video/mp4" | "video/x-m4v" => Some("audio/mp4"),
+                _ => None,
+            },
+            match f.mime_type.as_str() {
+                "audio/m4a" => Some("video/mp4"),
+                _ => None,
+            },
+        );
+        let fragment_time = |t: &Track| -> Option<f64> {
+            let d = frags.duration.iter().find(|(id, _)| *id == t.id)?.1;
+            ratio(d as f64, f64::from(t.timescale))
+        };
+        f.duration = ratio(self.duration as f64, f64::from(self.timescale))
+            .or_else(|| match self.fragmented {
+                Some(Some(d)) => ratio(d as f64, f64::from(self.timescale)),
+                _ => None,
+            })
+            .or_else(|| {
+                if frags.incomplete {
+                    return None;
+                }
+                let times = [self.video.as_ref(), self.audio.as_ref()];
+                times
+                    .into_iter()
+                    .flatten()
+                    .filter_map(fragment_time)
+                    .reduce(f64::max)
+            })
+            .or_else(|| {
+                let times = [self.video.as_ref(), self.audio.as_ref()];
+                times
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| ratio(t.duration as f64, f64::from(t.timescale)))
+                    .reduce(f64::max)
+            });
+        f.codec = main.and_then(|t| t.codec).map(str::to_owned);
+        if let Some(v) = &self.video {
+            f.width = Some(u32::from(v.width));
+            f.height = Some(u32::from(v.height));
+            f.fps = ratio(f64::from(v.timescale), f64::from(v.delta));
+            let fragment_frames = frags
+                .samples
+                .iter()
+                .find(|(id, _)| *id == v.id)
+                .map(|x| x.1);
+            f.frames = match (v.samples, fragment_frames) {
+                (0, Some(n)) if !frags.incomplete => Some(n),
+                (0, _) => None,
+                (n, _) => Some(n),
+            };
+            if f.fps.is_none() && !frags.incomplete {
+                let d = frags
+                    .duration
+                    .iter()
+                    .find(|(id, _)| *id == v.id)
+                    .map(|x| x.1);
+                f.fps = f
+                    .frames
+                    .zip(d)
+                    .and_then(|(n, d)| ratio(n as f64 * f64::from(v.timescale), d as f64));
+            }
+        }
+    }
+}
+
+impl Track {
+    fn new(trak: &Trak) -> Track {
+        let stbl = &trak.mdia.minf.stbl;
+        let entry = stbl.stsd.codecs.first();
+        let visual = entry.and_then(Codec::visual);
+        let samples = match &stbl.stsz.samples {
+            StszSamples::Identical { count, .. } => u64::from(*count),
+            StszSamples::Different { sizes } => sizes.len() as u64,
+        };
+        let stts_samples: u64 = stbl
+            .stts
+            .entries
+            .iter()
+            .map(|e| u64::from(e.sample_count))
+            .sum();
+        let delta = stbl
+            .stts
+            .entries
+            .iter()
+            .filter(|e| e.sample_delta > 0)
+            .max_by_key(|e| e.sample_count)
+            .map_or(0, |e| e.sample_delta);
+        let (tw, th) = (trak.tkhd.width.integer(), trak.tkhd.height.integer());
+        Track {
+            id: trak.tkhd.track_id,
+            codec: entry.and_then(codec_name),
+            width: visual.map(|v| v.width).filter(|w| *w > 0).unwrap_or(tw),
+            height: visual.map(|v| v.height).filter(|h| *h > 0).unwrap_or(th),
+            timescale: trak.mdia.mdhd.timescale,
+            duration: trak.mdia.mdhd.duration,
+            samples: if samples > 0 { samples } else { stts_samples },
+            delta,
+        }
+    }
+}
+
+/// What the `moof` boxes of a fragmented file add up to, per track id.
+#[derive(Default)]
+struct Fragments {
+    duration: Vec<(u32, u64)>,
+    samples: Vec<(u32, u64)>,
+    /// Some fragment could not be read: the sums are short.
+    incomplete: bool,
+}
+
+impl Fragments {
+    fn add(&mut self, moof: &[u8], m: &Movie) {
+        let Ok(moof) = Moof::decode(&mut &moof[..]) else {
+            self.incomplete = true;
+            return;
+        };
+        for traf in &moof.traf {
+            let id = traf.tfhd.track_id;
+            let default = traf
+                .tfhd
+                .default_sample_duration
+                .or_else(|| m.trex.iter().find(|t| t.0 == id).map(|t| t.1))
+                .unwrap_or(0);
+            let (mut d, mut n) = (0u64, 0u64);
+            for trun in &traf.trun {
+                n = n.saturating_add(trun.samples.len() as u64);
+                for s in trun.samples.iter() {
+                    d = d.saturating_add(u64::from(s.duration.unwrap_or(default)));
+                }
+            }
+            add_to(&mut self.duration, id, d);
+            add_to(&mut self.samples, id, n);
+        }
+    }
+}
+
+fn add_to(sums: &mut Vec<(u32, u64)>, id: u32, n: u64) {
+    match sums.iter_mut().find(|(i, _)| *i == id) {
+        Some((_, s)) => *s = s.saturating_add(n),
+        None => sums.push((id, n)),
+    }
+}
+
+/// ffprobe's `codec_name` for a sample entry.
+fn codec_name(c: &Codec) -> Option<&'static str> {
+    Some(match c {
+        Codec::Avc1(_) | Codec::Avc3(_) => "h264",
+        Codec::Hev1(_) | Codec::Hvc1(_) => "hevc",
+        Codec::Vp08(_) => "vp8",
+        Codec::Vp09(_) => "vp9",
+        Codec::Av01(_) => "av1",
+        Codec::Jpeg(_) => "mjpeg",
+        Codec::Mp4a(a) => match a.esds.es_desc.dec_config.object_type_indication {
+            0x69 | 0x6B => "mp3",
+            0x20 => "mpeg4",
+            0x21 => "h264",
+            0x60..=0x65 => "mpeg2video",
+            0x6A => "mpeg1video",
+            0x6C => "mjpeg",
+            0xA5 => "ac3",
+            0xA6 => "eac3",
+            0xA9 | 0xAC => "dts",
+            0xAD => "opus",
+            0xDD => "vorbis",
+            _ => "aac",
+        },
+        Codec::Mp3(_) => "mp3",
+        Codec::Opus(_) => "opus",
+        Codec::Flac(_) => "flac",
+        Codec::Ac3(_) => "ac3",
+        Codec::Eac3(_) => "eac3",
+        Codec::Sowt(_) | Codec::S16l(_) => "pcm_s16le",
+        Codec::Twos(_) => "pcm_s16be",
+        Codec::In24(_) => "pcm_s24be",
+        Codec::In32(_) => "pcm_s32be",
+        Codec::Fl32(_) => "pcm_f32be",
+        Codec::Fl64(_) => "pcm_f64be",
+        Codec::Tx3g(_) => "mov_text",
+        Codec::Wvtt(_) => "webvtt",
+        Codec::Samr(_) => "amr_nb",
+        Codec::Unknown(fourcc, _) => match fourcc.as_ref() {
+            b"mp4v" => "mpeg4",
+            b"s263" | b"h263" => "h263",
+            b"dvh1" | b"dvhe" => "hevc",
+            b"dva1" | b"dvav" => "h264",
+            b"dav1" => "av1",
+            b"apch" | b"apcn" | b"apcs" | b"apco" | b"ap4h" | b"ap4x" => "prores",
+            b"mjpa" | b"mjpb" | b"AVDJ" => "mjpeg",
+            b"alac" => "alac",
+            b"ulaw" => "pcm_mulaw",
+            b"alaw" => "pcm_alaw",
+            b"raw " => "rawvideo",
+            b"sawb" => "amr_wb",
+            b"ac-4" => "ac4",
+            b"mha1" | b"mhm1" => "mpegh_3d_audio",
+            b"c608" => "eia_608",
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_headers() {
+        assert_eq!(box_header(b"\0\0\0\x10moov", 100), Some((*b"moov", 16, 8)));
+        assert_eq!(box_header(b"\0\0\0\0mdat", 100), Some((*b"mdat", 100, 8)));
+        let large = b"\0\0\0\x01mdat\0\0\0\x01\0\0\0\0";
+        assert_eq!(box_header(large, 1 << 40), Some((*b"mdat", 1 << 32, 16)));
+        assert_eq!(box_header(b"\0\0\0\x04free", 100), None);
+        // Past the end of the file: cut there.
+        assert_eq!(box_header(b"\0\0\x10\0moov", 100), Some((*b"moov", 100, 8)));
+        assert_eq!(box_header(b"\0\0\0", 100), None);
+    }
+
+    #[test]
+    fn containers() {
+        assert_eq!(container(Some(*b"qt  ")), "mov");
+        assert_eq!(container(Some(*b"isom")), "mp4");
+        assert_eq!(container(Some(*b"M4A ")), "m4a");
+        assert_eq!(container(Some(*b"3gp5")), "3gp");
+        assert_eq!(container(None), "mov");
+    }
+}
