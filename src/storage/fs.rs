@@ -11,8 +11,9 @@
 //!         data.<gen>                   its bytes: every chunk is a positional write here
 //!         ranges/<start>-<end>         one empty marker per committed range
 //!         claimed                      created (create-new) by the request that finalizes
-//!     meta/<key>/<etag>.json           content type + attributes of a published version
-//!     locks/<00..3f>                   striped lock files serialising publications
+//!     meta/<kk>/<key>.<etag>.json      content type + attributes of a published version
+//!                                      (<kk>: the key's first two hex digits, 256 shards)
+//!     locks/<00..3f>                   striped lock files serialising publications (kept open)
 //!     tmp/                             directories under construction, and trash
 //! ```
 //!
@@ -88,6 +89,9 @@ pub struct FsStorage {
 struct Inner {
     root: PathBuf,
     durability: Durability,
+    /// The publication lock stripes, opened once: a mutex serialises this process's threads
+    /// (a `flock` is shared by everyone using the same open file), the `flock` other processes.
+    stripes: Vec<(Mutex<()>, File)>,
     /// Exclusive locks held by this process's winning claims, until publish or abort.
     claims: Mutex<HashMap<UploadId, Arc<File>>>,
 }
@@ -175,6 +179,7 @@ fn rand_token() -> String {
 }
 
 /// Which of our kinds of upload an id names.
+#[derive(Clone, Copy)]
 enum Parsed<'a> {
     Single(&'a str),
     Resumable { key: &'a str, gen_id: &'a str },
@@ -233,30 +238,47 @@ fn place_error(e: io::Error) -> StorageError {
 impl FsStorage {
     /// A storage in `root`, created if missing.
     pub fn new(root: impl Into<PathBuf>) -> StorageResult<FsStorage> {
-        let root = root.into();
-        for sub in ["staging", "uploads", "meta", "locks", "tmp"] {
-            fs::create_dir_all(root.join(RESERVED_DIR).join(sub)).map_err(io)?;
+        Self::with_durability(root.into(), Durability::default())
+    }
+
+    fn with_durability(root: PathBuf, durability: Durability) -> StorageResult<FsStorage> {
+        let sys = root.join(RESERVED_DIR);
+        for sub in ["staging", "uploads", "locks", "tmp"] {
+            fs::create_dir_all(sys.join(sub)).map_err(io)?;
         }
+        for shard in 0..=255u8 {
+            fs::create_dir_all(sys.join("meta").join(format!("{shard:02x}"))).map_err(io)?;
+        }
+        let stripes = (0..LOCK_STRIPES)
+            .map(|n| {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(sys.join("locks").join(format!("{n:02x}")))?;
+                Ok((Mutex::new(()), f))
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(io)?;
         Ok(FsStorage {
             inner: Arc::new(Inner {
                 root,
-                durability: Durability::default(),
+                durability,
+                stripes,
                 claims: Mutex::new(HashMap::new()),
             }),
         })
     }
 
     /// Sets the durability policy (default [`Durability::Process`]).
+    ///
+    /// # Panics
+    /// Only if the lock files, opened by [`new`](Self::new) a moment before, cannot be
+    /// opened again.
     #[must_use]
     pub fn durability(self, durability: Durability) -> FsStorage {
-        let inner = Inner {
-            root: self.inner.root.clone(),
-            durability,
-            claims: Mutex::new(HashMap::new()),
-        };
-        FsStorage {
-            inner: Arc::new(inner),
-        }
+        Self::with_durability(self.inner.root.clone(), durability)
+            .expect("the storage directory was usable a moment ago")
     }
 
     /// The root directory.
@@ -285,19 +307,22 @@ impl Inner {
         self.sys().join("uploads").join(key)
     }
 
-    fn meta_dir(&self, key: &str) -> PathBuf {
-        self.sys().join("meta").join(key)
+    /// The record of version `etag` of the file whose path hashes to `key`:
+    /// `meta/<first two hex digits>/<key>.<etag>.json` (the 256 shards exist from the start).
+    fn meta_file(&self, key: &str, etag: &str) -> PathBuf {
+        self.sys()
+            .join("meta")
+            .join(&key[..2])
+            .join(format!("{key}.{etag}.json"))
     }
 
-    fn lock_stripe(&self, key: &str) -> io::Result<File> {
+    /// Takes the publication lock of `key`'s stripe, in this process and across processes.
+    fn lock_stripe(&self, key: &str) -> io::Result<StripeGuard<'_>> {
         let n = u64::from_str_radix(&key[..4], 16).unwrap_or(0) % LOCK_STRIPES;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.sys().join("locks").join(format!("{n:02x}")))?;
-        f.lock()?;
-        Ok(f)
+        let (mutex, file) = &self.stripes[n as usize];
+        let held = mutex.lock().unwrap_or_else(|e| e.into_inner());
+        file.lock()?;
+        Ok(StripeGuard { _held: held, file })
     }
 
     /// The data file of an upload.
@@ -386,7 +411,7 @@ impl Inner {
     }
 
     fn read_meta(&self, key: &str, etag: &str) -> (String, Bytes) {
-        fs::read(self.meta_dir(key).join(format!("{etag}.json")))
+        fs::read(self.meta_file(key, etag))
             .ok()
             .and_then(|b| serde_json::from_slice::<MetaFile>(&b).ok())
             .map_or_else(
@@ -555,25 +580,29 @@ impl Inner {
         let target = self.file_path(path)?;
         let data_path = self.data_path(id)?;
         let key = path_key(path);
-        let data = match parsed {
-            // A single upload that never received a byte has no staging file yet.
-            Parsed::Single(_) => create_staging(&data_path)?,
-            _ => OpenOptions::new()
-                .write(true)
-                .open(&data_path)
-                .map_err(closed_if_missing)?,
+        let md = match fs::metadata(&data_path) {
+            Ok(md) if md.len() == size && self.durability == Durability::Process => md,
+            found => {
+                let data = match (found, parsed) {
+                    // A single upload that never received a byte has no staging file yet.
+                    (Err(e), Parsed::Single(_)) if e.kind() == ErrorKind::NotFound => {
+                        create_staging(&data_path)?
+                    }
+                    _ => OpenOptions::new()
+                        .write(true)
+                        .open(&data_path)
+                        .map_err(closed_if_missing)?,
+                };
+                data.set_len(size).map_err(io)?;
+                if self.durability == Durability::Power {
+                    data.sync_all().map_err(io)?;
+                }
+                data.metadata().map_err(io)?
+            }
         };
-        data.set_len(size).map_err(io)?;
-        if self.durability == Durability::Power {
-            data.sync_all().map_err(io)?;
-        }
-        let md = data.metadata().map_err(io)?;
-        drop(data);
         let etag = etag_of(&md);
 
-        let meta_dir = self.meta_dir(&key);
-        fs::create_dir_all(&meta_dir).map_err(io)?;
-        let meta_file = meta_dir.join(format!("{etag}.json"));
+        let meta_file = self.meta_file(&key, &etag);
         let meta = MetaFile {
             content_type: options.content_type.clone(),
             attributes: options.attributes.clone(),
@@ -600,25 +629,24 @@ impl Inner {
                 (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
                 _ => {}
             }
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).map_err(place_error)?;
+            match fs::rename(&data_path, &target) {
+                // Its folders do not exist yet: create them, then again.
+                Err(e) if e.kind() == ErrorKind::NotFound && data_path.exists() => {
+                    if let Some(parent) = target.parent() {
+                        fs::create_dir_all(parent).map_err(place_error)?;
+                    }
+                    fs::rename(&data_path, &target).map_err(place_error)?;
+                }
+                other => other.map_err(place_error)?,
             }
-            fs::rename(&data_path, &target).map_err(place_error)?;
             if self.durability == Durability::Power
                 && let Some(parent) = target.parent()
             {
                 fsync_dir(parent).map_err(io)?;
             }
-            // Forget older versions' records (there are none for a new path).
-            if current.is_none() {
-                return Ok(());
-            }
-            if let Ok(entries) = fs::read_dir(&meta_dir) {
-                for entry in entries.flatten() {
-                    if entry.file_name().to_str() != Some(&format!("{etag}.json")) {
-                        let _ = fs::remove_file(entry.path());
-                    }
-                }
+            // Forget the replaced version's record.
+            if let Some(old) = current {
+                let _ = fs::remove_file(self.meta_file(&key, &old));
             }
             Ok(())
         })();
@@ -785,16 +813,16 @@ impl Storage for FsStorage {
             let target = inner.file_path(&path)?;
             let key = path_key(&path);
             let _stripe = inner.lock_stripe(&key).map_err(io)?;
-            match fs::metadata(&target) {
-                Ok(md) if md.is_file() => {}
+            let etag = match fs::metadata(&target) {
+                Ok(md) if md.is_file() => etag_of(&md),
                 Ok(_) => return Ok(false),
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
                     return Ok(false);
                 }
                 Err(e) => return Err(io(e)),
-            }
+            };
             fs::remove_file(&target).map_err(io)?;
-            let _ = fs::remove_dir_all(inner.meta_dir(&key));
+            let _ = fs::remove_file(inner.meta_file(&key, &etag));
             Ok(true)
         })
         .await
@@ -1062,6 +1090,18 @@ fn create_staging(path: &Path) -> StorageResult<File> {
         .truncate(false)
         .open(path)
         .map_err(io)
+}
+
+/// A held publication stripe: the process-local mutex and the cross-process `flock`.
+struct StripeGuard<'a> {
+    _held: std::sync::MutexGuard<'a, ()>,
+    file: &'a File,
+}
+
+impl Drop for StripeGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 /// Releases a `flock` when dropped.
