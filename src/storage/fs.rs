@@ -11,7 +11,9 @@
 //!         data.<gen>                   its bytes: every chunk is a positional write here
 //!         ranges/<start>-<end>         one empty marker per committed range
 //!         claimed                      created (create-new) by the request that finalizes
-//!     meta/<kk>/<key>.<etag>.json      content type + attributes of a published version
+//!     meta/<kk>/<key>.<etag>.json      content type + attributes of a published version, when
+//!                                      the filesystem has no user xattrs (else they are in the
+//!                                      file's `user.tower-uploads.record` attribute)
 //!                                      (<kk>: the key's first two hex digits, 256 shards)
 //!     locks/<00..3f>                   striped lock files serialising publications (kept open)
 //!     tmp/                             directories under construction, and trash
@@ -51,6 +53,7 @@ use std::io::{self, ErrorKind};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +62,9 @@ use super::{
     UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
 };
 use crate::path::FilePath;
+
+/// The extended attribute holding a published version's record.
+const RECORD_XATTR: &str = "user.tower-uploads.record";
 
 /// The reserved top-level directory of the bookkeeping.
 pub const RESERVED_DIR: &str = ".tower-uploads";
@@ -89,6 +95,8 @@ pub struct FsStorage {
 struct Inner {
     root: PathBuf,
     durability: Durability,
+    /// Whether records go into extended attributes (turned off at the first EOPNOTSUPP).
+    xattrs: AtomicBool,
     /// The publication lock stripes, opened once: a mutex serialises this process's threads
     /// (a `flock` is shared by everyone using the same open file), the `flock` other processes.
     stripes: Vec<(Mutex<()>, File)>,
@@ -264,6 +272,7 @@ impl FsStorage {
             inner: Arc::new(Inner {
                 root,
                 durability,
+                xattrs: AtomicBool::new(true),
                 stripes,
                 claims: Mutex::new(HashMap::new()),
             }),
@@ -420,9 +429,18 @@ impl Inner {
             )
     }
 
-    fn object_meta(&self, path: &FilePath, md: &fs::Metadata) -> ObjectMeta {
+    /// The meta of the version `file` is open on: its record from the file's extended
+    /// attribute (same inode, so always this version's), else from the record file.
+    fn object_meta(&self, path: &FilePath, file: &File, md: &fs::Metadata) -> ObjectMeta {
         let etag = etag_of(md);
-        let (mut content_type, attributes) = self.read_meta(&path_key(path), &etag);
+        let from_xattr = match xattr::FileExt::get_xattr(file, RECORD_XATTR) {
+            Ok(Some(bytes)) => serde_json::from_slice::<MetaFile>(&bytes).ok(),
+            _ => None,
+        };
+        let (mut content_type, attributes) = match from_xattr {
+            Some(m) => (m.content_type, m.attributes),
+            None => self.read_meta(&path_key(path), &etag),
+        };
         if attributes.is_empty() && content_type == "application/octet-stream" {
             // A file put there by other means: guess from the name.
             if let Some(m) = mime_guess::from_path(path.filename()).first_raw() {
@@ -607,11 +625,24 @@ impl Inner {
             content_type: options.content_type.clone(),
             attributes: options.attributes.clone(),
         };
-        fs::write(
-            &meta_file,
-            serde_json::to_vec(&meta).map_err(|e| StorageError::Other(e.to_string()))?,
-        )
-        .map_err(io)?;
+        let record = serde_json::to_vec(&meta).map_err(|e| StorageError::Other(e.to_string()))?;
+        // The record travels with the bytes in an extended attribute (published by the same
+        // rename); a record file is the fallback for filesystems without user xattrs or for
+        // records too large for one.
+        let in_xattr = self.xattrs.load(Ordering::Relaxed)
+            && match xattr::set(&data_path, RECORD_XATTR, &record) {
+                Ok(()) => true,
+                Err(e) => {
+                    if e.raw_os_error() == Some(95) {
+                        // EOPNOTSUPP: this filesystem has no user xattrs; stop trying.
+                        self.xattrs.store(false, Ordering::Relaxed);
+                    }
+                    false
+                }
+            };
+        if !in_xattr {
+            fs::write(&meta_file, &record).map_err(io)?;
+        }
 
         let outcome = (|| {
             let _stripe = self.lock_stripe(&key).map_err(io)?;
@@ -761,14 +792,15 @@ impl Storage for FsStorage {
         let path = path.clone();
         blocking(move || {
             let target = inner.file_path(&path)?;
-            match fs::metadata(&target) {
-                Ok(md) if md.is_file() => Ok(Some(inner.object_meta(&path, &md))),
-                Ok(_) => Ok(None),
+            let file = match File::open(&target) {
+                Ok(f) => f,
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                    Ok(None)
+                    return Ok(None);
                 }
-                Err(e) => Err(io(e)),
-            }
+                Err(e) => return Err(io(e)),
+            };
+            let md = file.metadata().map_err(io)?;
+            Ok(md.is_file().then(|| inner.object_meta(&path, &file, &md)))
         })
         .await
     }
@@ -793,7 +825,7 @@ impl Storage for FsStorage {
             if !md.is_file() {
                 return Ok(None);
             }
-            Ok(Some((inner.object_meta(&path, &md), file)))
+            Ok(Some((inner.object_meta(&path, &file, &md), file)))
         })
         .await?;
         let Some((meta, file)) = opened else {
@@ -1215,6 +1247,10 @@ mod tests {
             .unwrap()
             .durability(Durability::Power);
         super::super::conformance::run(Arc::new(power)).await;
+        // Records in files, as on a filesystem without user xattrs.
+        let files = FsStorage::new(dir.path()).unwrap();
+        files.inner.xattrs.store(false, Ordering::Relaxed);
+        super::super::conformance::run(Arc::new(files)).await;
     }
 
     #[tokio::test]
