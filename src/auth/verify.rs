@@ -1,7 +1,7 @@
 //! Verifying a request's credentials (PROTOCOL.md §2): pure, no I/O, the clock is a parameter.
 
 use super::keys::KeySet;
-use super::signer::{SignedMethod, feed_message, keyed_mac};
+use super::signer::{SignedMethod, feed_message};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use base64::Engine as _;
@@ -233,8 +233,8 @@ impl Verifier {
         method: Option<&[u8]>,
     ) -> bool {
         let mut valid = false;
-        for key in self.keys.keys() {
-            let mut mac = keyed_mac(key.expose_secret());
+        for keyed in self.keys.keyed_macs() {
+            let mut mac = keyed.clone();
             feed_message(&mut mac, path, expiry, method);
             // Non-short-circuiting `|`: no early exit.
             valid |= mac.verify_slice(signature).is_ok();
@@ -306,6 +306,7 @@ fn decode_signature(raw: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::signer::keyed_mac;
     use crate::auth::signer::signature;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
     use http::{HeaderValue, Method};
