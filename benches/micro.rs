@@ -38,6 +38,10 @@ fn auth(c: &mut Criterion) {
     c.bench_function("verify signed URL (2 keys, second matches)", |b| {
         b.iter(|| verifier.verify(black_box(&signed), 1_800_000_000))
     });
+    let single = Verifier::new(KeySet::new([ApiKey::new("bench-key-0123456789")]));
+    c.bench_function("verify signed URL (1 key)", |b| {
+        b.iter(|| single.verify(black_box(&signed), 1_800_000_000))
+    });
     let bearer_header = HeaderValue::from_static("Bearer bench-key-0123456789");
     let bearer = VerifyInput {
         authorization: Some(&bearer_header),
