@@ -1,8 +1,8 @@
 //! The tower middleware that enforces PROTOCOL.md §2 in front of any service.
 
-use super::future::ResponseFuture;
 use super::verify::{Verifier, VerifyInput};
 use crate::error::ApiError;
+use crate::response::ResponseFuture;
 use crate::response::{ResponseStyle, error_response};
 use http::{Method, Request, Response, header};
 use percent_encoding::percent_decode_str;

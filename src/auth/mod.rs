@@ -50,13 +50,12 @@
 //! );
 //! ```
 
-mod future;
 mod keys;
 mod layer;
 mod signer;
 mod verify;
 
-pub use future::ResponseFuture;
+pub use crate::response::ResponseFuture;
 pub use keys::{ApiKey, KeySet};
 pub use layer::{AuthPolicy, Signature, SignatureLayer};
 pub use signer::{SignedMethod, SignedUrl, Signer, signature};

@@ -2,8 +2,8 @@
 
 use super::eval::{Decision, Facts};
 use super::extension::UploadConditions;
-use super::future::ResponseFuture;
 use super::model::{Conditions, Key};
+use crate::response::ResponseFuture;
 use crate::response::{ResponseStyle, error_response};
 use crate::upload::content_range::{self, ContentRange};
 use http::{HeaderMap, Method, Request, Response, header};

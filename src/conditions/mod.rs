@@ -161,15 +161,14 @@
 
 mod eval;
 mod extension;
-mod future;
 mod layer;
 mod model;
 #[cfg(test)]
 mod tests;
 
+pub use crate::response::ResponseFuture;
 pub use eval::{Decision, Evaluation, Facts, Failure, Found, Outcome, Phase, Verdict};
 pub use extension::UploadConditions;
-pub use future::ResponseFuture;
 pub use layer::{ConditionsLayer, ConditionsMiddleware};
 pub use model::{
     Combine, Conditions, ConditionsError, Key, MAX_JSON, MAX_RULES, MAX_STRING, Number, Op, Rule,

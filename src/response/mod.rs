@@ -6,6 +6,9 @@
 //! - [`ResponseStyle::Bare`] (`2025-08-20` or later): the object itself, or
 //!   `{"kind": ..., "message": ...}` on error.
 
+mod future;
+pub use future::ResponseFuture;
+
 use crate::body::ResponseBody;
 use crate::error::ApiError;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};

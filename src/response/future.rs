@@ -1,4 +1,5 @@
-//! The response future of the [`Signature`](super::Signature) middleware.
+//! The response future of the middlewares that may answer a request themselves
+//! ([`Signature`](crate::auth::Signature), [`ConditionsMiddleware`](crate::conditions::ConditionsMiddleware)).
 
 use crate::body::ResponseBody;
 use http::Response;
@@ -9,9 +10,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 pin_project! {
-    /// Response future of [`Signature`](super::Signature): the inner service's response
-    /// (as [`Either::Left`]), or the error response of a refused request (as
-    /// [`Either::Right`]).
+    /// Response future of a middleware that either calls its inner service (the response as
+    /// [`Either::Left`]) or answers a request itself, e.g. a refusal (as [`Either::Right`]).
     pub struct ResponseFuture<F> {
         #[pin]
         kind: Kind<F>,
@@ -32,13 +32,13 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn inner(future: F) -> Self {
+    pub(crate) fn inner(future: F) -> Self {
         ResponseFuture {
             kind: Kind::Inner { future },
         }
     }
 
-    pub(super) fn refused(response: Response<ResponseBody>) -> Self {
+    pub(crate) fn refused(response: Response<ResponseBody>) -> Self {
         ResponseFuture {
             kind: Kind::Refused {
                 response: Some(response),
