@@ -93,8 +93,9 @@ fn facts(
     MediaFacts {
         kind,
         mime_type,
-        width,
-        height,
+        // A header that says 0 says nothing: an image has at least one pixel.
+        width: width.filter(|&w| w > 0),
+        height: height.filter(|&h| h > 0),
         duration: None,
         fps: None,
         frames: None,
@@ -357,6 +358,29 @@ fn pixels(x: f64) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the `probe_media` fuzz target in CI: a Photoshop header declaring 0 × 0
+    /// (the crash input, and the same without its first byte).
+    #[test]
+    fn zero_dimensions_are_unknown() {
+        let mut crash = vec![0xd8, 0x38, 0x42, 0x50, 0x53, 0xff, 0xd8];
+        crash.resize(0x34, 0);
+        crash.extend_from_slice(&[0xff, 0xff, 0xd8]);
+        for data in [&crash[..], &crash[1..]] {
+            let f = sniff(data, None, "x.psd");
+            assert!(f.width != Some(0) && f.height != Some(0), "{f:?}");
+            let probed = futures_util::FutureExt::now_or_never(crate::media::probe(
+                &crate::media::MemorySource::new(data.to_vec()),
+                None,
+                "x.psd",
+            ))
+            .expect("a memory probe never waits");
+            assert!(
+                probed.width != Some(0) && probed.height != Some(0),
+                "{probed:?}"
+            );
+        }
+    }
     use super::*;
 
     fn png(w: u32, h: u32) -> Vec<u8> {

@@ -134,6 +134,8 @@ pub async fn probe(src: &dyn Source, hint: Option<&str>, filename: &str) -> Medi
 /// Tidies what a parser found: a plausible duration, a snapped frame rate, the overall
 /// bitrate.
 fn finish(mut f: MediaFacts, size: u64) -> MediaFacts {
+    f.width = f.width.filter(|&w| w > 0);
+    f.height = f.height.filter(|&h| h > 0);
     f.duration = f.duration.filter(|d| d.is_finite() && *d > 0.0);
     f.fps = f.fps.and_then(tidy_fps);
     f.bitrate = f.duration.and_then(|d| {
