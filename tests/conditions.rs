@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{KEY, RESERVED, TestServer, data, kind, pattern, start_with, tiny_png};
+use common::{KEY, RESERVED, TestServer, data, kind, pattern, server_binary, start_with, tiny_png};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -1123,26 +1123,6 @@ async fn conditions_layer_around_an_axum_router() {
 }
 
 // --- the demo server ----------------------------------------------------------------------
-
-/// `target/<profile>/examples/server`, found from this test binary
-/// (`target/<profile>/deps/conditions-<hash>`).
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "the demo server binary {} is missing: run `cargo build --examples` before \
-         `cargo test --test conditions` (a plain `cargo test` builds it too)",
-        bin.display()
-    );
-    bin
-}
 
 /// The demo server as a process, killed when dropped.
 struct Demo {

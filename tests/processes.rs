@@ -11,11 +11,11 @@
 
 mod common;
 
-use common::{data, kind, pattern, sha256};
+use common::{data, kind, pattern, server_binary, sha256};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,26 +26,6 @@ const MIB: usize = 1 << 20;
 const KIB: usize = 1 << 10;
 
 // --- the demo server as a process --------------------------------------------------------
-
-/// `target/<profile>/examples/server`, found from this test binary
-/// (`target/<profile>/deps/processes-<hash>`).
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "the demo server binary {} is missing: run `cargo build --examples` before \
-         `cargo test --test processes` (a plain `cargo test` builds it too)",
-        bin.display()
-    );
-    bin
-}
 
 /// A running demo server, killed (SIGKILL) when dropped.
 struct ServerProcess {

@@ -577,3 +577,23 @@ pub fn tiny_png(width: u32, height: u32) -> Vec<u8> {
 pub fn bytes(v: &[u8]) -> Bytes {
     Bytes::copy_from_slice(v)
 }
+
+/// `target/<profile>/examples/server`, found from the running test binary
+/// (`target/<profile>/deps/<test>-<hash>`). `cargo test` builds the examples first.
+pub fn server_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the demo server binary {} is missing: run `cargo build --examples` first \
+         (a plain `cargo test` builds it too)",
+        bin.display()
+    );
+    bin
+}
