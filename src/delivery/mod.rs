@@ -441,8 +441,8 @@ mod tests {
     use std::sync::Mutex;
 
     use crate::storage::{
-        ByteStream, Claim, MemoryStorage, PublishOptions, StorageError, StorageResult, UploadId,
-        UploadInfo, UploadSpec, UploadWriter,
+        ByteStream, Claim, MemoryStorage, PublishOptions, RecordKey, RecordMode, StorageError,
+        StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
     };
 
     /// Seconds of the test file's `modified` (it also has 0.5 s more).
@@ -906,6 +906,18 @@ mod tests {
             unsupported()
         }
         async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+            unsupported()
+        }
+        async fn put_record(&self, _: &RecordKey, _: Bytes, _: RecordMode) -> StorageResult<()> {
+            unsupported()
+        }
+        async fn get_record(&self, _: &RecordKey) -> StorageResult<Option<Bytes>> {
+            Ok(None)
+        }
+        async fn delete_record(&self, _: &RecordKey) -> StorageResult<bool> {
+            unsupported()
+        }
+        async fn list_records(&self, _: &RecordKey) -> StorageResult<Vec<RecordKey>> {
             unsupported()
         }
     }

@@ -17,7 +17,9 @@ use futures_util::TryStreamExt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{Claim, PublishOptions, PutMode, Storage, StorageError, UploadSpec};
+use super::{
+    Claim, PublishOptions, PutMode, RecordKey, RecordMode, Storage, StorageError, UploadSpec,
+};
 use crate::path::FilePath;
 
 /// Runs every check against `storage`. Needs a multi-threaded tokio runtime with timers.
@@ -33,6 +35,7 @@ pub async fn run(storage: Arc<dyn Storage>) {
     abort_and_listing(&*storage).await;
     reader_keeps_its_version(&*storage).await;
     empty_file(&*storage).await;
+    records(storage.clone()).await;
 }
 
 fn fresh(name: &str) -> FilePath {
@@ -441,4 +444,104 @@ async fn empty_file(storage: &dyn Storage) {
     let meta = put(storage, &path, b"", PutMode::Overwrite).await.unwrap();
     assert_eq!(meta.size, 0);
     assert_eq!(read_all(storage, &path, None).await, b"");
+}
+
+/// Records: create-only is exactly-once under concurrency, overwrite replaces, listing finds
+/// what is under a prefix (at any depth) and nothing else, delete says whether there was one.
+async fn records(storage: Arc<dyn Storage>) {
+    let base = RecordKey::new(format!("conformance/{}", crate::file::random_id(""))).unwrap();
+    let key = base.join("one").unwrap();
+    assert_eq!(
+        storage.get_record(&key).await.unwrap(),
+        None,
+        "records: absent"
+    );
+    storage
+        .put_record(&key, Bytes::from_static(b"v1"), RecordMode::Create)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            storage
+                .put_record(&key, Bytes::from_static(b"v2"), RecordMode::Create)
+                .await,
+            Err(StorageError::PreconditionFailed)
+        ),
+        "records: a second create must fail"
+    );
+    assert_eq!(
+        storage.get_record(&key).await.unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    storage
+        .put_record(&key, Bytes::from_static(b"v3"), RecordMode::Overwrite)
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.get_record(&key).await.unwrap().as_deref(),
+        Some(&b"v3"[..]),
+        "records: overwrite replaces"
+    );
+
+    // A key that is a prefix of others, and deeper keys.
+    let deep = base.join("one/a/b").unwrap();
+    let other = base.join("two").unwrap();
+    let sibling = RecordKey::new(format!("{base}x")).unwrap();
+    for k in [&deep, &other, &sibling] {
+        storage
+            .put_record(k, Bytes::from_static(b"x"), RecordMode::Create)
+            .await
+            .unwrap();
+    }
+    let mut listed = storage.list_records(&base).await.unwrap();
+    listed.sort();
+    let mut want = vec![key.clone(), deep.clone(), other.clone()];
+    want.sort();
+    assert_eq!(listed, want, "records: listing under a prefix");
+    assert_eq!(
+        storage.list_records(&key).await.unwrap(),
+        vec![deep.clone()],
+        "records: a record's own key is also a prefix"
+    );
+
+    // Exactly one of many concurrent creators wins.
+    let race = base.join("race").unwrap();
+    let tasks: Vec<_> = (0..16u8)
+        .map(|i| {
+            let storage = storage.clone();
+            let race = race.clone();
+            tokio::spawn(async move {
+                storage
+                    .put_record(&race, Bytes::from(vec![i]), RecordMode::Create)
+                    .await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => won.push(i as u8),
+            Err(StorageError::PreconditionFailed) => {}
+            Err(e) => panic!("records: racing create failed oddly: {e}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "records: exactly one concurrent create wins");
+    assert_eq!(
+        storage.get_record(&race).await.unwrap().as_deref(),
+        Some(&won[..]),
+        "records: the winner's value is kept"
+    );
+
+    for k in [&key, &deep, &other, &sibling, &race] {
+        assert!(
+            storage.delete_record(k).await.unwrap(),
+            "records: delete {k}"
+        );
+        assert!(
+            !storage.delete_record(k).await.unwrap(),
+            "records: delete twice"
+        );
+    }
+    assert!(storage.list_records(&base).await.unwrap().is_empty());
+    assert_eq!(storage.get_record(&deep).await.unwrap(), None);
 }

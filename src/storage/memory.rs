@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::{
-    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, Storage, StorageError, StorageResult,
-    UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
+    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, RecordKey, RecordMode, Storage,
+    StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
 };
 use crate::path::FilePath;
 
@@ -52,6 +52,7 @@ struct Inner {
     uploads: HashMap<UploadId, MemUpload>,
     /// The resumable upload of each path.
     by_path: HashMap<FilePath, UploadId>,
+    records: HashMap<RecordKey, Bytes>,
     next: u64,
 }
 
@@ -276,6 +277,38 @@ impl Storage for MemoryStorage {
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(list)
+    }
+
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<()> {
+        let mut inner = self.lock();
+        if mode == RecordMode::Create && inner.records.contains_key(key) {
+            return Err(StorageError::PreconditionFailed);
+        }
+        inner.records.insert(key.clone(), value);
+        Ok(())
+    }
+
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+        Ok(self.lock().records.get(key).cloned())
+    }
+
+    async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
+        Ok(self.lock().records.remove(key).is_some())
+    }
+
+    async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+        Ok(self
+            .lock()
+            .records
+            .keys()
+            .filter(|k| k.is_under(prefix))
+            .cloned()
+            .collect())
     }
 }
 

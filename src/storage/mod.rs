@@ -34,6 +34,7 @@ use crate::path::FilePath;
 mod fs;
 mod memory;
 mod ranges;
+mod record;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -41,6 +42,7 @@ pub mod conformance;
 pub use fs::{Durability, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};
+pub use record::{InvalidRecordKey, MAX_RECORD_KEY, RecordKey, RecordMode};
 
 /// A stream of bytes read from a storage.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
@@ -283,4 +285,26 @@ pub trait Storage: Send + Sync + 'static {
     /// Every upload in progress (including private ones a crashed process left behind), for
     /// the sweeper.
     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>>;
+    // ---- records ----
+
+    /// Stores a small document (at most a few KiB: an upload session, a media entry) under
+    /// `key`, visible to every process sharing the storage. With [`RecordMode::Create`],
+    /// exactly one of several concurrent creators succeeds, the others get
+    /// [`StorageError::PreconditionFailed`]; a reader never sees a partial value.
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<()>;
+
+    /// The record under `key`, or `None`.
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>>;
+
+    /// Deletes the record under `key`; returns whether there was one.
+    async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool>;
+
+    /// The keys of every record under `prefix` (`prefix/…`, at any depth), in no particular
+    /// order.
+    async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>>;
 }
