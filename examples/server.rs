@@ -9,8 +9,11 @@
 //! `--base-url URL`, `--max-file-size BYTES`, `--max-request-size BYTES`, `--private`,
 //! `--legacy-signatures`, `--upload-ttl SECS` (default 86400), `--conditions JSON` (ittybit
 //! upload conditions every upload must meet, e.g.
-//! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`). Prints
-//! `listening on http://ADDR` once it accepts connections.
+//! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`).
+//! Against hostile clients and faults (SECURITY.md): `--header-read-timeout SECS` (default 30),
+//! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
+//! cap; 429 past it), `--durability process|power` (default process: see `Durability`).
+//! Prints `listening on http://ADDR` once it accepts connections.
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,11 +22,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower_uploads::storage::Durability;
 use tower_uploads::{FsStorage, Uploads};
 
 const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
-[--upload-ttl SECS] [--conditions JSON]";
+[--upload-ttl SECS] [--conditions JSON] [--header-read-timeout SECS] [--body-idle-timeout SECS] \
+[--max-incomplete-uploads N] [--durability process|power]";
 
 struct Args {
     listen: SocketAddr,
@@ -36,6 +41,15 @@ struct Args {
     legacy_signatures: bool,
     upload_ttl: Option<u64>,
     conditions: Option<tower_uploads::conditions::Conditions>,
+    hardening: Hardening,
+}
+
+/// The flags against hostile clients and faults (SECURITY.md).
+struct Hardening {
+    header_read_timeout: Duration,
+    body_idle_timeout: Option<u64>,
+    max_incomplete_uploads: Option<usize>,
+    durability: Durability,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -50,6 +64,12 @@ fn parse_args() -> Result<Args, String> {
         legacy_signatures: false,
         upload_ttl: None,
         conditions: None,
+        hardening: Hardening {
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: None,
+            max_incomplete_uploads: None,
+            durability: Durability::Process,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +105,25 @@ fn parse_args() -> Result<Args, String> {
                 let parsed = tower_uploads::conditions::Conditions::parse(json.as_bytes())
                     .map_err(|e| format!("--conditions: {e}"))?;
                 args.conditions = Some(parsed);
+            }
+            "--header-read-timeout" => {
+                let secs = number(value("seconds")?, &name)?.max(1);
+                args.hardening.header_read_timeout = Duration::from_secs(secs);
+            }
+            "--body-idle-timeout" => {
+                args.hardening.body_idle_timeout = Some(number(value("seconds")?, &name)?);
+            }
+            "--max-incomplete-uploads" => {
+                let n = number(value("a count")?, &name)?;
+                args.hardening.max_incomplete_uploads =
+                    Some(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            "--durability" => {
+                args.hardening.durability = match value("process or power")?.as_str() {
+                    "process" => Durability::Process,
+                    "power" => Durability::Power,
+                    v => return Err(format!("--durability: process or power, not {v}")),
+                };
             }
             "--private" => args.private = true,
             "--legacy-signatures" => args.legacy_signatures = true,
@@ -128,7 +167,7 @@ async fn main() {
         }
     }
     let storage = match FsStorage::new(&args.data) {
-        Ok(s) => s,
+        Ok(s) => s.durability(args.hardening.durability),
         Err(e) => {
             eprintln!("error: cannot use {}: {e}", args.data.display());
             std::process::exit(1);
@@ -161,6 +200,13 @@ async fn main() {
     if let Some(secs) = args.upload_ttl {
         uploads = uploads.upload_ttl(Duration::from_secs(secs));
     }
+    if let Some(secs) = args.hardening.body_idle_timeout {
+        uploads = uploads.body_idle_timeout((secs > 0).then(|| Duration::from_secs(secs)));
+    }
+    if let Some(n) = args.hardening.max_incomplete_uploads {
+        uploads = uploads.max_incomplete_uploads(n);
+    }
+    let header_read_timeout = args.hardening.header_read_timeout;
     let _sweeper = uploads.spawn_sweeper();
     let service = uploads.service();
 
@@ -181,7 +227,7 @@ async fn main() {
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
+                .header_read_timeout(header_read_timeout);
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await

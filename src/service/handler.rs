@@ -16,6 +16,7 @@ use crate::body::{BoxError, ResponseBody, Tracked};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
+use crate::upload::body::IdleTimeout;
 
 /// Routes requests under the mount prefix to the upload endpoints; everything else goes to
 /// `S` (the app's own service in layer mode, [`NotFound`] for a standalone service).
@@ -139,6 +140,7 @@ where
                 Route::Upload(path) => {
                     let (req, ended) = {
                         let (parts, body) = req.into_parts();
+                        let body = IdleTimeout::new(body, cfg.body_idle_timeout);
                         let (body, ended) = Tracked::new(body);
                         (Request::from_parts(parts, body), ended)
                     };
