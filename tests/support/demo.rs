@@ -20,11 +20,23 @@ impl Demo {
     /// Starts `server --listen 127.0.0.1:0 --data <data> --key <key> <extra…>` and waits for
     /// its `listening on` line.
     pub fn start(binary: &Path, data: &Path, key: &str, extra: &[&str]) -> Demo {
+        Self::start_with_env(binary, data, key, extra, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables.
+    pub fn start_with_env(
+        binary: &Path,
+        data: &Path,
+        key: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Demo {
         let mut child = Command::new(binary)
             .args(["--listen", "127.0.0.1:0", "--key", key, "--data"])
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
