@@ -565,3 +565,54 @@ async fn signature_brute_force_learns_nothing() {
     assert_eq!(server.read("brute/a.bin"), None);
     tried("signature and key guesses", guesses.len() + 6);
 }
+
+/// Uploaded HTML and SVG (script inside) are delivered from the app's origin: every delivery
+/// carries a sandboxing `Content-Security-Policy` and `nosniff`, so the script cannot run
+/// against the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_markup_is_delivered_sandboxed() {
+    let server = start().await;
+    let cases: [(&str, &str, &[u8]); 3] = [
+        (
+            "xss/page.html",
+            "text/html",
+            b"<html><script>alert(document.cookie)</script></html>",
+        ),
+        (
+            "xss/pic.svg",
+            "image/svg+xml",
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>",
+        ),
+        (
+            "xss/plain.bin",
+            "application/octet-stream",
+            b"<script>alert(1)</script>",
+        ),
+    ];
+    for (path, content_type, body) in cases {
+        let res = common::client()
+            .put(server.url(path))
+            .header("authorization", server.bearer())
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(res.status().as_u16(), 201, "{path}");
+        let res = server.get(path).await;
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let csp = res
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(csp, Some(tower_uploads::delivery::DELIVERY_CSP), "{path}");
+        assert!(csp.is_some_and(|c| c.contains("sandbox") && c.contains("default-src 'none'")));
+        assert_eq!(
+            res.headers()
+                .get("x-content-type-options")
+                .map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..])
+        );
+    }
+    tried("markup delivered sandboxed", cases.len());
+}
