@@ -31,6 +31,8 @@ pub(crate) struct Config {
     /// The app's conditions on every upload.
     pub conditions: Option<Arc<crate::conditions::Conditions>>,
     pub upload_ttl: Duration,
+    /// Lifetime of upload-session keys (`POST /uploads`).
+    pub session_ttl: Duration,
 }
 
 impl Config {

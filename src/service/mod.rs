@@ -55,6 +55,7 @@ pub struct Uploads {
     leeway_secs: u64,
     signature_ttl: Duration,
     upload_ttl: Duration,
+    session_ttl: Duration,
     conditions: Option<Arc<Conditions>>,
 }
 
@@ -92,6 +93,7 @@ impl Uploads {
             leeway_secs: 0,
             signature_ttl: Duration::from_secs(3600),
             upload_ttl: Duration::from_secs(24 * 3600),
+            session_ttl: Duration::from_secs(3600),
             conditions: None,
         }
     }
@@ -167,6 +169,14 @@ impl Uploads {
         self
     }
 
+    /// How long the key of an upload session (`POST /uploads`, PROTOCOL §7) stays valid
+    /// (default 1 h). Sessions and their unassembled parts are swept one
+    /// [`upload_ttl`](Self::upload_ttl) after that.
+    pub fn session_ttl(mut self, ttl: Duration) -> Uploads {
+        self.session_ttl = ttl;
+        self
+    }
+
     /// Conditions every upload must meet (PROTOCOL §5), checked as early as the bytes
     /// allow: `filesize` before the body, `kind`/`mimetype`/`width`/`height` on the first
     /// bytes, the rest on the complete file. A failing upload is answered 422
@@ -182,7 +192,8 @@ impl Uploads {
     }
 
     /// Starts the background task that discards incomplete uploads idle for longer than the
-    /// [`upload_ttl`](Self::upload_ttl) and frees their bytes (checking every TTL / 4, at most
+    /// [`upload_ttl`](Self::upload_ttl) and frees their bytes, and upload sessions expired
+    /// for longer than that (checking every TTL / 4, at most
     /// every minute). Needs a tokio runtime; abort the handle to stop it.
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let every = (self.upload_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -209,6 +220,7 @@ impl Uploads {
             style: self.style,
             signature_ttl: self.signature_ttl,
             upload_ttl: self.upload_ttl,
+            session_ttl: self.session_ttl,
             conditions: self.conditions.clone(),
         };
         (Arc::new(cfg), policy)

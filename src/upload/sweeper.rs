@@ -13,9 +13,12 @@ pub struct SweepReport {
     pub swept: usize,
     /// Uploads still within their TTL.
     pub kept: usize,
+    /// Upload sessions discarded (expired more than the TTL ago), with their parts.
+    pub sessions: usize,
 }
 
-/// Discards every upload whose last activity is older than `ttl`.
+/// Discards every upload whose last activity is older than `ttl`, and every upload session
+/// ([`crate::session`]) whose key expired more than `ttl` ago.
 pub async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult<SweepReport> {
     let now = SystemTime::now();
     let mut report = SweepReport::default();
@@ -29,6 +32,7 @@ pub async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult<SweepR
             report.kept += 1;
         }
     }
+    report.sessions = crate::session::sweep_sessions(storage, ttl).await?;
     Ok(report)
 }
 
@@ -65,10 +69,24 @@ mod tests {
             .await
             .unwrap();
         let report = sweep(&storage, Duration::from_secs(3600)).await.unwrap();
-        assert_eq!(report, SweepReport { swept: 0, kept: 1 });
+        assert_eq!(
+            report,
+            SweepReport {
+                swept: 0,
+                kept: 1,
+                sessions: 0
+            }
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
         let report = sweep(&storage, Duration::from_millis(10)).await.unwrap();
-        assert_eq!(report, SweepReport { swept: 1, kept: 0 });
+        assert_eq!(
+            report,
+            SweepReport {
+                swept: 1,
+                kept: 0,
+                sessions: 0
+            }
+        );
         assert!(storage.find_upload(&path).await.unwrap().is_none());
         let again = storage
             .open_upload(&path, UploadSpec::Resumable { total: 10 })

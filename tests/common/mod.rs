@@ -29,6 +29,8 @@ pub const KEY: &str = "test-key-primary";
 /// The bookkeeping directory of `FsStorage`.
 pub const RESERVED: &str = ".tower-uploads";
 
+pub mod process;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A running server: the `Uploads` service over an `FsStorage` in a temporary directory.
