@@ -324,20 +324,20 @@ mod tests {
         let body: &[&'static [u8]] = &[
             b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--X",
             b"yZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n",
-            b"Content-Type: application/octet-stream\r\n\r\n--XyZ-not\r\n--Xy",
-            b"Z2\r\n\r\n--XyZ--\r\n",
+            b"Content-Type: application/octet-stream\r\n\r\n--XyZ-not\r\n-XyZ\r\n--Xy",
+            b"Y\r\r\n--XyZ--\r\n",
         ];
         let got = parse(FormType::Sniff, body.to_vec(), LIMITS)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(got.0.as_deref(), Some("a.bin"));
-        assert_eq!(got.1, b"--XyZ-not\r\n--XyZ2\r\n");
+        assert_eq!(got.1, b"--XyZ-not\r\n-XyZ\r\n--XyY\r");
         let got = parse(FormType::Boundary("XyZ".into()), body.to_vec(), LIMITS)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(got.1, b"--XyZ-not\r\n--XyZ2\r\n");
+        assert_eq!(got.1, b"--XyZ-not\r\n-XyZ\r\n--XyY\r");
     }
 
     #[tokio::test]
