@@ -22,7 +22,7 @@
 //!   (422) does not spend the key.
 //! - **Multipart** bodies stream through [`multer`] into the storage (bounded memory); the
 //!   part named `file` (else the first part with a filename) is stored, other parts are read
-//!   and ignored (at most 64 KiB each). A `Content-Type: multipart/form-data` without a
+//!   and ignored (each within the file-size limit, all within the request limit). A `Content-Type: multipart/form-data` without a
 //!   boundary (what ittybit's XHR snippet makes browsers send) is read from the body's first
 //!   line.
 //! - **Parts** are kept as private uploads of the storage, one record each

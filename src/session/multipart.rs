@@ -15,15 +15,13 @@ use crate::error::{ApiError, ErrorKind};
 
 /// The longest boundary (RFC 2046).
 pub const MAX_BOUNDARY: usize = 70;
-/// The most bytes of a form part that is not the file (other fields are read and ignored).
-pub const MAX_OTHER_FIELD: u64 = 64 * 1024;
 
 /// Limits of one form body.
 #[derive(Clone, Copy, Debug)]
 pub struct FormLimits {
     /// The whole body.
     pub body: u64,
-    /// The file part.
+    /// Any one part (the file, and the other parts, which are read and ignored).
     pub file: u64,
 }
 
@@ -156,8 +154,7 @@ where
     let constraints = Constraints::new().size_limit(
         SizeLimit::new()
             .whole_stream(limits.body)
-            .per_field(MAX_OTHER_FIELD)
-            .for_field("file", limits.file),
+            .per_field(limits.file),
     );
     Ok(Multipart::with_constraints(stream, boundary, constraints))
 }
@@ -168,7 +165,7 @@ pub fn is_file_part(name: Option<&str>, file_name: Option<&str>) -> bool {
     name == Some("file") || file_name.is_some()
 }
 
-/// The next part to store, skipping (and reading, within [`MAX_OTHER_FIELD`]) the others;
+/// The next part to store, skipping (reading and dropping) the others;
 /// `None` when the form ends without one.
 pub async fn next_file_part(
     form: &mut Multipart<'static>,
