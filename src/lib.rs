@@ -66,6 +66,7 @@ pub mod conditions;
 pub mod delivery;
 pub mod error;
 pub mod file;
+pub mod hooks;
 pub mod media;
 pub mod path;
 pub mod response;

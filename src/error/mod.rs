@@ -53,6 +53,8 @@ pub enum ErrorKind {
     MultipartInvalid,
     /// 409: an upload session's `alias` is already a file's path.
     AliasTaken,
+    /// 422 (or the status the app chose): the app's completion hook rejected the upload.
+    UploadRejected,
     /// 400: a request body or query that cannot be parsed.
     BadRequest,
     /// 429: too many uploads in progress.
@@ -88,6 +90,7 @@ impl ErrorKind {
             ErrorKind::PartInvalid => "part_invalid",
             ErrorKind::MultipartInvalid => "multipart_invalid",
             ErrorKind::AliasTaken => "alias_taken",
+            ErrorKind::UploadRejected => "upload_rejected",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::TooManyUploads => "too_many_uploads",
             ErrorKind::InternalError => "internal_error",
@@ -118,7 +121,9 @@ impl ErrorKind {
             ErrorKind::RangeInvalid | ErrorKind::RangeNotSatisfiable => {
                 StatusCode::RANGE_NOT_SATISFIABLE
             }
-            ErrorKind::ConditionsFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::ConditionsFailed | ErrorKind::UploadRejected => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ErrorKind::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,

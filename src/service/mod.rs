@@ -35,6 +35,7 @@ use tower_service::Service;
 use crate::auth::{ApiKey, AuthPolicy, KeySet, Signature, Verifier};
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Conditions;
+use crate::hooks::{Accept, Completion, OnComplete, Rejection, UploadHooks};
 use crate::response::ResponseStyle;
 use crate::storage::Storage;
 use config::{Config, normalize_prefix};
@@ -56,6 +57,7 @@ pub struct Uploads {
     signature_ttl: Duration,
     upload_ttl: Duration,
     session_ttl: Duration,
+    hooks: Option<Arc<dyn UploadHooks>>,
     conditions: Option<Arc<Conditions>>,
 }
 
@@ -94,6 +96,7 @@ impl Uploads {
             signature_ttl: Duration::from_secs(3600),
             upload_ttl: Duration::from_secs(24 * 3600),
             session_ttl: Duration::from_secs(3600),
+            hooks: None,
             conditions: None,
         }
     }
@@ -177,6 +180,24 @@ impl Uploads {
         self
     }
 
+    /// The app's [hooks](crate::hooks): decide on complete uploads (accept, add metadata,
+    /// reject), learn of published files, received chunks and expired uploads.
+    pub fn hooks(mut self, hooks: impl UploadHooks) -> Uploads {
+        self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// A completion hook from a closure: called once per complete upload before it is
+    /// published; `Ok(Accept)` publishes it (with the metadata added), `Err(Rejection)`
+    /// discards it and answers the rejection. Replaces any [`hooks`](Self::hooks).
+    pub fn on_complete<F, Fut>(self, hook: F) -> Uploads
+    where
+        F: Fn(Completion) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Accept, Rejection>> + Send + 'static,
+    {
+        self.hooks(OnComplete(hook))
+    }
+
     /// Conditions every upload must meet (PROTOCOL §5), checked as early as the bytes
     /// allow: `filesize` before the body, `kind`/`mimetype`/`width`/`height` on the first
     /// bytes, the rest on the complete file. A failing upload is answered 422
@@ -197,7 +218,12 @@ impl Uploads {
     /// every minute). Needs a tokio runtime; abort the handle to stop it.
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let every = (self.upload_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        crate::upload::spawn_sweeper(self.storage.clone(), self.upload_ttl, every)
+        crate::upload::spawn_sweeper_with(
+            self.storage.clone(),
+            self.upload_ttl,
+            every,
+            self.hooks.clone(),
+        )
     }
 
     fn parts(&self) -> (Arc<Config>, AuthPolicy) {
@@ -221,6 +247,7 @@ impl Uploads {
             signature_ttl: self.signature_ttl,
             upload_ttl: self.upload_ttl,
             session_ttl: self.session_ttl,
+            hooks: self.hooks.clone(),
             conditions: self.conditions.clone(),
         };
         (Arc::new(cfg), policy)

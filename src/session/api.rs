@@ -419,6 +419,18 @@ async fn finish(
         guard.abort().await;
         return Err(e);
     }
+    let base = cfg.base_url(headers);
+    let source_url = format!("{base}/{media_id}/original");
+    let url = format!("{base}/{}", target.to_uri_path());
+    let mut file = FileObject::new(&target, url, staged.size, &facts);
+    file.media_id = media_id.clone();
+    file.metadata = live.record.metadata.clone();
+    if let Err(e) =
+        crate::hooks::decide(cfg.hooks(), &mut file, &target, headers, Some(&live.key.id)).await
+    {
+        guard.abort().await;
+        return Err(e);
+    }
     let done = done_key(&live.key.id)?;
     match storage
         .put_record(&done, Bytes::from_static(b"{}"), RecordMode::Create)
@@ -436,12 +448,6 @@ async fn finish(
             return Err(e.into());
         }
     }
-    let base = cfg.base_url(headers);
-    let source_url = format!("{base}/{media_id}/original");
-    let url = format!("{base}/{}", target.to_uri_path());
-    let mut file = FileObject::new(&target, url, staged.size, &facts);
-    file.media_id = media_id.clone();
-    file.metadata = live.record.metadata.clone();
     let record = Record {
         file,
         upload: Some(staged.upload.0.clone()),
@@ -490,6 +496,9 @@ async fn finish(
         }
     }
     tracing::info!(session = %live.key.id, media = %media_id, path = %target, bytes = staged.size, "session upload published");
+    if let Some(h) = cfg.hooks() {
+        h.on_published(&record.file).await;
+    }
     Ok(MediaObject::new(
         &record.file,
         live.record.alias.as_deref(),

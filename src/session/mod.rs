@@ -56,8 +56,8 @@ use crate::storage::{RecordKey, Storage, StorageResult, UploadId};
 use model::{PartRecord, SessionRecord};
 
 /// Discards sessions whose key expired more than `grace` ago: their part uploads, part
-/// records, `done` marker and session record. Returns how many sessions were discarded.
-pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageResult<usize> {
+/// records, `done` marker and session record. Returns the ids of the discarded sessions.
+pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageResult<Vec<String>> {
     let root = RecordKey::new("sessions").expect("a valid record key");
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -70,7 +70,7 @@ pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageRe
             by_session.entry(id.to_owned()).or_default().push(k);
         }
     }
-    let mut swept = 0;
+    let mut swept = Vec::new();
     for (id, keys) in by_session {
         let session_key = root.join(&id).expect("a valid record key");
         let expired = match storage.get_record(&session_key).await? {
@@ -91,7 +91,7 @@ pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageRe
         }
         storage.delete_record(&session_key).await?;
         tracing::info!(session = %id, "expired upload session swept");
-        swept += 1;
+        swept.push(id);
     }
     Ok(swept)
 }

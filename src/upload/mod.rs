@@ -11,7 +11,7 @@ mod resumable;
 mod simple;
 mod sweeper;
 
-pub use sweeper::{SweepReport, spawn_sweeper, sweep};
+pub use sweeper::{SweepReport, spawn_sweeper, spawn_sweeper_with, sweep, sweep_with};
 
 pub(crate) use resumable::put_chunk;
 pub(crate) use simple::put_whole;
