@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+/// id, folder, filename, kind, filesize, metadata.
+type Row = (String, Option<String>, String, String, i64, Option<String>);
+
 struct App {
     child: std::process::Child,
     base: String,
@@ -99,7 +102,7 @@ async fn the_hooks_keep_a_row_per_file() {
             "SELECT id, folder, filename, kind, filesize, metadata FROM files ORDER BY filename",
         )
         .unwrap();
-    let rows: Vec<(String, Option<String>, String, String, i64, Option<String>)> = stmt
+    let rows: Vec<Row> = stmt
         .query_map([], |r| {
             Ok((
                 r.get(0)?,
