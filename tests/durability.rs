@@ -9,13 +9,11 @@
 #[path = "support/client.rs"]
 mod client;
 mod common;
-#[path = "support/demo.rs"]
-mod demo;
 
 use bytes::Bytes;
 use client::{Retry, Tally, sha256_hex};
-use common::{pattern, server_binary};
-use demo::Demo;
+use common::pattern;
+use common::process::DemoServer as Demo;
 use serde_json::Value;
 
 const KEY: &str = "durability-test-key";
@@ -34,7 +32,6 @@ fn ranges(body: &Value) -> Vec<[u64; 2]> {
 async fn kill_after_every_answer(durability: &str) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let bin = server_binary();
     let total = 3 * (1 << 20) + 11;
     let file = Bytes::from(pattern(total, 77));
     let plan = client::chunks(total, 400 * 1024 + 5);
@@ -52,7 +49,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
         .cloned()
         .collect();
     for (i, c) in order.iter().enumerate() {
-        let demo = Demo::start(&bin, &data, KEY, &["--durability", durability]);
+        let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
         let url = demo.url(path);
         let mut tally = Tally::default();
         let r = client::put_chunk(
@@ -79,7 +76,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
         );
         acknowledged.push([c.start as u64, c.end as u64 - 1]);
         // A fresh server counts every acknowledged range.
-        let demo = Demo::start(&bin, &data, KEY, &["--durability", durability]);
+        let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
         let st = client::status(
             &http,
             &demo.url(path),
@@ -112,7 +109,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
         kills += 1;
     }
     // A simple upload killed right after its 201.
-    let demo = Demo::start(&bin, &data, KEY, &["--durability", durability]);
+    let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
     let mut tally = Tally::default();
     let small = Bytes::from(pattern(100_000, 5));
     let r = client::put_whole(
@@ -130,7 +127,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
     assert_eq!(r.status, 201, "{}", r.body);
     demo.kill9();
     kills += 1;
-    let demo = Demo::start(&bin, &data, KEY, &["--durability", durability]);
+    let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
     let (code, got) = client::get(
         &http,
         &demo.url("durable/small.bin"),

@@ -8,11 +8,9 @@
 //! alone); the rest run the `Uploads` service in-process.
 
 mod common;
-#[path = "support/demo.rs"]
-mod demo;
 
+use common::process::DemoServer as Demo;
 use common::{KEY, RawResponse, TestServer, kind, now, pattern, start, start_with};
-use demo::Demo;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,11 +58,11 @@ async fn closed_after(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_headers_are_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = Demo::start(
-        &common::server_binary(),
+    let demo = Demo::start_with(
         &dir.path().join("data"),
         KEY,
         &["--header-read-timeout", "1"],
+        &[],
     );
     let addr = demo.addr;
     let lorises: Vec<_> = (0..30)

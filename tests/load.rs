@@ -10,13 +10,11 @@
 #[path = "support/client.rs"]
 mod client;
 mod common;
-#[path = "support/demo.rs"]
-mod demo;
 
 use bytes::Bytes;
 use client::{Retry, Tally, sha256_hex};
-use common::{pattern, server_binary};
-use demo::Demo;
+use common::pattern;
+use common::process::DemoServer as Demo;
 use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -183,8 +181,7 @@ async fn two_hundred_clients_then_everything_verified_swept_and_idle() {
     // from then on keeps freed batches in its arenas: RSS would show the allocator's
     // high-water mark, not what the server holds. A fixed threshold (and two arenas) makes
     // RSS follow what is allocated.
-    let demo = Demo::start_with_env(
-        &server_binary(),
+    let demo = Demo::start_with(
         &data,
         KEY,
         &["--upload-ttl", "10"],
@@ -246,15 +243,7 @@ async fn two_hundred_clients_then_everything_verified_swept_and_idle() {
                 let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
                     .map(|d| d.count())
                     .unwrap_or(0);
-                let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix("VmRSS:").and_then(|v| {
-                            v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
-                        })
-                    })
-                    .unwrap_or(0);
+                let rss = common::process::status_kib(pid, "VmRSS:");
                 {
                     let mut p = peak.lock().unwrap();
                     p.0 = p.0.max(fds);
