@@ -334,16 +334,14 @@ async fn a_failed_abort_leaks_only_until_the_sweeper() {
     let server = Server::start(|s| s.fail_at(Op::Commit, 1).fail_at(Op::Abort, 1)).await;
     let http = http();
     let file = Bytes::from(pattern(3 << 20, 9));
-    let res = http
-        .put(server.url("leak/a.bin"))
-        .header("authorization", bearer())
-        .body(file.clone())
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(res.status().as_u16(), 500);
-    let body: serde_json::Value =
-        serde_json::from_slice(&res.bytes().await.expect("body")).expect("json");
+    let r = client::once(
+        http.put(server.url("leak/a.bin"))
+            .header("authorization", bearer())
+            .body(file.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    let body = r.body;
     assert_eq!(common::kind(&body), Some("internal_error"), "{body}");
     assert!(
         !body.to_string().contains(server.data.to_str().unwrap()),
@@ -385,16 +383,14 @@ async fn storage_full_is_507_and_nothing_half_kept() {
     };
     let mut tally = Tally::default();
     // A simple upload: 507, nothing visible, nothing staged.
-    let res = http
-        .put(server.url("full/whole.bin"))
-        .header("authorization", bearer())
-        .body(file.clone())
-        .send()
-        .await
-        .expect("PUT");
-    assert_eq!(res.status().as_u16(), 507);
-    let body: serde_json::Value =
-        serde_json::from_slice(&res.bytes().await.expect("body")).expect("json");
+    let r = client::once(
+        http.put(server.url("full/whole.bin"))
+            .header("authorization", bearer())
+            .body(file.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 507);
+    let body = r.body;
     assert_eq!(common::kind(&body), Some("insufficient_storage"), "{body}");
     assert_eq!(
         http.get(server.url("full/whole.bin"))
@@ -411,21 +407,16 @@ async fn storage_full_is_507_and_nothing_half_kept() {
         staging(&server.data)
     );
     // A chunk: 507, and its range is not counted.
-    let res = http
-        .put(server.url("full/chunked.bin"))
-        .header("authorization", bearer())
-        .header(
-            "content-range",
-            format!("bytes 0-{}/{}", (1 << 20) - 1, file.len()),
-        )
-        .body(file.slice(0..1 << 20))
-        .send()
-        .await
-        .expect("PUT chunk");
-    let chunk = Reply {
-        status: res.status().as_u16(),
-        body: serde_json::from_slice(&res.bytes().await.expect("body")).expect("json"),
-    };
+    let chunk = client::once(
+        http.put(server.url("full/chunked.bin"))
+            .header("authorization", bearer())
+            .header(
+                "content-range",
+                format!("bytes 0-{}/{}", (1 << 20) - 1, file.len()),
+            )
+            .body(file.slice(0..1 << 20)),
+    )
+    .await;
     assert_eq!(chunk.status, 507, "{}", chunk.body);
     assert_eq!(
         common::kind(&chunk.body),

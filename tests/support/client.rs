@@ -62,6 +62,17 @@ impl Default for Retry {
     }
 }
 
+/// Sends a request once (no retry) and reads its answer.
+pub async fn once(req: reqwest::RequestBuilder) -> Reply {
+    let res = req.send().await.expect("a request");
+    let status = res.status().as_u16();
+    let body = res.bytes().await.expect("a body");
+    Reply {
+        status,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    }
+}
+
 /// Sends the request `make` builds until it gets an answer below 500, retrying 5xx and
 /// transport errors. Panics when every attempt failed.
 pub async fn send(
