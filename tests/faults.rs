@@ -474,3 +474,110 @@ async fn wait_empty(data: &Path) -> bool {
     }
     false
 }
+
+/// Upload sessions (PROTOCOL §7) keep their state in the records API: each records operation
+/// fails at its 1st, 2nd or 3rd call while a client creates a session and sends a multipart
+/// single upload, retrying on 5xx. The upload ends either with its Media object (bytes
+/// delivered exactly) or — when a failure struck after the session was consumed — with 410
+/// on the retry, and then the bytes were kept all the same: nothing is lost or half-kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_records_failing_at_chosen_calls() {
+    let http = http();
+    let (mut injected, mut delivered, mut consumed_then_gone) = (0, 0, 0);
+    let mut struck = BTreeSet::new();
+    for op in [
+        Op::PutRecord,
+        Op::GetRecord,
+        Op::DeleteRecord,
+        Op::ListRecords,
+    ] {
+        for nth in 1..=3 {
+            let server = Server::start(|s| s.fail_at(op, nth)).await;
+            let mut tally = Tally::default();
+            let created = client::send(
+                || {
+                    http.post(server.url("uploads"))
+                        .header("authorization", bearer())
+                        .header("content-type", "application/json")
+                        .body(r#"{"filename":"s.bin"}"#)
+                },
+                Retry::default(),
+                &mut tally,
+                "POST /uploads",
+            )
+            .await;
+            assert_eq!(created.status, 200, "{op:?}#{nth}: {}", created.body);
+            let url = created.body["data"]["url"]
+                .as_str()
+                .expect("data.url")
+                .to_owned();
+            let file = pattern(50_000 + nth as usize, op as u64);
+            let boundary = "faultsBoundary7";
+            let mut form = format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+                 filename=\"s.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .into_bytes();
+            form.extend_from_slice(&file);
+            form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            let form = Bytes::from(form);
+            let done = client::send(
+                || {
+                    http.post(&url)
+                        .header(
+                            "content-type",
+                            format!("multipart/form-data; boundary={boundary}"),
+                        )
+                        .body(form.clone())
+                },
+                Retry::default(),
+                &mut tally,
+                "POST form",
+            )
+            .await;
+            match done.status {
+                200 => {
+                    let source = done.body["data"]["sources"][0]["url"]
+                        .as_str()
+                        .expect("url");
+                    let (code, got) =
+                        client::get(&http, source, None, Retry::default(), &mut tally).await;
+                    assert_eq!((code, got == file), (200, true), "{op:?}#{nth}");
+                    delivered += 1;
+                }
+                410 if tally.retried_5xx > 0 => {
+                    // Consumed by an attempt whose answer was a 5xx: its bytes are kept.
+                    let kept = list_files(&server.data)
+                        .into_iter()
+                        .filter(|f| !f.starts_with(common::RESERVED))
+                        .any(|f| std::fs::read(server.data.join(&f)).is_ok_and(|b| b == file));
+                    assert!(kept, "{op:?}#{nth}: consumed, but the bytes are gone");
+                    consumed_then_gone += 1;
+                }
+                s => panic!("{op:?}#{nth}: {s} {}", done.body),
+            }
+            injected += server.storage.injected_total();
+            if server.storage.injected_total() > 0 {
+                struck.insert(format!("{op:?}#{nth}"));
+            }
+            server.disarm_and_sweep().await;
+            assert_eq!(
+                staging(&server.data),
+                BTreeSet::new(),
+                "{op:?}#{nth}: staging left"
+            );
+        }
+    }
+    eprintln!(
+        "FIGURES faults: sessions: records operations failing at chosen calls: {injected} faults \
+         injected; {delivered} uploads delivered, {consumed_then_gone} consumed by a failed \
+         attempt (410 on retry, bytes kept); struck: {struck:?}"
+    );
+    // A single upload reads and writes records; it deletes or lists none (the sweeper does).
+    for op in ["PutRecord", "GetRecord"] {
+        assert!(
+            struck.iter().any(|s| s.starts_with(op)),
+            "no {op} fault struck: {struck:?}"
+        );
+    }
+}
