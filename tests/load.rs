@@ -296,7 +296,7 @@ async fn two_hundred_clients_then_everything_verified_swept_and_idle() {
     let counts = shared.counts.lock().unwrap();
     let peak = *peak.lock().unwrap();
     eprintln!(
-        "FIGURES load: {CLIENTS} clients for {:.1} s: {} uploads completed and verified by SHA-256 \
+        "FIGURES load: {CLIENTS} clients, 8 s warm-up + {:.1} s: {} uploads completed and verified by SHA-256 \
          on disk and over HTTP ({} simple, {} chunked), {} abandoned ({left_at_end} upload dirs at the \
          end, 0 after the sweeper), {} ranged GETs checked; {} requests, {} retried after 5xx, {} after \
          transport errors; server fds cold/idle/peak/after: {}/{}/{}/{}; RSS KiB cold/idle/peak/after: \
