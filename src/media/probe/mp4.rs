@@ -84,6 +84,40 @@ fn box_header(h: &[u8], left: u64) -> Option<([u8; 4], u64, u64)> {
     (len >= header).then_some((kind, len.min(left.max(header)), header))
 }
 
+/// A copy of `boxes` in which every sample-group description (`sgpd`, in `stbl` and `traf`)
+/// is turned into a `free` box, which `mp4_atom` skips. The facts never need sample groups,
+/// and `mp4_atom` 0.17 decodes an `sgpd` entry count of up to 2³² entries that may take no
+/// byte each: 854 bytes made it allocate gigabytes (found by the `probe_media` fuzz target;
+/// `fuzz/corpus/probe_media/regression-sgpd-entry-count`).
+fn defused(boxes: &[u8]) -> Vec<u8> {
+    let mut out = boxes.to_vec();
+    defuse(&mut out, 0);
+    out
+}
+
+fn defuse(boxes: &mut [u8], depth: u32) {
+    const CONTAINERS: [&[u8; 4]; 10] = [
+        b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"udta", b"mvex", b"moof", b"traf",
+    ];
+    let mut at = 0usize;
+    while let Some((kind, len, header)) = box_header(&boxes[at..], (boxes.len() - at) as u64) {
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
+        let end = at.saturating_add(len).min(boxes.len());
+        if &kind == b"sgpd" {
+            boxes[at + 4..at + 8].copy_from_slice(b"free");
+        } else if depth < 16 && CONTAINERS.contains(&&kind) {
+            // `header` is 8 or 16, within the box (`box_header` checked `len >= header`).
+            defuse(&mut boxes[at + header as usize..end], depth + 1);
+        }
+        if end <= at {
+            return;
+        }
+        at = end;
+    }
+}
+
 /// A short container name from the `ftyp` major brand.
 fn container(brand: Option<[u8; 4]>) -> &'static str {
     match brand.as_ref().map(|b| &b[..]) {
@@ -149,6 +183,7 @@ impl Movie {
                     }
                 }
                 b"trak" => {
+                    let child = defused(child);
                     let Ok(trak) = Trak::decode(&mut &child[..]) else {
                         continue;
                     };
@@ -295,6 +330,7 @@ struct Fragments {
 
 impl Fragments {
     fn add(&mut self, moof: &[u8], m: &Movie) {
+        let moof = defused(moof);
         let Ok(moof) = Moof::decode(&mut &moof[..]) else {
             self.incomplete = true;
             return;
@@ -388,6 +424,64 @@ fn codec_name(c: &Codec) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Wraps `body` in a box of type `kind`.
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut b = (8 + body.len() as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(body);
+        b
+    }
+
+    /// Regression (fuzz `probe_media`, timeout/OOM): an `sgpd` of version 0 with an unknown
+    /// grouping type and a huge entry count made `mp4_atom` push entries that consume no
+    /// byte, forever. Defused, the box is skipped: the track decodes at once, with no sample
+    /// group, whatever the count says.
+    #[test]
+    fn sample_group_descriptions_are_defused() {
+        // version 0, flags 0, grouping type `zzzz`, entry count 50 000 000.
+        let mut sgpd = vec![0, 0, 0, 0];
+        sgpd.extend_from_slice(b"zzzz");
+        sgpd.extend_from_slice(&50_000_000u32.to_be_bytes());
+        let stbl = boxed(b"stbl", &boxed(b"sgpd", &sgpd));
+        let trak = boxed(b"trak", &boxed(b"mdia", &boxed(b"minf", &stbl)));
+        let fixed = defused(&trak);
+        assert_eq!(fixed.len(), trak.len());
+        assert!(!fixed.windows(4).any(|w| w == b"sgpd"), "{fixed:?}");
+        assert_eq!(fixed.windows(4).filter(|w| *w == b"free").count(), 1);
+        // Everything else is untouched.
+        let diff: Vec<usize> = (0..trak.len()).filter(|&i| trak[i] != fixed[i]).collect();
+        assert!(diff.len() <= 4, "{diff:?}");
+        // A track that lacks the required boxes fails to decode, quickly, instead of
+        // allocating for fifty million entries.
+        let t0 = std::time::Instant::now();
+        assert!(Trak::decode(&mut &fixed[..]).is_err());
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        // The whole probe of a file with it ends too.
+        let mut file = boxed(b"ftyp", b"isom\0\0\0\0isom");
+        file.extend_from_slice(&boxed(b"moov", &trak));
+        let facts = futures_util::FutureExt::now_or_never(crate::media::probe(
+            &crate::media::MemorySource::new(bytes::Bytes::from(file)),
+            None,
+            "a.mp4",
+        ))
+        .expect("a memory probe never waits");
+        assert_eq!(facts.mime_type, "video/mp4");
+    }
+
+    #[test]
+    fn defuse_survives_bad_sizes() {
+        for bytes in [
+            &b"\0\0\0\x08trak"[..],
+            b"\0\0\0\x01trak\0\0\0\0\0\0\0\x04",
+            b"\0\0\0\0stbl\0\0\0\x0csgpd\0\0\0\0",
+            b"\xff\xff\xff\xfftrak",
+            b"",
+            b"\0\0",
+        ] {
+            let _ = defused(bytes);
+        }
+    }
 
     #[test]
     fn box_headers() {
