@@ -1,0 +1,237 @@
+//! A mutual-exclusion lock over plain objects: Lamport's bakery, with listings as the shared
+//! arrays. It needs only what every S3-compatible store gives (a PUT, DELETE or LIST that
+//! completed is seen by every later GET, HEAD or LIST), not conditional writes — Garage
+//! ignores `If-None-Match: *`.
+//!
+//! A lock named `L` lives under `<L>/`:
+//!
+//! ```text
+//! <L>/choosing/<me>          while `me` picks its number
+//! <L>/ticket/<n:020>-<me>    `me`'s number n, until it leaves the critical section
+//! ```
+//!
+//! `acquire`: (1) PUT `choosing/me`; (2) LIST `ticket/`, n = 1 + the largest number seen;
+//! (3) PUT `ticket/n-me`; (4) DELETE `choosing/me`; (5) LIST `choosing/` and wait until each
+//! one listed is gone; (6) LIST `ticket/` and wait until every ticket smaller than
+//! `(n, me)` (numbers first, ids break ties) is gone. Then the critical section runs, then
+//! `ticket/n-me` is deleted. ARCHITECTURE.md has the argument that two callers are never in
+//! the critical section at once.
+//!
+//! Crashes: a ticket or a `choosing` marker whose holder died would block everyone, so a
+//! waiter that sees one unchanged (same last-modified time) for [`STALE`] deletes it. A live
+//! holder re-writes its ticket every [`REFRESH`] (it changes its last-modified time), so only
+//! a holder stalled for longer than [`STALE`] can be mistaken for a dead one.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use super::os_err;
+use crate::storage::StorageResult;
+
+/// A marker or ticket unchanged for this long belongs to a dead process (short in unit tests).
+pub(super) const STALE: Duration = if cfg!(test) {
+    Duration::from_millis(400)
+} else {
+    Duration::from_secs(20)
+};
+/// How often a live holder re-writes its ticket.
+pub(super) const REFRESH: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(5)
+};
+
+/// Aborts a spawned task when dropped.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `critical` while holding the lock under `dir`. `critical` gets the store's clock
+/// (the last-modified time of this caller's own ticket), for age checks that do not depend
+/// on this machine's clock.
+pub(super) async fn with_lock<T, F, Fut>(
+    store: &Arc<dyn ObjectStore>,
+    dir: &Path,
+    critical: F,
+) -> StorageResult<T>
+where
+    F: FnOnce(DateTime<Utc>) -> Fut,
+    Fut: Future<Output = StorageResult<T>>,
+{
+    let me = crate::file::random_id("");
+    let choosing = dir.clone().join("choosing").join(me.as_str());
+    let mut ticket: Option<Path> = None;
+    let result = async {
+        put_empty(store, &choosing).await?;
+        let n = list(store, &dir.clone().join("ticket"))
+            .await?
+            .iter()
+            .filter_map(|o| parse_ticket(&o.location))
+            .map(|(n, _)| n)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
+        let mine = dir.clone().join("ticket").join(format!("{n:020}-{me}"));
+        put_empty(store, &mine).await?;
+        ticket = Some(mine.clone());
+        let _refresh = refresher(store.clone(), mine.clone());
+        store.delete(&choosing).await.map_err(os_err)?;
+
+        for other in list(store, &dir.clone().join("choosing")).await? {
+            if other.location != choosing {
+                wait_gone(store, other).await?;
+            }
+        }
+        let tickets = list(store, &dir.clone().join("ticket")).await?;
+        let store_now = tickets
+            .iter()
+            .find(|o| o.location == mine)
+            .map(|o| o.last_modified)
+            .unwrap_or_else(Utc::now);
+        for other in tickets {
+            match parse_ticket(&other.location) {
+                Some((m, id)) if (m, id.as_str()) < (n, me.as_str()) => {
+                    wait_gone(store, other).await?
+                }
+                _ => {}
+            }
+        }
+        critical(store_now).await
+    }
+    .await;
+    // Leave: best effort (a ticket left behind is deleted as stale by the next waiter).
+    if let Some(t) = ticket {
+        let _ = store.delete(&t).await;
+    }
+    if result.is_err() {
+        let _ = store.delete(&choosing).await;
+    }
+    result
+}
+
+/// Re-writes `ticket` every [`REFRESH`] until dropped.
+fn refresher(store: Arc<dyn ObjectStore>, ticket: Path) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH).await;
+            let _ = put_empty(&store, &ticket).await;
+        }
+    }))
+}
+
+/// `(number, id)` of a ticket key `…/<n>-<id>`.
+fn parse_ticket(path: &Path) -> Option<(u64, String)> {
+    let name = path.filename()?;
+    let (n, id) = name.split_once('-')?;
+    Some((n.parse().ok()?, id.to_owned()))
+}
+
+pub(super) async fn put_empty(store: &Arc<dyn ObjectStore>, path: &Path) -> StorageResult<()> {
+    store
+        .put(path, PutPayload::from_bytes(Bytes::new()))
+        .await
+        .map(|_| ())
+        .map_err(os_err)
+}
+
+pub(super) async fn list(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+) -> StorageResult<Vec<object_store::ObjectMeta>> {
+    store.list(Some(prefix)).try_collect().await.map_err(os_err)
+}
+
+/// Waits until `object` is deleted, or deletes it once it has stayed unchanged for [`STALE`].
+async fn wait_gone(
+    store: &Arc<dyn ObjectStore>,
+    object: object_store::ObjectMeta,
+) -> StorageResult<()> {
+    let mut seen = object.last_modified;
+    let mut since = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+        match store.head(&object.location).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(os_err(e)),
+            Ok(now) if now.last_modified != seen => {
+                seen = now.last_modified;
+                since = Instant::now();
+            }
+            Ok(_) if since.elapsed() >= STALE => {
+                tracing::warn!(object = %object.location, "lock entry of a dead holder removed");
+                let _ = store.delete(&object.location).await;
+                return Ok(());
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Many concurrent lockers (each with its own store handle view of one store): never two
+    /// in the critical section, every one gets in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mutual_exclusion_under_contention() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let dir = Path::from("locks/x");
+        let tasks: Vec<_> = (0..24)
+            .map(|_| {
+                let (store, inside, entered, dir) =
+                    (store.clone(), inside.clone(), entered.clone(), dir.clone());
+                tokio::spawn(async move {
+                    with_lock(&store, &dir, |_| async {
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two inside");
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        entered.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(entered.load(Ordering::SeqCst), 24);
+        assert!(list(&store, &dir).await.unwrap().is_empty(), "nothing left");
+    }
+
+    /// A dead holder's ticket is taken over after STALE.
+    #[tokio::test]
+    async fn dead_holder_is_taken_over() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let dir = Path::from("locks/y");
+        put_empty(
+            &store,
+            &dir.clone().join("ticket").join(format!("{:020}-dead", 1)),
+        )
+        .await
+        .unwrap();
+        let t0 = Instant::now();
+        with_lock(&store, &dir, |_| async { Ok(()) }).await.unwrap();
+        assert!(t0.elapsed() >= STALE);
+        assert!(list(&store, &dir).await.unwrap().is_empty());
+    }
+}
