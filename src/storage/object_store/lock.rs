@@ -218,6 +218,130 @@ mod tests {
         assert!(list(&store, &dir).await.unwrap().is_empty(), "nothing left");
     }
 
+    /// An in-memory store that sleeps a random 0–1 ms (one time in ten 5–20 ms) before every
+    /// operation (and between a
+    /// listing's pages), so that the lockers' PUTs, LISTs and DELETEs interleave in many ways.
+    #[derive(Debug)]
+    struct Jitter(InMemory);
+
+    impl std::fmt::Display for Jitter {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Jitter")
+        }
+    }
+
+    async fn jitter() {
+        // Mostly quick, sometimes slow: long windows between a caller's steps.
+        let us = if rand::random_range(0..10) == 0 {
+            rand::random_range(5_000..20_000)
+        } else {
+            rand::random_range(0..1_000)
+        };
+        tokio::time::sleep(Duration::from_micros(us)).await;
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Jitter {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            jitter().await;
+            let r = self.0.put_opts(location, payload, opts).await;
+            jitter().await;
+            r
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            jitter().await;
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures_util::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<Path>> {
+            use futures_util::StreamExt;
+            let inner = self.0.clone();
+            futures_util::stream::once(async move {
+                jitter().await;
+                inner.delete_stream(locations)
+            })
+            .flatten()
+            .boxed()
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            use futures_util::StreamExt;
+            let inner = self.0.clone();
+            let prefix = prefix.cloned();
+            futures_util::stream::once(async move {
+                jitter().await;
+                let all: Vec<_> = inner.list(prefix.as_ref()).collect().await;
+                futures_util::stream::iter(all)
+            })
+            .flatten()
+            .boxed()
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            jitter().await;
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    /// The same with jitter, many rounds: the critical sections never overlap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mutual_exclusion_with_jitter() {
+        let store: Arc<dyn ObjectStore> = Arc::new(Jitter(InMemory::new()));
+        for round in 0..5 {
+            let inside = Arc::new(AtomicUsize::new(0));
+            let dir = Path::from(format!("locks/j{round}"));
+            let tasks: Vec<_> = (0..12)
+                .map(|_| {
+                    let (store, inside, dir) = (store.clone(), inside.clone(), dir.clone());
+                    tokio::spawn(async move {
+                        with_lock(&store, &dir, |_| async move {
+                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two inside");
+                            jitter().await;
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await
+                        .unwrap()
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    }
+
     /// A dead holder's ticket is taken over after STALE.
     #[tokio::test]
     async fn dead_holder_is_taken_over() {
