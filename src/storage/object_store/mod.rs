@@ -303,9 +303,13 @@ impl ObjectStoreStorage {
             .await
         {
             Ok(_) => Ok(()),
-            Err(object_store::Error::NotImplemented { .. })
-            | Err(object_store::Error::NotSupported { .. }) => self.put_small(key, value).await,
-            Err(e) => Err(os_err(e)),
+            Err(e @ object_store::Error::AlreadyExists { .. })
+            | Err(e @ object_store::Error::Precondition { .. }) => Err(os_err(e)),
+            Err(e) => {
+                // Not supported here (or refused): the lock has decided already.
+                tracing::debug!(error = %e, "conditional put refused; plain put");
+                self.put_small(key, value).await
+            }
         }
     }
 
@@ -891,10 +895,12 @@ impl Storage for ObjectStoreStorage {
                 return Ok(Claim::Lost); // published or aborted
             }
             match self.get_small(claimed).await? {
-                None => {
-                    self.put_create(claimed, state.into()).await?;
-                    Ok(Claim::Won)
-                }
+                None => match self.put_create(claimed, state.into()).await {
+                    Ok(()) => Ok(Claim::Won),
+                    // The store's own guard saw a claim the lock did not: not ours.
+                    Err(StorageError::PreconditionFailed) => Ok(Claim::Lost),
+                    Err(e) => Err(e),
+                },
                 Some((bytes, modified)) => {
                     let released = serde_json::from_slice::<ClaimState>(&bytes)
                         .map(|s| s.released)
