@@ -1143,10 +1143,32 @@ impl UploadWriter for ChunkWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
         self.written += data.len() as u64;
         self.buf.push(data);
-        self.send_full_parts().await
+        let sent = self.send_full_parts().await;
+        closed_or(&self.storage, &self.id, sent).await
     }
 
     async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        let stored = self.store_rest().await;
+        closed_or(&self.storage, &self.id, stored).await?;
+        if !self.storage.is_open(&self.id).await? {
+            // Not needed by anyone once the upload is gone; a claimed upload's finalizer may
+            // be reading it, so it stays until the upload is forgotten.
+            if self.id.0.starts_with('r') && self.storage.info(&self.id).await?.is_none() {
+                let _ = self.storage.delete_quiet(&self.key).await;
+            }
+            return Err(StorageError::UploadClosed);
+        }
+        let chunks = self.storage.chunks(&self.id).await?;
+        Ok(merge_ranges(
+            chunks.into_iter().map(|c| c.start..c.end).collect(),
+        ))
+    }
+}
+
+impl ChunkWriter {
+    /// Sends what is left: one PUT for a chunk of at most one part, else the last part and
+    /// the completion of the multipart upload.
+    async fn store_rest(&mut self) -> StorageResult<()> {
         if self.written > 0 {
             let rest = self.buf.take_rest();
             match self.mp.take() {
@@ -1165,18 +1187,26 @@ impl UploadWriter for ChunkWriter {
                 }
             }
         }
-        if !self.storage.is_open(&self.id).await? {
-            // Not needed by anyone once the upload is gone; a claimed upload's finalizer may
-            // be reading it, so it stays until the upload is forgotten.
-            if self.id.0.starts_with('r') && self.storage.info(&self.id).await?.is_none() {
-                let _ = self.storage.delete_quiet(&self.key).await;
+        Ok(())
+    }
+}
+
+/// A failure of a writer whose upload was finalized or discarded meanwhile (its multipart
+/// upload aborted with it) is [`StorageError::UploadClosed`].
+async fn closed_or<T>(
+    storage: &ObjectStoreStorage,
+    id: &UploadId,
+    result: StorageResult<T>,
+) -> StorageResult<T> {
+    match result {
+        Err(e) if !matches!(e, StorageError::UploadClosed) => {
+            if matches!(storage.is_open(id).await, Ok(false)) {
+                Err(StorageError::UploadClosed)
+            } else {
+                Err(e)
             }
-            return Err(StorageError::UploadClosed);
         }
-        let chunks = self.storage.chunks(&self.id).await?;
-        Ok(merge_ranges(
-            chunks.into_iter().map(|c| c.start..c.end).collect(),
-        ))
+        other => other,
     }
 }
 
