@@ -205,6 +205,26 @@ async fn abandoned_multipart_is_swept() {
         .await
         .unwrap();
     std::mem::forget(w); // a process killed mid-chunk: no drop, no commit
+    let bucket = raw_bucket(env);
+    let under = prefix_path(&p).join(".tower-uploads").join("uploads");
+    let listed: Vec<_> = bucket.list(Some(&under)).try_collect().await.unwrap();
+    let marker = listed
+        .iter()
+        .find(|o| o.location.as_ref().contains("/mp/"))
+        .expect("the multipart upload is recorded");
+    let marker: Value = serde_json::from_slice(
+        &bucket
+            .get(&marker.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let key = object_store::path::Path::parse(marker["key"].as_str().unwrap()).unwrap();
+    let mp_id = marker["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // idle for longer than the TTL
     let listed = s.list_uploads().await.unwrap();
     assert!(listed.iter().any(|u| u.id == up.id), "the upload is listed");
     assert_eq!(s.received(&up.id).await.unwrap(), vec![], "nothing counted");
@@ -214,6 +234,12 @@ async fn abandoned_multipart_is_swept() {
     assert!(swept.swept >= 1, "{swept:?}");
     assert!(s.list_uploads().await.unwrap().is_empty(), "nothing left");
     assert!(s.find_upload(&path).await.unwrap().is_none());
+    let late = bucket
+        .put_part(&key, &mp_id, 3, PutPayload::from_static(b"late"))
+        .await;
+    assert!(late.is_err(), "the multipart upload was aborted: {late:?}");
+    let left: Vec<_> = bucket.list(Some(&under)).try_collect().await.unwrap();
+    assert!(left.is_empty(), "nothing left: {left:?}");
 }
 
 // --- two demo servers on one bucket ------------------------------------------------------
@@ -307,7 +333,7 @@ async fn two_servers_one_bucket_survive_a_kill() {
     let b = Server::start(env, &p);
     let http = client();
     let chunk_size = 9 * MIB; // > PART_SIZE: chunks go in as multipart uploads
-    let total = 5 * chunk_size + 12_345;
+    let total = 5 * chunk_size - 12_345; // 5 chunks, the last one shorter
     let data = Arc::new(pattern(total, 42));
     let path = "videos/e2e.bin";
     let ranges: Vec<_> = (0..total)
