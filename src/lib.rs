@@ -66,10 +66,12 @@ pub mod conditions;
 pub mod delivery;
 pub mod error;
 pub mod file;
+pub mod hooks;
 pub mod media;
 pub mod path;
 pub mod response;
 pub mod service;
+pub mod session;
 pub mod storage;
 pub mod upload;
 

@@ -49,9 +49,21 @@ impl<S> Handler<S> {
 /// What a request under the prefix is (`None` from [`Handler::route`]: not ours).
 enum Route {
     Signatures,
+    /// `POST /uploads`: a new upload session.
+    CreateSession,
+    /// `POST /store/single`, `PUT`/`POST /store/resumable`: uploads with a session key.
+    Session(SessionCall),
     Upload(FilePath),
     Deliver(FilePath),
     Refuse(ApiError),
+}
+
+/// Which session endpoint a request is for.
+#[derive(Clone, Copy)]
+enum SessionCall {
+    Single,
+    Part,
+    Complete,
 }
 
 impl<S> Handler<S> {
@@ -60,11 +72,16 @@ impl<S> Handler<S> {
         let method = req.method();
         let not_ours = |err: ApiError| self.terminal.then_some(Route::Refuse(err));
         if *method == Method::POST {
-            return if rest == "/signatures" {
-                Some(Route::Signatures)
-            } else {
-                not_ours(method_not_allowed())
+            return match rest {
+                "/signatures" => Some(Route::Signatures),
+                "/uploads" => Some(Route::CreateSession),
+                "/store/single" => Some(Route::Session(SessionCall::Single)),
+                "/store/resumable" => Some(Route::Session(SessionCall::Complete)),
+                _ => not_ours(method_not_allowed()),
             };
+        }
+        if *method == Method::PUT && rest == "/store/resumable" {
+            return Some(Route::Session(SessionCall::Part));
         }
         let is_get = *method == Method::GET || *method == Method::HEAD;
         if *method != Method::PUT && !is_get {
@@ -82,7 +99,7 @@ impl<S> Handler<S> {
 fn method_not_allowed() -> ApiError {
     ApiError::new(
         ErrorKind::MethodNotAllowed,
-        "this endpoint accepts GET, HEAD and PUT on files, POST on /signatures",
+        "this endpoint accepts GET, HEAD and PUT on files, POST on /signatures, /uploads and /store/…",
     )
 }
 
@@ -136,12 +153,29 @@ where
                     }
                     _ => answer.error(&unauthenticated()),
                 },
-                Route::Upload(path) => {
-                    let (req, ended) = {
-                        let (parts, body) = req.into_parts();
-                        let (body, ended) = Tracked::new(body);
-                        (Request::from_parts(parts, body), ended)
+                Route::CreateSession => {
+                    let answer = Answer::new(ResponseStyle::Envelope, &facts);
+                    match req.extensions().get::<Verified>() {
+                        Some(v) if v.via == crate::auth::Via::Bearer => {
+                            crate::session::create(&cfg, req, &answer).await
+                        }
+                        _ => answer.error(&unauthenticated()),
+                    }
+                }
+                Route::Session(call) => {
+                    // The clients of this API read the envelope, whatever they send.
+                    let answer = Answer::new(ResponseStyle::Envelope, &facts);
+                    let (req, ended) = tracked(req);
+                    let mut res = match call {
+                        SessionCall::Single => crate::session::single(&cfg, req, &answer).await,
+                        SessionCall::Part => crate::session::put_part(&cfg, req, &answer).await,
+                        SessionCall::Complete => crate::session::complete(&cfg, req, &answer).await,
                     };
+                    close_unless_read(&mut res, &ended);
+                    res
+                }
+                Route::Upload(path) => {
+                    let (req, ended) = tracked(req);
                     let mut res = if req.extensions().get::<Verified>().is_none() {
                         answer.error(&unauthenticated())
                     } else if req.headers().contains_key(header::CONTENT_RANGE) {
@@ -149,12 +183,7 @@ where
                     } else {
                         crate::upload::put_whole(&cfg, req, path, &answer).await
                     };
-                    if !ended.load(std::sync::atomic::Ordering::Relaxed) {
-                        // Answered without reading the whole body: the connection cannot
-                        // carry another request; say so rather than let the client find out.
-                        res.headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
+                    close_unless_read(&mut res, &ended);
                     res
                 }
                 Route::Deliver(path) => {
@@ -169,8 +198,32 @@ where
                     .await
                     {
                         Ok(res) => res,
-                        Err(e) if e.kind() == ErrorKind::FileNotFound && !terminal => {
-                            return Ok(inner.call(req).await?.map(Either::Left));
+                        Err(e) if e.kind() == ErrorKind::FileNotFound => {
+                            // `<media id>/original` of a media published under its alias.
+                            let aliased = match crate::session::resolve_media(&cfg, &path).await {
+                                Some(target) => Some(
+                                    crate::delivery::deliver(
+                                        &*cfg.storage,
+                                        &target,
+                                        req.method(),
+                                        req.headers(),
+                                        style,
+                                        &facts,
+                                    )
+                                    .await,
+                                ),
+                                None => None,
+                            };
+                            match aliased {
+                                Some(Ok(res)) => res,
+                                Some(Err(e2)) if e2.kind() != ErrorKind::FileNotFound => {
+                                    with_allow(answer.error(&e2), &e2)
+                                }
+                                _ if !terminal => {
+                                    return Ok(inner.call(req).await?.map(Either::Left));
+                                }
+                                _ => with_allow(answer.error(&e), &e),
+                            }
                         }
                         Err(e) => with_allow(answer.error(&e), &e),
                     }
@@ -178,6 +231,27 @@ where
             };
             Ok(res.map(Either::Right))
         })
+    }
+}
+
+/// The request with a body that records whether it was read to its end.
+fn tracked<B: Body>(
+    req: Request<B>,
+) -> (
+    Request<Tracked<B>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (parts, body) = req.into_parts();
+    let (body, ended) = Tracked::new(body);
+    (Request::from_parts(parts, body), ended)
+}
+
+/// Answered without reading the whole body: the connection cannot carry another request;
+/// say so rather than let the client find out.
+fn close_unless_read(res: &mut Response<ResponseBody>, ended: &std::sync::atomic::AtomicBool) {
+    if !ended.load(std::sync::atomic::Ordering::Relaxed) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 
