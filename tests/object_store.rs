@@ -26,6 +26,21 @@ use tower_uploads::storage::{
 };
 
 const KEY: &str = "object-store-test-key";
+/// The variables `tests/garage/start.sh` sets for an S3 client.
+const S3_VARS: [&str; 5] = [
+    "AWS_ENDPOINT",
+    "AWS_ALLOW_HTTP",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+];
+
+/// Garage's S3 variables out of `env`.
+fn s3_vars(env: &HashMap<String, String>) -> impl Iterator<Item = (String, String)> + '_ {
+    S3_VARS
+        .iter()
+        .filter_map(|k| env.get(*k).map(|v| (k.to_string(), v.clone())))
+}
 const MIB: usize = 1 << 20;
 
 /// The variables that point at Garage (`AWS_*`, `TOWER_UPLOADS_TEST_S3`, `GARAGE_*`).
@@ -89,11 +104,7 @@ fn garage_or_skip(test: &str) -> Option<&'static HashMap<String, String>> {
 /// another server instance).
 fn storage(env: &HashMap<String, String>, prefix: &str) -> ObjectStoreStorage {
     let url = format!("{}/{prefix}", env["TOWER_UPLOADS_TEST_S3"]);
-    let opts = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.clone(), v.clone()));
-    ObjectStoreStorage::from_url_opts(&url, opts).expect("storage on Garage")
+    ObjectStoreStorage::from_url_opts(&url, s3_vars(env)).expect("storage on Garage")
 }
 
 fn prefix(name: &str) -> String {
@@ -255,7 +266,7 @@ impl Server {
         let store = format!("{}/{prefix}", env["TOWER_UPLOADS_TEST_S3"]);
         let mut child = Command::new(common::server_binary())
             .args(["--listen", "127.0.0.1:0", "--key", KEY, "--store", &store])
-            .envs(env.iter().filter(|(k, _)| k.starts_with("AWS_")))
+            .envs(s3_vars(env))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
