@@ -9,14 +9,14 @@
 mod common;
 
 use bytes::Bytes;
+use common::process::DemoServer;
 use common::{pattern, sha256};
 use futures_util::TryStreamExt;
 use object_store::multipart::MultipartStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tower_uploads::path::FilePath;
@@ -25,7 +25,7 @@ use tower_uploads::storage::{
     conformance,
 };
 
-const KEY: &str = "object-store-test-key";
+use common::KEY;
 /// The variables `tests/garage/start.sh` sets for an S3 client.
 const S3_VARS: [&str; 5] = [
     "AWS_ENDPOINT",
@@ -255,47 +255,11 @@ async fn abandoned_multipart_is_swept() {
 
 // --- two demo servers on one bucket ------------------------------------------------------
 
-/// A demo server process on the bucket, killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(env: &HashMap<String, String>, prefix: &str) -> Server {
-        let store = format!("{}/{prefix}", env["TOWER_UPLOADS_TEST_S3"]);
-        let mut child = Command::new(common::server_binary())
-            .args(["--listen", "127.0.0.1:0", "--key", KEY, "--store", &store])
-            .envs(s3_vars(env))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the demo server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_owned();
-        Server { child, base: addr }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A demo server process on the bucket under `prefix` (SIGKILL when dropped).
+fn server(env: &HashMap<String, String>, prefix: &str, unused_dir: &std::path::Path) -> DemoServer {
+    let store = format!("{}/{prefix}", env["TOWER_UPLOADS_TEST_S3"]);
+    let vars: Vec<_> = s3_vars(env).collect();
+    DemoServer::start_env(unused_dir, &["--store", &store], &vars)
 }
 
 fn client() -> reqwest::Client {
@@ -340,8 +304,9 @@ async fn two_servers_one_bucket_survive_a_kill() {
         return;
     };
     let p = prefix("e2e");
-    let a = Server::start(env, &p);
-    let b = Server::start(env, &p);
+    let dir = tempfile::tempdir().unwrap(); // --data, unused: --store wins
+    let a = server(env, &p, dir.path());
+    let b = server(env, &p, dir.path());
     let http = client();
     let chunk_size = 9 * MIB; // > PART_SIZE: chunks go in as multipart uploads
     let total = 5 * chunk_size - 12_345; // 5 chunks, the last one shorter
@@ -395,7 +360,7 @@ async fn two_servers_one_bucket_survive_a_kill() {
     let marker = open_multipart.expect("the chunk's multipart upload is recorded in the bucket");
     let marker: Value =
         serde_json::from_slice(&bucket.get(&marker).await.unwrap().bytes().await.unwrap()).unwrap();
-    b.kill9();
+    drop(b); // SIGKILL
     drop(tx);
     let _ = pending.await; // the request dies with its server
 
@@ -414,7 +379,7 @@ async fn two_servers_one_bucket_survive_a_kill() {
     assert_eq!(progress["ranges"], want, "{progress}");
 
     // A restarted B carries on: chunk 2 to it, chunk 1 to A.
-    let b = Server::start(env, &p);
+    let b = server(env, &p, dir.path());
     for (i, server) in [(2, &b.base), (1, &a.base)] {
         let (status, body) = chunk(&http, server, path, &data, ranges[i].clone()).await;
         assert_eq!(status, 202, "chunk {i}: {body}");

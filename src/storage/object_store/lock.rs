@@ -186,22 +186,20 @@ mod tests {
     use object_store::memory::InMemory;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Many concurrent lockers (each with its own store handle view of one store): never two
-    /// in the critical section, every one gets in.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn mutual_exclusion_under_contention() {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    /// `n` concurrent lockers of `dir` on `store`: asserts that never two are inside the
+    /// critical section and that every one got in, and that the lock leaves nothing behind.
+    async fn race(store: &Arc<dyn ObjectStore>, dir: &str, n: usize) {
         let inside = Arc::new(AtomicUsize::new(0));
         let entered = Arc::new(AtomicUsize::new(0));
-        let dir = Path::from("locks/x");
-        let tasks: Vec<_> = (0..24)
+        let dir = Path::from(dir);
+        let tasks: Vec<_> = (0..n)
             .map(|_| {
                 let (store, inside, entered, dir) =
                     (store.clone(), inside.clone(), entered.clone(), dir.clone());
                 tokio::spawn(async move {
-                    with_lock(&store, &dir, |_| async {
+                    with_lock(&store, &dir, |_| async move {
                         assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two inside");
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        jitter().await;
                         inside.fetch_sub(1, Ordering::SeqCst);
                         entered.fetch_add(1, Ordering::SeqCst);
                         Ok(())
@@ -214,13 +212,19 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(entered.load(Ordering::SeqCst), 24);
-        assert!(list(&store, &dir).await.unwrap().is_empty(), "nothing left");
+        assert_eq!(entered.load(Ordering::SeqCst), n);
+        assert!(list(store, &dir).await.unwrap().is_empty(), "nothing left");
+    }
+
+    /// Many concurrent lockers on one store: one at a time, all get in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn mutual_exclusion_under_contention() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        race(&store, "locks/x", 24).await;
     }
 
     /// An in-memory store that sleeps a random 0–1 ms (one time in ten 5–20 ms) before every
-    /// operation (and between a
-    /// listing's pages), so that the lockers' PUTs, LISTs and DELETEs interleave in many ways.
+    /// operation, so that the lockers' PUTs, LISTs and DELETEs interleave in many ways.
     #[derive(Debug)]
     struct Jitter(InMemory);
 
@@ -319,26 +323,7 @@ mod tests {
     async fn mutual_exclusion_with_jitter() {
         let store: Arc<dyn ObjectStore> = Arc::new(Jitter(InMemory::new()));
         for round in 0..5 {
-            let inside = Arc::new(AtomicUsize::new(0));
-            let dir = Path::from(format!("locks/j{round}"));
-            let tasks: Vec<_> = (0..12)
-                .map(|_| {
-                    let (store, inside, dir) = (store.clone(), inside.clone(), dir.clone());
-                    tokio::spawn(async move {
-                        with_lock(&store, &dir, |_| async move {
-                            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two inside");
-                            jitter().await;
-                            inside.fetch_sub(1, Ordering::SeqCst);
-                            Ok(())
-                        })
-                        .await
-                        .unwrap()
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.unwrap();
-            }
+            race(&store, &format!("locks/j{round}"), 12).await;
         }
     }
 
