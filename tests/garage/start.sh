@@ -7,8 +7,8 @@
 # prints `export AWS_ENDPOINT=… AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… AWS_REGION=garage
 # AWS_ALLOW_HTTP=true TOWER_UPLOADS_TEST_S3=s3://tower-uploads GARAGE_ADMIN=…
 # GARAGE_METRICS_TOKEN=… GARAGE_PID=…` (also written to DIR/env). Garage keeps running in
-# the background; with --watch PID it stops when process PID exits; else stop it with
-# `kill $GARAGE_PID`. Logs: DIR/garage.log. Needs `garage` on PATH (`cargo install garage
+# the background; with --watch PID it stops when process PID exits (and a directory made by
+# this script is removed); else stop it with `kill $GARAGE_PID`. Logs: DIR/garage.log. Needs `garage` on PATH (`cargo install garage
 # --locked`).
 set -euo pipefail
 
@@ -24,7 +24,8 @@ while (($#)); do
   esac
 done
 command -v garage >/dev/null 2>&1 || { echo "start.sh: garage is not on PATH (cargo install garage --locked)" >&2; exit 1; }
-[[ -n $dir ]] || dir=$(mktemp -d /tmp/garage-XXXXXX)
+auto_dir=0
+[[ -n $dir ]] || { dir=$(mktemp -d /tmp/garage-XXXXXX); auto_dir=1; }
 mkdir -p "$dir"
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -86,6 +87,11 @@ if [[ -n $watch ]]; then
   (
     while kill -0 "$watch" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done
     kill "$pid" 2>/dev/null || true
+    # A directory made here goes with it.
+    if ((auto_dir)); then
+      for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      rm -rf "$dir"
+    fi
   ) >/dev/null 2>&1 </dev/null &
   disown
 fi
