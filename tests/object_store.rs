@@ -380,8 +380,12 @@ async fn two_servers_one_bucket_survive_a_kill() {
 
     // A restarted B carries on: chunk 2 to it, chunk 1 to A.
     let b = server(env, &p, dir.path());
-    for (i, server) in [(2, &b.base), (1, &a.base)] {
-        let (status, body) = chunk(&http, server, path, &data, ranges[i].clone()).await;
+    // …in parallel with A: chunk 2 to the new B while chunk 1 goes to A.
+    let (r2, r1) = tokio::join!(
+        chunk(&http, &b.base, path, &data, ranges[2].clone()),
+        chunk(&http, &a.base, path, &data, ranges[1].clone())
+    );
+    for (i, (status, body)) in [(2, r2), (1, r1)] {
         assert_eq!(status, 202, "chunk {i}: {body}");
         statuses.push(status);
     }
@@ -422,6 +426,15 @@ async fn two_servers_one_bucket_survive_a_kill() {
         assert_eq!(got.len(), total);
         assert_eq!(sha256(&got), want, "the published bytes from {server}");
     }
+    // Ranged delivery from the store.
+    let part = http
+        .get(format!("{}/{path}", b.base))
+        .header("Range", "bytes=10000000-10000099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.bytes().await.unwrap(), &data[10_000_000..10_000_100]);
     // Nothing of the upload is left in the bucket (the killed chunk's multipart included).
     let s = storage(env, &p);
     assert!(s.list_uploads().await.unwrap().is_empty(), "no upload left");
