@@ -10,26 +10,31 @@
 //! `--legacy-signatures`, `--upload-ttl SECS` (default 86400), `--session-ttl SECS` (upload-session
 //! keys, default 3600), `--conditions JSON` (ittybit
 //! upload conditions every upload must meet, e.g.
-//! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`).
+//! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`),
+//! `--store URL` (instead of `--data`: `file:///dir` is the same as `--data /dir`;
+//! `s3://bucket[/prefix]` keeps everything in an S3 bucket, configured by the standard
+//! `AWS_*` environment variables, with feature `object-store`).
 //! Against hostile clients and faults (SECURITY.md): `--header-read-timeout SECS` (default 30),
 //! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
-//! cap; 429 past it), `--durability process|power` (default process: see `Durability`).
-//! Prints `listening on http://ADDR` once it accepts connections.
+//! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
+//! process: see `Durability`). Prints `listening on http://ADDR` once it accepts connections.
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tower_uploads::storage::Durability;
+use tower_uploads::storage::{Durability, Storage};
 use tower_uploads::{FsStorage, Uploads};
 
 const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
-[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON] [--header-read-timeout SECS] \
-[--body-idle-timeout SECS] [--max-incomplete-uploads N] [--durability process|power]";
+[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON] [--store URL] \
+[--header-read-timeout SECS] [--body-idle-timeout SECS] [--max-incomplete-uploads N] \
+[--durability process|power]";
 
 struct Args {
     listen: SocketAddr,
@@ -43,6 +48,7 @@ struct Args {
     upload_ttl: Option<u64>,
     session_ttl: Option<u64>,
     conditions: Option<tower_uploads::conditions::Conditions>,
+    store: Option<String>,
     hardening: Hardening,
 }
 
@@ -67,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         upload_ttl: None,
         session_ttl: None,
         conditions: None,
+        store: None,
         hardening: Hardening {
             header_read_timeout: Duration::from_secs(30),
             body_idle_timeout: None,
@@ -98,6 +105,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--listen: bad address {v}"))?;
             }
             "--data" => args.data = PathBuf::from(value("a directory")?),
+            "--store" => args.store = Some(value("a URL")?),
             "--key" => args.keys.push(value("a key")?),
             "--base-url" => args.base_url = Some(value("a URL")?),
             "--max-file-size" => args.max_file_size = Some(number(value("bytes")?, &name)?),
@@ -170,10 +178,10 @@ async fn main() {
             }
         }
     }
-    let storage = match FsStorage::new(&args.data) {
-        Ok(s) => s.durability(args.hardening.durability),
+    let storage = match open_storage(&args) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot use {}: {e}", args.data.display());
+            eprintln!("error: {e}");
             std::process::exit(1);
         }
     };
@@ -185,7 +193,7 @@ async fn main() {
         }
     };
     let addr = listener.local_addr().expect("bound address");
-    let mut uploads = Uploads::new(storage)
+    let mut uploads = Uploads::from_arc(storage)
         .base_url(args.base_url.unwrap_or_else(|| format!("http://{addr}")))
         .private(args.private)
         .legacy_signatures(args.legacy_signatures);
@@ -243,4 +251,26 @@ async fn main() {
             }
         });
     }
+}
+
+/// The storage of `--store URL` (`file:///dir`, `s3://bucket[/prefix]`), else of `--data DIR`.
+fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
+    let dir = match args.store.as_deref() {
+        None => args.data.clone(),
+        Some(url) if url.starts_with("file://") => PathBuf::from(&url["file://".len()..]),
+        #[cfg(feature = "object-store")]
+        Some(url) if url.starts_with("s3://") => {
+            let s = tower_uploads::storage::ObjectStoreStorage::from_url(url)
+                .map_err(|e| format!("cannot use {url}: {e}"))?;
+            return Ok(Arc::new(s));
+        }
+        Some(url) => {
+            return Err(format!(
+                "--store: unsupported URL {url} (file:///dir, or s3://bucket with feature object-store)"
+            ));
+        }
+    };
+    FsStorage::new(&dir)
+        .map(|s| Arc::new(s.durability(args.hardening.durability)) as Arc<dyn Storage>)
+        .map_err(|e| format!("cannot use {}: {e}", dir.display()))
 }

@@ -49,7 +49,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
         .cloned()
         .collect();
     for (i, c) in order.iter().enumerate() {
-        let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
+        let demo = Demo::start_keyed(&data, KEY, &["--durability", durability]);
         let url = demo.url(path);
         let mut tally = Tally::default();
         let r = client::put_chunk(
@@ -76,7 +76,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
         );
         acknowledged.push([c.start as u64, c.end as u64 - 1]);
         // A fresh server counts every acknowledged range.
-        let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
+        let demo = Demo::start_keyed(&data, KEY, &["--durability", durability]);
         let st = client::status(
             &http,
             &demo.url(path),
@@ -109,7 +109,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
         kills += 1;
     }
     // A simple upload killed right after its 201.
-    let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
+    let demo = Demo::start_keyed(&data, KEY, &["--durability", durability]);
     let mut tally = Tally::default();
     let small = Bytes::from(pattern(100_000, 5));
     let r = client::put_whole(
@@ -127,7 +127,7 @@ async fn kill_after_every_answer(durability: &str) -> usize {
     assert_eq!(r.status, 201, "{}", r.body);
     demo.kill9();
     kills += 1;
-    let demo = Demo::start_with(&data, KEY, &["--durability", durability], &[]);
+    let demo = Demo::start_keyed(&data, KEY, &["--durability", durability]);
     let (code, got) = client::get(
         &http,
         &demo.url("durable/small.bin"),

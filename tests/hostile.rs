@@ -58,11 +58,10 @@ async fn closed_after(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_headers_are_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = Demo::start_with(
+    let demo = Demo::start_keyed(
         &dir.path().join("data"),
         KEY,
         &["--header-read-timeout", "1"],
-        &[],
     );
     let addr = demo.addr;
     let lorises: Vec<_> = (0..30)

@@ -21,11 +21,26 @@ impl DemoServer {
     /// Starts the demo server on `127.0.0.1:0` over `data` with key [`KEY`] and `extra`
     /// arguments, and waits for its `listening on http://ADDR` line.
     pub fn start(data: &Path, extra: &[&str]) -> DemoServer {
-        Self::start_with(data, KEY, extra, &[])
+        Self::start_keyed(data, KEY, extra)
     }
 
-    /// Like [`start`](Self::start), with another key and extra environment variables.
-    pub fn start_with(data: &Path, key: &str, extra: &[&str], env: &[(&str, &str)]) -> DemoServer {
+    /// [`start`](Self::start) with environment variables for the process (an S3 store's
+    /// `AWS_*`).
+    pub fn start_env(data: &Path, extra: &[&str], env: &[(String, String)]) -> DemoServer {
+        Self::start_with(data, KEY, extra, env)
+    }
+
+    /// Like [`start`](Self::start), with another key.
+    pub fn start_keyed(data: &Path, key: &str, extra: &[&str]) -> DemoServer {
+        Self::start_with(data, key, extra, &[] as &[(&str, &str)])
+    }
+
+    /// Like [`start`](Self::start), with another key and environment variables.
+    pub fn start_with<K, V>(data: &Path, key: &str, extra: &[&str], env: &[(K, V)]) -> DemoServer
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let mut child = Command::new(server_binary())
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -35,7 +50,7 @@ impl DemoServer {
             .arg(key)
             .args(extra)
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
