@@ -84,38 +84,22 @@ fn box_header(h: &[u8], left: u64) -> Option<([u8; 4], u64, u64)> {
     (len >= header).then_some((kind, len.min(left.max(header)), header))
 }
 
-/// A copy of `boxes` in which every sample-group description (`sgpd`, in `stbl` and `traf`)
-/// is turned into a `free` box, which `mp4_atom` skips. The facts never need sample groups,
-/// and `mp4_atom` 0.17 decodes an `sgpd` entry count of up to 2³² entries that may take no
-/// byte each: 854 bytes made it allocate gigabytes (found by the `probe_media` fuzz target;
-/// `fuzz/corpus/probe_media/regression-sgpd-entry-count`).
+/// A copy of `boxes` in which every sample-group description box (`sgpd`) is turned into a
+/// `free` box, which `mp4_atom` skips. The facts never need sample groups, and `mp4_atom`
+/// 0.17 decodes an `sgpd` entry count of up to 2³² entries that may take no byte each: 854
+/// bytes made it allocate gigabytes (found by the `probe_media` and `probe_mp4` fuzz targets;
+/// `fuzz/corpus/probe_{media,mp4}/regression-sgpd-*`). `mp4_atom` decodes child boxes of any
+/// type wherever it decodes children at all (an `sgpd` inside `stsd` or a sample entry
+/// counts too), so every `sgpd` type code is replaced, not only those where a well-formed
+/// file keeps them; a coincidental `sgpd` inside other data can only cost a fact.
 fn defused(boxes: &[u8]) -> Vec<u8> {
     let mut out = boxes.to_vec();
-    defuse(&mut out, 0);
-    out
-}
-
-fn defuse(boxes: &mut [u8], depth: u32) {
-    const CONTAINERS: [&[u8; 4]; 10] = [
-        b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf", b"udta", b"mvex", b"moof", b"traf",
-    ];
-    let mut at = 0usize;
-    while let Some((kind, len, header)) = box_header(&boxes[at..], (boxes.len() - at) as u64) {
-        let Ok(len) = usize::try_from(len) else {
-            return;
-        };
-        let end = at.saturating_add(len).min(boxes.len());
-        if &kind == b"sgpd" {
-            boxes[at + 4..at + 8].copy_from_slice(b"free");
-        } else if depth < 16 && CONTAINERS.contains(&&kind) {
-            // `header` is 8 or 16, within the box (`box_header` checked `len >= header`).
-            defuse(&mut boxes[at + header as usize..end], depth + 1);
-        }
-        if end <= at {
-            return;
-        }
-        at = end;
+    let mut at = 0;
+    while let Some(i) = out[at..].windows(4).position(|w| w == b"sgpd") {
+        out[at + i..at + i + 4].copy_from_slice(b"free");
+        at += i + 4;
     }
+    out
 }
 
 /// A short container name from the `ftyp` major brand.
@@ -470,17 +454,17 @@ mod tests {
     }
 
     #[test]
-    fn defuse_survives_bad_sizes() {
-        for bytes in [
-            &b"\0\0\0\x08trak"[..],
-            b"\0\0\0\x01trak\0\0\0\0\0\0\0\x04",
-            b"\0\0\0\0stbl\0\0\0\x0csgpd\0\0\0\0",
-            b"\xff\xff\xff\xfftrak",
-            b"",
-            b"\0\0",
-        ] {
-            let _ = defused(bytes);
-        }
+    fn every_sgpd_is_defused_wherever_it_sits() {
+        assert_eq!(defused(b""), b"");
+        assert_eq!(defused(b"sgp"), b"sgp");
+        assert_eq!(defused(b"sgpdsgpd"), b"freefree");
+        // Inside `stsd` (not a plain container: the fuzzer put it there).
+        let stsd = boxed(
+            b"stsd",
+            &[&[0u8; 8][..], &boxed(b"sgpd", &[0; 12])].concat(),
+        );
+        assert!(!defused(&stsd).windows(4).any(|w| w == b"sgpd"));
+        assert_eq!(defused(&stsd).len(), stsd.len());
     }
 
     #[test]
