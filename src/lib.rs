@@ -70,6 +70,7 @@ pub mod media;
 pub mod path;
 pub mod response;
 pub mod service;
+pub mod stack;
 pub mod storage;
 pub mod upload;
 

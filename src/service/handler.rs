@@ -124,7 +124,9 @@ where
         let terminal = self.terminal;
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
+        let span = crate::stack::request_span(&req, &route_path(&route, req.uri().path()));
+        let outer = span.clone();
+        let fut = async move {
             let style = ResponseStyle::negotiate(req.headers(), cfg.style);
             let facts = RequestFacts::of(&req);
             let answer = Answer::new(style, &facts);
@@ -137,10 +139,10 @@ where
                     _ => answer.error(&unauthenticated()),
                 },
                 Route::Upload(path) => {
-                    let (req, ended) = {
+                    let (req, seen) = {
                         let (parts, body) = req.into_parts();
-                        let (body, ended) = Tracked::new(body);
-                        (Request::from_parts(parts, body), ended)
+                        let (body, seen) = Tracked::new(body);
+                        (Request::from_parts(parts, body), seen)
                     };
                     let mut res = if req.extensions().get::<Verified>().is_none() {
                         answer.error(&unauthenticated())
@@ -149,7 +151,8 @@ where
                     } else {
                         crate::upload::put_whole(&cfg, req, path, &answer).await
                     };
-                    if !ended.load(std::sync::atomic::Ordering::Relaxed) {
+                    span.record("bytes", seen.bytes());
+                    if !seen.ended() {
                         // Answered without reading the whole body: the connection cannot
                         // carry another request; say so rather than let the client find out.
                         res.headers_mut()
@@ -176,8 +179,20 @@ where
                     }
                 }
             };
+            crate::stack::record_outcome(&span, &res);
             Ok(res.map(Either::Right))
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(fut, outer))
+    }
+}
+
+/// The path a request's span names: the file path (never the query, which may hold a
+/// signature), or the endpoint.
+fn route_path(route: &Route, uri_path: &str) -> String {
+    match route {
+        Route::Signatures => "signatures".to_owned(),
+        Route::Upload(path) | Route::Deliver(path) => path.to_string(),
+        Route::Refuse(_) => uri_path.to_owned(),
     }
 }
 
