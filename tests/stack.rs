@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use common::{data, kind, pattern, sha256};
-use http::{Request, StatusCode, header};
+use http::{Request, StatusCode};
 use serde_json::Value;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

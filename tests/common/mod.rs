@@ -581,6 +581,12 @@ pub fn bytes(v: &[u8]) -> Bytes {
 /// `target/<profile>/examples/server`, found from the running test binary
 /// (`target/<profile>/deps/<test>-<hash>`). `cargo test` builds the examples first.
 pub fn server_binary() -> std::path::PathBuf {
+    example_binary("server")
+}
+
+/// `target/<profile>/examples/<name>`, found from the running test binary
+/// (`target/<profile>/deps/<test>-<hash>`). `cargo test` builds every example first.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
         .parent()
@@ -588,10 +594,10 @@ pub fn server_binary() -> std::path::PathBuf {
         .expect("the test binary lives in target/<profile>/deps");
     let bin = profile_dir
         .join("examples")
-        .join(format!("server{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "the demo server binary {} is missing: run `cargo build --examples` first \
+        "the example binary {} is missing: run `cargo build --examples` first \
          (a plain `cargo test` builds it too)",
         bin.display()
     );
