@@ -7,7 +7,8 @@
 //! Flags: `--listen ADDR` (default 127.0.0.1:8080), `--data DIR` (default ./data),
 //! `--key KEY` (repeatable; else env `ITTYBIT_API_KEY`; else a random key, printed),
 //! `--base-url URL`, `--max-file-size BYTES`, `--max-request-size BYTES`, `--private`,
-//! `--legacy-signatures`, `--upload-ttl SECS` (default 86400), `--conditions JSON` (ittybit
+//! `--legacy-signatures`, `--upload-ttl SECS` (default 86400), `--session-ttl SECS` (upload-session
+//! keys, default 3600), `--conditions JSON` (ittybit
 //! upload conditions every upload must meet, e.g.
 //! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`). Prints
 //! `listening on http://ADDR` once it accepts connections.
@@ -23,7 +24,7 @@ use tower_uploads::{FsStorage, Uploads};
 
 const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
-[--upload-ttl SECS] [--conditions JSON]";
+[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON]";
 
 struct Args {
     listen: SocketAddr,
@@ -35,6 +36,7 @@ struct Args {
     private: bool,
     legacy_signatures: bool,
     upload_ttl: Option<u64>,
+    session_ttl: Option<u64>,
     conditions: Option<tower_uploads::conditions::Conditions>,
 }
 
@@ -49,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         private: false,
         legacy_signatures: false,
         upload_ttl: None,
+        session_ttl: None,
         conditions: None,
     };
     let mut it = std::env::args().skip(1);
@@ -80,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
             "--max-file-size" => args.max_file_size = Some(number(value("bytes")?, &name)?),
             "--max-request-size" => args.max_request_size = Some(number(value("bytes")?, &name)?),
             "--upload-ttl" => args.upload_ttl = Some(number(value("seconds")?, &name)?),
+            "--session-ttl" => args.session_ttl = Some(number(value("seconds")?, &name)?),
             "--conditions" => {
                 let json = value("a JSON document")?;
                 let parsed = tower_uploads::conditions::Conditions::parse(json.as_bytes())
@@ -160,6 +164,9 @@ async fn main() {
     }
     if let Some(secs) = args.upload_ttl {
         uploads = uploads.upload_ttl(Duration::from_secs(secs));
+    }
+    if let Some(secs) = args.session_ttl {
+        uploads = uploads.session_ttl(Duration::from_secs(secs));
     }
     let _sweeper = uploads.spawn_sweeper();
     let service = uploads.service();

@@ -58,5 +58,6 @@ mod verify;
 pub use crate::response::ResponseFuture;
 pub use keys::{ApiKey, KeySet};
 pub use layer::{AuthPolicy, Signature, SignatureLayer};
+pub(crate) use signer::keyed_mac as keyed_hmac;
 pub use signer::{SignedMethod, SignedUrl, Signer, signature};
 pub use verify::{Verified, Verifier, VerifyInput, Via};

@@ -49,6 +49,12 @@ pub enum ErrorKind {
     MetadataInvalid,
     /// 400: a missing or mismatched part in an upload-session assembly.
     PartInvalid,
+    /// 400: a `/store/single` body that is not `multipart/form-data` with a file part.
+    MultipartInvalid,
+    /// 409: an upload session's `alias` is already a file's path.
+    AliasTaken,
+    /// 422 (or the status the app chose): the app's completion hook rejected the upload.
+    UploadRejected,
     /// 400: a request body or query that cannot be parsed.
     BadRequest,
     /// 429: too many uploads in progress.
@@ -82,6 +88,9 @@ impl ErrorKind {
             ErrorKind::ConditionsInvalid => "conditions_invalid",
             ErrorKind::MetadataInvalid => "metadata_invalid",
             ErrorKind::PartInvalid => "part_invalid",
+            ErrorKind::MultipartInvalid => "multipart_invalid",
+            ErrorKind::AliasTaken => "alias_taken",
+            ErrorKind::UploadRejected => "upload_rejected",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::TooManyUploads => "too_many_uploads",
             ErrorKind::InternalError => "internal_error",
@@ -97,6 +106,7 @@ impl ErrorKind {
             | ErrorKind::ConditionsInvalid
             | ErrorKind::MetadataInvalid
             | ErrorKind::PartInvalid
+            | ErrorKind::MultipartInvalid
             | ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::TokenMissing | ErrorKind::TokenInvalid => StatusCode::UNAUTHORIZED,
             ErrorKind::SignatureInvalid | ErrorKind::SignatureExpired | ErrorKind::KeyInvalid => {
@@ -104,14 +114,16 @@ impl ErrorKind {
             }
             ErrorKind::FileNotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::RangeConflict => StatusCode::CONFLICT,
+            ErrorKind::RangeConflict | ErrorKind::AliasTaken => StatusCode::CONFLICT,
             ErrorKind::UploadGone => StatusCode::GONE,
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorKind::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RangeInvalid | ErrorKind::RangeNotSatisfiable => {
                 StatusCode::RANGE_NOT_SATISFIABLE
             }
-            ErrorKind::ConditionsFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::ConditionsFailed | ErrorKind::UploadRejected => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ErrorKind::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,

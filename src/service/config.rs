@@ -31,9 +31,18 @@ pub(crate) struct Config {
     /// The app's conditions on every upload.
     pub conditions: Option<Arc<crate::conditions::Conditions>>,
     pub upload_ttl: Duration,
+    /// Lifetime of upload-session keys (`POST /uploads`).
+    pub session_ttl: Duration,
+    /// The app's hooks.
+    pub hooks: Option<Arc<dyn crate::hooks::UploadHooks>>,
 }
 
 impl Config {
+    /// The app's hooks, if any.
+    pub fn hooks(&self) -> Option<&dyn crate::hooks::UploadHooks> {
+        self.hooks.as_deref()
+    }
+
     /// The public base URL for a request: the configured one, or `http://<Host><prefix>`.
     pub fn base_url(&self, headers: &HeaderMap) -> String {
         if let Some(base) = &self.base_url {

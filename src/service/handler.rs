@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::config::Config;
 use crate::auth::Verified;
-use crate::body::{BoxError, ResponseBody, Tracked};
+use crate::body::{BodySeen, BoxError, ResponseBody, Tracked};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
@@ -49,9 +49,21 @@ impl<S> Handler<S> {
 /// What a request under the prefix is (`None` from [`Handler::route`]: not ours).
 enum Route {
     Signatures,
+    /// `POST /uploads`: a new upload session.
+    CreateSession,
+    /// `POST /store/single`, `PUT`/`POST /store/resumable`: uploads with a session key.
+    Session(SessionCall),
     Upload(FilePath),
     Deliver(FilePath),
     Refuse(ApiError),
+}
+
+/// Which session endpoint a request is for.
+#[derive(Clone, Copy)]
+enum SessionCall {
+    Single,
+    Part,
+    Complete,
 }
 
 impl<S> Handler<S> {
@@ -60,11 +72,16 @@ impl<S> Handler<S> {
         let method = req.method();
         let not_ours = |err: ApiError| self.terminal.then_some(Route::Refuse(err));
         if *method == Method::POST {
-            return if rest == "/signatures" {
-                Some(Route::Signatures)
-            } else {
-                not_ours(method_not_allowed())
+            return match rest {
+                "/signatures" => Some(Route::Signatures),
+                "/uploads" => Some(Route::CreateSession),
+                "/store/single" => Some(Route::Session(SessionCall::Single)),
+                "/store/resumable" => Some(Route::Session(SessionCall::Complete)),
+                _ => not_ours(method_not_allowed()),
             };
+        }
+        if *method == Method::PUT && rest == "/store/resumable" {
+            return Some(Route::Session(SessionCall::Part));
         }
         let is_get = *method == Method::GET || *method == Method::HEAD;
         if *method != Method::PUT && !is_get {
@@ -82,7 +99,7 @@ impl<S> Handler<S> {
 fn method_not_allowed() -> ApiError {
     ApiError::new(
         ErrorKind::MethodNotAllowed,
-        "this endpoint accepts GET, HEAD and PUT on files, POST on /signatures",
+        "this endpoint accepts GET, HEAD and PUT on files, POST on /signatures, /uploads and /store/…",
     )
 }
 
@@ -138,12 +155,30 @@ where
                     }
                     _ => answer.error(&unauthenticated()),
                 },
-                Route::Upload(path) => {
-                    let (req, seen) = {
-                        let (parts, body) = req.into_parts();
-                        let (body, seen) = Tracked::new(body);
-                        (Request::from_parts(parts, body), seen)
+                Route::CreateSession => {
+                    let answer = Answer::new(ResponseStyle::Envelope, &facts);
+                    match req.extensions().get::<Verified>() {
+                        Some(v) if v.via == crate::auth::Via::Bearer => {
+                            crate::session::create(&cfg, req, &answer).await
+                        }
+                        _ => answer.error(&unauthenticated()),
+                    }
+                }
+                Route::Session(call) => {
+                    // The clients of this API read the envelope, whatever they send.
+                    let answer = Answer::new(ResponseStyle::Envelope, &facts);
+                    let (req, seen) = tracked(req);
+                    let mut res = match call {
+                        SessionCall::Single => crate::session::single(&cfg, req, &answer).await,
+                        SessionCall::Part => crate::session::put_part(&cfg, req, &answer).await,
+                        SessionCall::Complete => crate::session::complete(&cfg, req, &answer).await,
                     };
+                    span.record("bytes", seen.bytes());
+                    close_unless_read(&mut res, &seen);
+                    res
+                }
+                Route::Upload(path) => {
+                    let (req, seen) = tracked(req);
                     let mut res = if req.extensions().get::<Verified>().is_none() {
                         answer.error(&unauthenticated())
                     } else if req.headers().contains_key(header::CONTENT_RANGE) {
@@ -152,12 +187,7 @@ where
                         crate::upload::put_whole(&cfg, req, path, &answer).await
                     };
                     span.record("bytes", seen.bytes());
-                    if !seen.ended() {
-                        // Answered without reading the whole body: the connection cannot
-                        // carry another request; say so rather than let the client find out.
-                        res.headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
+                    close_unless_read(&mut res, &seen);
                     res
                 }
                 Route::Deliver(path) => {
@@ -172,8 +202,32 @@ where
                     .await
                     {
                         Ok(res) => res,
-                        Err(e) if e.kind() == ErrorKind::FileNotFound && !terminal => {
-                            return Ok(inner.call(req).await?.map(Either::Left));
+                        Err(e) if e.kind() == ErrorKind::FileNotFound => {
+                            // `<media id>/original` of a media published under its alias.
+                            let aliased = match crate::session::resolve_media(&cfg, &path).await {
+                                Some(target) => Some(
+                                    crate::delivery::deliver(
+                                        &*cfg.storage,
+                                        &target,
+                                        req.method(),
+                                        req.headers(),
+                                        style,
+                                        &facts,
+                                    )
+                                    .await,
+                                ),
+                                None => None,
+                            };
+                            match aliased {
+                                Some(Ok(res)) => res,
+                                Some(Err(e2)) if e2.kind() != ErrorKind::FileNotFound => {
+                                    with_allow(answer.error(&e2), &e2)
+                                }
+                                _ if !terminal => {
+                                    return Ok(inner.call(req).await?.map(Either::Left));
+                                }
+                                _ => with_allow(answer.error(&e), &e),
+                            }
                         }
                         Err(e) => with_allow(answer.error(&e), &e),
                     }
@@ -192,7 +246,24 @@ fn route_path(route: &Route, uri_path: &str) -> String {
     match route {
         Route::Signatures => "signatures".to_owned(),
         Route::Upload(path) | Route::Deliver(path) => path.to_string(),
-        Route::Refuse(_) => uri_path.to_owned(),
+        // Session endpoints: the path only; their `key` is in the query.
+        Route::CreateSession | Route::Session(_) | Route::Refuse(_) => uri_path.to_owned(),
+    }
+}
+
+/// The request with a body that records whether it was read to its end, and how much of it.
+fn tracked<B: Body>(req: Request<B>) -> (Request<Tracked<B>>, std::sync::Arc<BodySeen>) {
+    let (parts, body) = req.into_parts();
+    let (body, seen) = Tracked::new(body);
+    (Request::from_parts(parts, body), seen)
+}
+
+/// Answered without reading the whole body: the connection cannot carry another request;
+/// say so rather than let the client find out.
+fn close_unless_read(res: &mut Response<ResponseBody>, seen: &BodySeen) {
+    if !seen.ended() {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

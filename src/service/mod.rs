@@ -35,6 +35,7 @@ use tower_service::Service;
 use crate::auth::{ApiKey, AuthPolicy, KeySet, Signature, Verifier};
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Conditions;
+use crate::hooks::{Accept, Completion, OnComplete, Rejection, UploadHooks};
 use crate::response::ResponseStyle;
 use crate::storage::Storage;
 use config::{Config, normalize_prefix};
@@ -55,6 +56,8 @@ pub struct Uploads {
     leeway_secs: u64,
     signature_ttl: Duration,
     upload_ttl: Duration,
+    session_ttl: Duration,
+    hooks: Option<Arc<dyn UploadHooks>>,
     conditions: Option<Arc<Conditions>>,
 }
 
@@ -92,6 +95,8 @@ impl Uploads {
             leeway_secs: 0,
             signature_ttl: Duration::from_secs(3600),
             upload_ttl: Duration::from_secs(24 * 3600),
+            session_ttl: Duration::from_secs(3600),
+            hooks: None,
             conditions: None,
         }
     }
@@ -167,6 +172,32 @@ impl Uploads {
         self
     }
 
+    /// How long the key of an upload session (`POST /uploads`, PROTOCOL §7) stays valid
+    /// (default 1 h). Sessions and their unassembled parts are swept one
+    /// [`upload_ttl`](Self::upload_ttl) after that.
+    pub fn session_ttl(mut self, ttl: Duration) -> Uploads {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// The app's [hooks](crate::hooks): decide on complete uploads (accept, add metadata,
+    /// reject), learn of published files, received chunks and expired uploads.
+    pub fn hooks(mut self, hooks: impl UploadHooks) -> Uploads {
+        self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// A completion hook from a closure: called once per complete upload before it is
+    /// published; `Ok(Accept)` publishes it (with the metadata added), `Err(Rejection)`
+    /// discards it and answers the rejection. Replaces any [`hooks`](Self::hooks).
+    pub fn on_complete<F, Fut>(self, hook: F) -> Uploads
+    where
+        F: Fn(Completion) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Accept, Rejection>> + Send + 'static,
+    {
+        self.hooks(OnComplete(hook))
+    }
+
     /// Conditions every upload must meet (PROTOCOL §5), checked as early as the bytes
     /// allow: `filesize` before the body, `kind`/`mimetype`/`width`/`height` on the first
     /// bytes, the rest on the complete file. A failing upload is answered 422
@@ -182,11 +213,17 @@ impl Uploads {
     }
 
     /// Starts the background task that discards incomplete uploads idle for longer than the
-    /// [`upload_ttl`](Self::upload_ttl) and frees their bytes (checking every TTL / 4, at most
+    /// [`upload_ttl`](Self::upload_ttl) and frees their bytes, and upload sessions expired
+    /// for longer than that (checking every TTL / 4, at most
     /// every minute). Needs a tokio runtime; abort the handle to stop it.
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let every = (self.upload_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        crate::upload::spawn_sweeper(self.storage.clone(), self.upload_ttl, every)
+        crate::upload::spawn_sweeper_with(
+            self.storage.clone(),
+            self.upload_ttl,
+            every,
+            self.hooks.clone(),
+        )
     }
 
     fn parts(&self) -> (Arc<Config>, AuthPolicy) {
@@ -209,6 +246,8 @@ impl Uploads {
             style: self.style,
             signature_ttl: self.signature_ttl,
             upload_ttl: self.upload_ttl,
+            session_ttl: self.session_ttl,
+            hooks: self.hooks.clone(),
             conditions: self.conditions.clone(),
         };
         (Arc::new(cfg), policy)

@@ -224,6 +224,11 @@ impl Sha256Check {
         self.hasher.update(bytes);
     }
 
+    /// The SHA-256 of the bytes hashed so far (whatever was expected).
+    pub fn into_digest(self) -> [u8; 32] {
+        self.hasher.finalize().into()
+    }
+
     /// Whether the bytes hashed so far have the expected digest (compared in constant time).
     pub fn finish(self) -> bool {
         let actual: [u8; 32] = self.hasher.finalize().into();

@@ -11,7 +11,7 @@ mod resumable;
 mod simple;
 mod sweeper;
 
-pub use sweeper::{SweepReport, spawn_sweeper, sweep};
+pub use sweeper::{SweepReport, spawn_sweeper, spawn_sweeper_with, sweep, sweep_with};
 
 pub(crate) use resumable::put_chunk;
 pub(crate) use simple::put_whole;
@@ -154,7 +154,7 @@ pub(crate) fn head_check<'a>(
 /// (an MP4 or WebM with only audio is `audio`, an Ogg with Theora is `video`) are judged on
 /// the complete file; a head shorter than the sniff window settles only media identified by
 /// magic bytes (XML may yet be SVG, unrecognised bytes may yet be recognised).
-fn settled_by_head(facts: &MediaFacts, full_head: bool) -> bool {
+pub(crate) fn settled_by_head(facts: &MediaFacts, full_head: bool) -> bool {
     let container = matches!(
         facts.mime_type.as_str(),
         "video/mp4"

@@ -539,6 +539,15 @@ where
     };
     tracing::debug!(path = %path, start = covered.start, end = covered.end, total, "chunk received");
     if !RangeSet::new(received.clone()).covers(total) {
+        if let Some(h) = cfg.hooks() {
+            h.on_chunk(&crate::hooks::ChunkEvent {
+                path: path.clone(),
+                range: covered.clone(),
+                total,
+                received: received.iter().map(|r| r.end - r.start).sum(),
+            })
+            .await;
+        }
         return Ok(progress(answer, total, &received));
     }
     let (claimed, file) = finalize(cfg, &parts.headers, path, &info.id, total, &conditions).await?;
@@ -599,7 +608,15 @@ async fn finalize(
             match cfg.storage.claim(&id).await? {
                 Claim::Won => match publish(&cfg, &headers, &path, &id, total, &conditions).await {
                     Ok(file) => Ok(Some(file)),
-                    Err(e) if e.kind() == ErrorKind::ConditionsFailed => Err(e), // discarded
+                    // Discarded: nothing to finish later.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::ConditionsFailed | ErrorKind::UploadRejected
+                        ) =>
+                    {
+                        Err(e)
+                    }
                     Err(e) => {
                         // Let a later request (a retry, a status query) finish it.
                         if let Err(e) = cfg.storage.unclaim(&id).await {
@@ -635,7 +652,13 @@ async fn publish(
             cfg.storage.abort(id).await?;
             return Err(e);
         }
-        let record = new_record(cfg, headers, path, total, &facts, id);
+        let mut record = new_record(cfg, headers, path, total, &facts, id);
+        if let Err(e) =
+            crate::hooks::decide(cfg.hooks(), &mut record.file, path, headers, None).await
+        {
+            cfg.storage.abort(id).await?;
+            return Err(e);
+        }
         let attributes = serde_json::to_vec(&record)
             .map_err(|e| ApiError::internal(&e))?
             .into();
@@ -650,7 +673,10 @@ async fn publish(
     .await;
     match &result {
         Ok(file) => {
-            tracing::info!(path = %path, bytes = total, kind = %file.kind, "upload assembled and published")
+            tracing::info!(path = %path, bytes = total, kind = %file.kind, "upload assembled and published");
+            if let Some(h) = cfg.hooks() {
+                h.on_published(file).await;
+            }
         }
         Err(e) => tracing::warn!(path = %path, error = %e, "could not publish a complete upload"),
     }

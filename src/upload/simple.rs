@@ -102,7 +102,13 @@ where
         guard.abort().await;
         return Err(e);
     }
-    let record = new_record(cfg, &parts.headers, path, size, &facts, &upload.id);
+    let mut record = new_record(cfg, &parts.headers, path, size, &facts, &upload.id);
+    if let Err(e) =
+        crate::hooks::decide(cfg.hooks(), &mut record.file, path, &parts.headers, None).await
+    {
+        guard.abort().await;
+        return Err(e);
+    }
     let attributes = serde_json::to_vec(&record)
         .map_err(|e| ApiError::internal(&e))?
         .into();
@@ -115,6 +121,9 @@ where
         Ok(_) => {
             guard.disarm();
             tracing::info!(path = %path, bytes = size, kind = %record.file.kind, "file published");
+            if let Some(h) = cfg.hooks() {
+                h.on_published(&record.file).await;
+            }
             Ok(file_response(answer, StatusCode::CREATED, &record.file))
         }
         Err(e) => {

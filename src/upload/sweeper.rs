@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::hooks::{ExpiredEvent, UploadHooks};
 use crate::storage::{Storage, StorageResult};
 
 /// What one sweep did.
@@ -13,10 +14,22 @@ pub struct SweepReport {
     pub swept: usize,
     /// Uploads still within their TTL.
     pub kept: usize,
+    /// Upload sessions discarded (expired more than the TTL ago), with their parts.
+    pub sessions: usize,
 }
 
-/// Discards every upload whose last activity is older than `ttl`.
+/// Discards every upload whose last activity is older than `ttl`, and every upload session
+/// ([`crate::session`]) whose key expired more than `ttl` ago.
 pub async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult<SweepReport> {
+    sweep_with(storage, ttl, None).await
+}
+
+/// [`sweep`], telling `hooks` of every discarded upload and session.
+pub async fn sweep_with(
+    storage: &dyn Storage,
+    ttl: Duration,
+    hooks: Option<&dyn UploadHooks>,
+) -> StorageResult<SweepReport> {
     let now = SystemTime::now();
     let mut report = SweepReport::default();
     for upload in storage.list_uploads().await? {
@@ -25,8 +38,28 @@ pub async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult<SweepR
             storage.abort(&upload.id).await?;
             tracing::info!(upload = %upload.id, path = ?upload.path, idle_secs = idle.as_secs(), "expired upload swept");
             report.swept += 1;
+            if let Some(h) = hooks {
+                h.on_expired(&ExpiredEvent {
+                    upload: Some(upload.id.clone()),
+                    path: upload.path.clone(),
+                    session: None,
+                })
+                .await;
+            }
         } else {
             report.kept += 1;
+        }
+    }
+    let sessions = crate::session::sweep_sessions(storage, ttl).await?;
+    report.sessions = sessions.len();
+    if let Some(h) = hooks {
+        for id in sessions {
+            h.on_expired(&ExpiredEvent {
+                upload: None,
+                path: None,
+                session: Some(id),
+            })
+            .await;
         }
     }
     Ok(report)
@@ -38,12 +71,22 @@ pub fn spawn_sweeper(
     ttl: Duration,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_sweeper_with(storage, ttl, every, None)
+}
+
+/// [`spawn_sweeper`] with hooks told of what is discarded.
+pub fn spawn_sweeper_with(
+    storage: Arc<dyn Storage>,
+    ttl: Duration,
+    every: Duration,
+    hooks: Option<Arc<dyn UploadHooks>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = sweep(&*storage, ttl).await {
+            if let Err(e) = sweep_with(&*storage, ttl, hooks.as_deref()).await {
                 tracing::warn!(error = %e, "sweep failed");
             }
         }
@@ -65,10 +108,24 @@ mod tests {
             .await
             .unwrap();
         let report = sweep(&storage, Duration::from_secs(3600)).await.unwrap();
-        assert_eq!(report, SweepReport { swept: 0, kept: 1 });
+        assert_eq!(
+            report,
+            SweepReport {
+                swept: 0,
+                kept: 1,
+                sessions: 0
+            }
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
         let report = sweep(&storage, Duration::from_millis(10)).await.unwrap();
-        assert_eq!(report, SweepReport { swept: 1, kept: 0 });
+        assert_eq!(
+            report,
+            SweepReport {
+                swept: 1,
+                kept: 0,
+                sessions: 0
+            }
+        );
         assert!(storage.find_upload(&path).await.unwrap().is_none());
         let again = storage
             .open_upload(&path, UploadSpec::Resumable { total: 10 })

@@ -1,8 +1,9 @@
 // The runner behind run.sh: for each test file, start the server it names, run it, stop the
-// server. A test file starts with a line `// server: <example> [flags…]`; the runner adds
-// `--listen 127.0.0.1:0 --data <fresh dir> --key <random>` and passes the test, in its
-// environment: BASE_URL (http://127.0.0.1:<port>), DATA_DIR, API_KEY, SERVER_LOG (the
-// server's stderr so far, a file), BROWSER_ARTIFACTS (where to put screenshots).
+// server. A test is any tests/browser/*.mjs whose first line is `// server: <example>
+// [flags…]`; the runner adds `--listen 127.0.0.1:0 --data <fresh dir> --key <random>` and
+// passes the test, in its environment: BASE_URL (http://127.0.0.1:<port>), DATA_DIR, API_KEY,
+// SERVER_LOG (the server's stderr so far, a file), BROWSER_ARTIFACTS (where to put
+// screenshots); also as BASE, KEY and SCREENSHOT_DIR.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, openSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 
 const here = new URL('.', import.meta.url).pathname;
+const SERVER_LINE = /^\/\/ server: (\S+)(.*)$/;
 const examples = process.env.EXAMPLES_DIR;
 const artifacts = process.env.BROWSER_ARTIFACTS;
 if (!examples || !artifacts) {
@@ -19,11 +21,12 @@ if (!examples || !artifacts) {
 
 const tests = process.argv.length > 2
   ? process.argv.slice(2).map((t) => resolve(t))
-  : readdirSync(here).filter((f) => f.endsWith('.test.mjs')).sort().map((f) => join(here, f));
+  : readdirSync(here).filter((f) => f.endsWith('.mjs')).sort().map((f) => join(here, f))
+    .filter((f) => SERVER_LINE.test(readFileSync(f, 'utf8').split('\n', 1)[0]));
 
 function serverLine(file) {
-  const m = readFileSync(file, 'utf8').match(/^\/\/ server: (\S+)(.*)$/m);
-  if (!m) throw new Error(`${file}: no "// server: <example>" line`);
+  const m = SERVER_LINE.exec(readFileSync(file, 'utf8').split('\n', 1)[0]);
+  if (!m) throw new Error(`${file}: its first line is not "// server: <example> [flags…]"`);
   return { example: m[1], flags: m[2].trim() ? m[2].trim().split(/\s+/) : [] };
 }
 
@@ -56,7 +59,7 @@ function run(file, env) {
 
 let failed = 0;
 for (const file of tests) {
-  const name = basename(file, '.test.mjs');
+  const name = basename(file).replace(/(\.test)?\.mjs$/, '');
   const { example, flags } = serverLine(file);
   const log = join(artifacts, `${name}.server.log`);
   console.log(`---- ${name} (server: ${example} ${flags.join(' ')}) ----`);
@@ -71,6 +74,9 @@ for (const file of tests) {
       API_KEY: server.key,
       SERVER_LOG: log,
       BROWSER_ARTIFACTS: artifacts,
+      BASE: server.base,
+      KEY: server.key,
+      SCREENSHOT_DIR: artifacts,
     });
   } catch (e) {
     console.error(`${name}: ${e.message}`);

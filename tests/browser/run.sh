@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Headless-Chromium tests: tests/browser/run.sh [TEST.test.mjs ...]
 #
-# Runs every tests/browser/*.test.mjs (or the ones named), each against a fresh server that
-# the runner starts (run.mjs: an example binary on 127.0.0.1:0 with a temporary data dir and
-# a random key, named by the test's `// server: <example> [flags…]` line). Needs Debian's
+# Runs every tests/browser/*.mjs whose first line is `// server: <example> [flags…]` (or the
+# files named), each against a fresh server that the runner starts (run.mjs: that example
+# binary on 127.0.0.1:0 with a temporary data dir and a random key). Needs Debian's
 # /usr/bin/chromium (or $CHROMIUM) and node; installs playwright-core from package-lock.json
 # when node_modules is missing.
 #
@@ -11,6 +11,8 @@
 # built here if missing or stale), CARGO_TARGET_DIR, BROWSER_ARTIFACTS (screenshots and
 # server logs; default <target>/browser).
 set -euo pipefail
+tests=()
+for t in "$@"; do [[ $t == /* ]] && tests+=("$t") || tests+=("$PWD/$t"); done
 cd "$(dirname "$0")"
 ROOT=$(cd ../.. && pwd)
 PROFILE=${BROWSER_PROFILE:-release}
@@ -31,4 +33,4 @@ command -v node >/dev/null || { echo "node is missing" >&2; exit 1; }
 export EXAMPLES_DIR=$TARGET/$PROFILE/examples
 export BROWSER_ARTIFACTS=${BROWSER_ARTIFACTS:-$TARGET/browser}
 mkdir -p "$BROWSER_ARTIFACTS"
-exec node run.mjs "$@"
+exec node run.mjs "${tests[@]}"

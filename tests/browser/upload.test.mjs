@@ -68,8 +68,20 @@ try {
   });
   page.on('pageerror', (e) => log('page error:', e.message));
 
+  // Loopback pushes a whole chunk into socket buffers before the first progress event, so
+  // the first chunks go at an emulated 12 MB/s: progress events come while bodies are on
+  // their way, and the abort lands mid-body. Full speed once the fault happened.
+  const cdp = await context.newCDPSession(page);
+  const throttle = (bytesPerSec) => cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: bytesPerSec,
+  });
+  await cdp.send('Network.enable');
+  await throttle(12e6);
+
   await page.goto(`${env.base}/?chunk=${CHUNK}&parallel=3`);
   await page.setInputFiles('#file', file);
+  await page.waitForFunction(() => sessionStorage.getItem('fault-at'), null, { timeout: 60000, polling: 20 });
+  await throttle(-1);
 
   // Until the fault happened, the page retried, and 40 % is on the server.
   await page.waitForFunction(

@@ -29,6 +29,8 @@ pub const KEY: &str = "test-key-primary";
 /// The bookkeeping directory of `FsStorage`.
 pub const RESERVED: &str = ".tower-uploads";
 
+pub mod process;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A running server: the `Uploads` service over an `FsStorage` in a temporary directory.
@@ -584,8 +586,7 @@ pub fn server_binary() -> std::path::PathBuf {
     example_binary("server")
 }
 
-/// `target/<profile>/examples/<name>`, found from the running test binary
-/// (`target/<profile>/deps/<test>-<hash>`). `cargo test` builds every example first.
+/// `target/<profile>/examples/<name>` (see [`server_binary`]).
 pub fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe

@@ -1,0 +1,97 @@
+//! Upload sessions (PROTOCOL.md §7): ittybit's earlier upload API, by which an app hands a
+//! browser a one-time upload URL.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST <base>/uploads` (bearer) `{resumable?, conditions?, alias?, metadata?}` | 200, `data: {id, url, expiry}` |
+//! | `POST <base>/store/single?key=K`, `multipart/form-data` with a part `file` | 200, `data`: the [`MediaObject`] |
+//! | `PUT <base>/store/resumable?key=K`, `X-Upload-Index: i`, the part's bytes | 200, `data: {index, etag}` |
+//! | `POST <base>/store/resumable?key=K`, `{"parts": [{index, etag}, …]}` | 200, `data`: the [`MediaObject`] |
+//!
+//! These endpoints always answer in the envelope (`{meta, data, error, links}`) that the
+//! clients of this API read, whatever `Accept-Version` says.
+//!
+//! - **Keys** ([`SessionKey`]) are HMACs over the session id, expiry and kind, verified with
+//!   any key of the app's key set; a tampered key is 403 `key_invalid`, an expired one 410
+//!   `upload_gone`. The session itself (conditions, alias, metadata) is a record in the
+//!   [`Storage`](crate::storage::Storage) (`sessions/<id>`), so any process sharing the
+//!   storage serves it.
+//! - **Single use**: the upload that completes first creates the record
+//!   `sessions/<id>/done` (create-only, exactly once across processes) before its file is
+//!   published; every later use is 410 `upload_gone`. An upload refused by its conditions
+//!   (422) does not spend the key.
+//! - **Multipart** bodies stream through [`multer`] into the storage (bounded memory); the
+//!   part named `file` (else the first part with a filename) is stored, other parts are read
+//!   and ignored (each within the file-size limit, all within the request limit). A `Content-Type: multipart/form-data` without a
+//!   boundary (what ittybit's XHR snippet makes browsers send) is read from the body's first
+//!   line.
+//! - **Parts** are kept as private uploads of the storage, one record each
+//!   (`sessions/<id>/parts/<i>`: upload, size, SHA-256 etag); a retried part replaces the
+//!   previous one. Assembly copies each listed part once into a new upload, in ascending
+//!   index order, then publishes it as any upload is published (a `rename` on
+//!   [`FsStorage`](crate::storage::FsStorage)). An **empty assembly body** assembles every
+//!   uploaded part, numbered from 0 without gaps: ittybit's reference snippet puts its JSON
+//!   inside `headers`, so its request arrives without a body.
+//! - **Media URL**: the file is published at `<alias>` when the session has one (create-only:
+//!   an existing file there is 409 `alias_taken`), else at `<media id>/original`;
+//!   `<media id>/original` of an aliased media is resolved through the record
+//!   `media/<media id>`. Both deliver the bytes like any file.
+//! - **Expiry**: session records, and the parts of sessions that were never completed, are
+//!   swept by [`sweep`](crate::upload::sweep) one upload TTL after the key expired.
+
+mod api;
+pub mod key;
+pub mod model;
+pub mod multipart;
+
+pub use key::{KeyError, SessionKey};
+pub use model::{CreateSession, MediaObject, PartRef, SourceObject};
+
+pub(crate) use api::{complete, create, put_part, resolve_media, single};
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::storage::{RecordKey, Storage, StorageResult, UploadId};
+use model::{PartRecord, SessionRecord};
+
+/// Discards sessions whose key expired more than `grace` ago: their part uploads, part
+/// records, `done` marker and session record. Returns the ids of the discarded sessions.
+pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageResult<Vec<String>> {
+    let root = RecordKey::new("sessions").expect("a valid record key");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut by_session: BTreeMap<String, Vec<RecordKey>> = BTreeMap::new();
+    for k in storage.list_records(&root).await? {
+        if let Some(id) = k.as_str().split('/').nth(1)
+            && api::valid_session_id(id)
+        {
+            by_session.entry(id.to_owned()).or_default().push(k);
+        }
+    }
+    let mut swept = Vec::new();
+    for (id, keys) in by_session {
+        let session_key = root.join(&id).expect("a valid record key");
+        let expired = match storage.get_record(&session_key).await? {
+            Some(b) => serde_json::from_slice::<SessionRecord>(&b)
+                .map_or(true, |r| r.expiry.saturating_add(grace.as_secs()) < now),
+            None => true, // parts of a session whose record is gone
+        };
+        if !expired {
+            continue;
+        }
+        for k in keys.iter().filter(|k| **k != session_key) {
+            if let Some(b) = storage.get_record(k).await?
+                && let Ok(part) = serde_json::from_slice::<PartRecord>(&b)
+            {
+                storage.abort(&UploadId(part.upload)).await?;
+            }
+            storage.delete_record(k).await?;
+        }
+        storage.delete_record(&session_key).await?;
+        tracing::info!(session = %id, "expired upload session swept");
+        swept.push(id);
+    }
+    Ok(swept)
+}

@@ -1,0 +1,82 @@
+//! The demo server (`examples/server.rs`) as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{KEY, server_binary};
+
+/// A running demo server, killed (SIGKILL) when dropped.
+pub struct DemoServer {
+    /// The child process.
+    pub child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl DemoServer {
+    /// Starts the demo server on `127.0.0.1:0` over `data` with key [`KEY`] and `extra`
+    /// arguments, and waits for its `listening on http://ADDR` line.
+    pub fn start(data: &Path, extra: &[&str]) -> DemoServer {
+        let mut child = Command::new(server_binary())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data)
+            .arg("--key")
+            .arg(KEY)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the demo server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads every line until the process ends (so that it never writes to a closed pipe).
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("the demo server printed no line ({e}); exit: {status:?}");
+            }
+        };
+        let Some(addr) = line.strip_prefix("listening on http://") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first line of the demo server: {line:?}");
+        };
+        let addr: std::net::SocketAddr = addr.trim().parse().expect("an address");
+        DemoServer {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// The peak resident set size (`VmHWM`) of the process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}
+
+impl Drop for DemoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
