@@ -125,6 +125,10 @@
 //! | `PUT <path>`, `Content-Range: bytes */<total>`, empty body (status query) | same | `202` with the received ranges (empty when unknown), or `200` File object when complete |
 //! | `GET` / `HEAD <path>` (`Range`, `If-None-Match`, `If-Modified-Since`, `If-Range`) | none; bearer or a `get` signed URL with [`Uploads::private`](crate::Uploads::private) | `200`, `206`, `304`, `416`, streamed |
 //! | `POST <prefix>/signatures`, JSON `{filename, folder?, expiry?, method?}` | bearer only | `200` `{domain, filename, folder, expiry, method, signature, url}` |
+//! | `POST /uploads` `{resumable?, conditions?, alias?, metadata?}` (upload session) | bearer only | `200` envelope; `data.url` = `/store/single?key=K` or `/store/resumable?key=K` |
+//! | `POST /store/single?key=K`, `multipart/form-data` with a `file` part | the session key | `200` Media object |
+//! | `PUT /store/resumable?key=K`, `X-Upload-Index: i`, the part | the session key | `200` `{index, etag}` (any order, retries: the last wins) |
+//! | `POST /store/resumable?key=K` `{parts: [{index, etag}, …]}` | the session key | `200` Media object; a used or expired key: `410 upload_gone` |
 //!
 //! Request headers on uploads: `Content-Digest: sha-256=:<base64>:` (verified before a chunk
 //! counts; `400 digest_mismatch`), `If-None-Match: *` (create only) and `If-Match: <etag>`
@@ -135,11 +139,12 @@
 //!
 //! | status | `kind` | when |
 //! |---|---|---|
-//! | 400 | `path_invalid`, `range_invalid` (length mismatch), `digest_mismatch`, `bad_request` | malformed input; a body that ended early |
+//! | 400 | `path_invalid`, `range_invalid` (length mismatch), `digest_mismatch`, `part_invalid`, `metadata_invalid`, `bad_request` | malformed input; a body that ended early |
 //! | 401 | `token_missing`, `token_invalid` | no credentials; an unknown bearer key |
-//! | 403 | `signature_invalid`, `signature_expired` | a bad or expired signed URL |
+//! | 403 | `signature_invalid`, `signature_expired`, `key_invalid` | a bad or expired signed URL; a tampered session key |
 //! | 404 | `file_not_found` | nothing stored there |
 //! | 409 | `range_conflict` | a chunk's total differs from its upload's |
+//! | 410 | `upload_gone` | an upload-session key used or expired |
 //! | 412 | `precondition_failed` | `If-None-Match` / `If-Match` |
 //! | 413 | `file_too_large` | `Content-Length`, a chunk or a total over the limits |
 //! | 416 | `range_invalid`, `range_not_satisfiable` | a bad `Content-Range`; a `Range` past the end |

@@ -70,6 +70,18 @@ impl Server {
     fn bearer(&self) -> String {
         format!("Bearer {}", self.key)
     }
+
+    /// `PUT <uri_path>` with the bearer key, a `Content-Range` and `body`.
+    async fn chunk(&self, uri_path: &str, range: &str, body: &[u8]) -> reqwest::Response {
+        common::client()
+            .put(self.url(uri_path))
+            .header("authorization", self.bearer())
+            .header("content-range", range)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("PUT")
+    }
 }
 
 fn cors() -> CorsLayer {
@@ -224,13 +236,9 @@ async fn stalled_chunk(server: &Server, path: &str, total: usize) -> common::Raw
 
 /// What the status query says is received of `path` (inclusive pairs), or the status.
 async fn received(server: &Server, path: &str, total: usize) -> (u16, Value) {
-    let res = common::client()
-        .put(server.url(&format!("files/{path}")))
-        .header("authorization", server.bearer())
-        .header("content-range", format!("bytes */{total}"))
-        .send()
-        .await
-        .unwrap();
+    let res = server
+        .chunk(&format!("files/{path}"), &format!("bytes */{total}"), b"")
+        .await;
     let (status, _, body) = common::json(res).await;
     (status, data(&body)["ranges"].clone())
 }
@@ -266,14 +274,7 @@ async fn timeouts_cancel_a_stalled_chunk_without_counting_it() {
             ("bytes 0-999/2000", &body[..1000]),
             ("bytes 1000-1999/2000", &body[1000..]),
         ] {
-            let res = common::client()
-                .put(server.url("files/slow.bin"))
-                .header("authorization", server.bearer())
-                .header("content-range", range)
-                .body(part.to_vec())
-                .send()
-                .await
-                .unwrap();
+            let res = server.chunk("files/slow.bin", range, part).await;
             assert!(res.status().is_success(), "{range}: {}", res.status());
         }
         assert_eq!(std::fs::read(server.data.join("slow.bin")).unwrap(), body);
@@ -365,9 +366,10 @@ impl Write for Capture {
 }
 
 /// The recommended `TraceLayer` + the crate's spans: the fields are there (path, range,
-/// bytes, status, outcome) and neither the key nor any signature appears anywhere in the
-/// output at TRACE level, whatever the request did (signed PUT, bearer chunks, status
-/// query, forged signature, wrong key, signatures API, signed GET).
+/// bytes, status, outcome) and neither the key nor any signature or session key appears
+/// anywhere in the output at TRACE level, whatever the request did (signed PUT, bearer
+/// chunks, status query, forged signature, wrong key, signatures API, upload session, signed
+/// GET).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracing_fields_without_secrets() {
     let log = captured();
@@ -415,14 +417,7 @@ async fn tracing_fields_without_secrets() {
         ("bytes */5000", &body[..0]),
         ("bytes 3000-4999/5000", &body[3000..]),
     ] {
-        let res = common::client()
-            .put(server.url("files/traced/chunked.bin"))
-            .header("authorization", server.bearer())
-            .header("content-range", range)
-            .body(part.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let res = server.chunk("files/traced/chunked.bin", range, part).await;
         assert!(res.status().is_success());
     }
     // A forged signature, a wrong key.
@@ -454,6 +449,26 @@ async fn tracing_fields_without_secrets() {
     let (status, _, doc) = common::json(res).await;
     assert_eq!(status, 200);
     secrets.push(doc["signature"].as_str().unwrap().to_owned());
+    // An upload session: its key travels in the query of the store URLs.
+    let res = common::client()
+        .post(server.url("files/uploads"))
+        .header("authorization", server.bearer())
+        .body(r#"{"resumable": true}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, doc) = common::json(res).await;
+    assert_eq!(status, 200, "{doc}");
+    let store = data(&doc)["url"].as_str().unwrap().to_owned();
+    secrets.push(store.rsplit_once("key=").unwrap().1.to_owned());
+    let res = common::client()
+        .put(&store)
+        .header("x-upload-index", "0")
+        .body(pattern(1000, 9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     let get = signed("traced/signed.bin", SignedMethod::Get);
     secrets.push(signature_of(&get));
     let res = common::client().get(&get).send().await.unwrap();
