@@ -14,7 +14,7 @@
 //! - **Keys** ([`SessionKey`]) are HMACs over the session id, expiry and kind, verified with
 //!   any key of the app's key set; a tampered key is 403 `key_invalid`, an expired one 410
 //!   `upload_gone`. The session itself (conditions, alias, metadata) is a record in the
-//!   [`Storage`](crate::storage::Storage) (`sessions/<id>`), so any process sharing the
+//!   [`Storage`] (`sessions/<id>`), so any process sharing the
 //!   storage serves it.
 //! - **Single use**: the upload that completes first creates the record
 //!   `sessions/<id>/done` (create-only, exactly once across processes) before its file is
