@@ -14,12 +14,15 @@
 //! previewed from its `url`).
 //!
 //! The stack is the one `tower_uploads::stack` recommends: a `TraceLayer` that logs redacted
-//! URIs, a request-body timeout, and the upload service nested under `/files`.
+//! URIs, a `CorsLayer` that lets the page's origin upload, a request-body timeout, and the
+//! upload service nested under `/files`.
 //!
 //! Flags: `--listen ADDR` (default 127.0.0.1:3000; port 0 picks one), `--data DIR` (default
-//! ./data), `--key KEY` (else env `ITTYBIT_API_KEY`, else a random one). Prints
+//! ./data), `--key KEY` (else env `ITTYBIT_API_KEY`, else a random one), `--files-host HOST`
+//! (the host name in the upload URLs, default the listen IP: with `localhost` the page at
+//! `http://127.0.0.1:…` uploads cross-origin, through the `CorsLayer` and its preflights). Prints
 //! `listening on http://ADDR` once it accepts connections. Logs go to stderr
-//! (`RUST_LOG`, default `info`).
+//! (`RUST_LOG`, default `info,tower_http=debug`: every request, with its URI redacted).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -31,6 +34,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tower_uploads::auth::{ApiKey, SignedMethod, Signer};
@@ -94,6 +98,7 @@ struct Args {
     listen: SocketAddr,
     data: PathBuf,
     key: Option<String>,
+    files_host: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -103,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         key: std::env::var("ITTYBIT_API_KEY")
             .ok()
             .filter(|k| !k.is_empty()),
+        files_host: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -114,6 +120,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--data" => args.data = PathBuf::from(value()?),
             "--key" => args.key = Some(value()?),
+            "--files-host" => args.files_host = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -123,12 +130,13 @@ fn parse_args() -> Result<Args, String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("error: {e}\nusage: browser [--listen ADDR] [--data DIR] [--key KEY]");
+        eprintln!("error: {e}\nusage: browser [--listen ADDR] [--data DIR] [--key KEY] [--files-host HOST]");
         std::process::exit(2)
     });
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=debug".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -139,7 +147,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| tower_uploads::file::random_id("key_"));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    let files_url = format!("http://{addr}/files");
+    let page_origin = format!("http://{addr}");
+    let files_url = match &args.files_host {
+        Some(host) => format!("http://{host}:{}/files", addr.port()),
+        None => format!("{page_origin}/files"),
+    };
     let uploads = Uploads::new(FsStorage::new(&args.data)?)
         .key(key.clone())
         .base_url(files_url.clone())
@@ -159,6 +171,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(app)
         .nest_service("/files", uploads.service())
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(60)))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::exact(page_origin.parse()?))
+                .allow_methods(stack::CORS_METHODS)
+                .allow_headers(stack::CORS_REQUEST_HEADERS)
+                .expose_headers(stack::CORS_EXPOSE_HEADERS)
+                .max_age(Duration::from_secs(600)),
+        )
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
                 tracing::info_span!("http", method = %req.method(), uri = %stack::redacted_uri(req.uri()))
