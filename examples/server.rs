@@ -10,7 +10,10 @@
 //! `--legacy-signatures`, `--upload-ttl SECS` (default 86400), `--session-ttl SECS` (upload-session
 //! keys, default 3600), `--conditions JSON` (ittybit
 //! upload conditions every upload must meet, e.g.
-//! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`). Prints
+//! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`),
+//! `--store URL` (instead of `--data`: `file:///dir` is the same as `--data /dir`;
+//! `s3://bucket[/prefix]` keeps everything in an S3 bucket, configured by the standard
+//! `AWS_*` environment variables, with feature `object-store`). Prints
 //! `listening on http://ADDR` once it accepts connections.
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,13 +21,15 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower_uploads::storage::Storage;
 use tower_uploads::{FsStorage, Uploads};
 
 const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
-[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON]";
+[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON] [--store URL]";
 
 struct Args {
     listen: SocketAddr,
@@ -38,6 +43,7 @@ struct Args {
     upload_ttl: Option<u64>,
     session_ttl: Option<u64>,
     conditions: Option<tower_uploads::conditions::Conditions>,
+    store: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         upload_ttl: None,
         session_ttl: None,
         conditions: None,
+        store: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--listen: bad address {v}"))?;
             }
             "--data" => args.data = PathBuf::from(value("a directory")?),
+            "--store" => args.store = Some(value("a URL")?),
             "--key" => args.keys.push(value("a key")?),
             "--base-url" => args.base_url = Some(value("a URL")?),
             "--max-file-size" => args.max_file_size = Some(number(value("bytes")?, &name)?),
@@ -131,10 +139,10 @@ async fn main() {
             }
         }
     }
-    let storage = match FsStorage::new(&args.data) {
+    let storage = match open_storage(&args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot use {}: {e}", args.data.display());
+            eprintln!("error: {e}");
             std::process::exit(1);
         }
     };
@@ -146,7 +154,7 @@ async fn main() {
         }
     };
     let addr = listener.local_addr().expect("bound address");
-    let mut uploads = Uploads::new(storage)
+    let mut uploads = Uploads::from_arc(storage)
         .base_url(args.base_url.unwrap_or_else(|| format!("http://{addr}")))
         .private(args.private)
         .legacy_signatures(args.legacy_signatures);
@@ -197,4 +205,26 @@ async fn main() {
             }
         });
     }
+}
+
+/// The storage of `--store URL` (`file:///dir`, `s3://bucket[/prefix]`), else of `--data DIR`.
+fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
+    let dir = match args.store.as_deref() {
+        None => args.data.clone(),
+        Some(url) if url.starts_with("file://") => PathBuf::from(&url["file://".len()..]),
+        #[cfg(feature = "object-store")]
+        Some(url) if url.starts_with("s3://") => {
+            let s = tower_uploads::storage::ObjectStoreStorage::from_url(url)
+                .map_err(|e| format!("cannot use {url}: {e}"))?;
+            return Ok(Arc::new(s));
+        }
+        Some(url) => {
+            return Err(format!(
+                "--store: unsupported URL {url} (file:///dir, or s3://bucket with feature object-store)"
+            ));
+        }
+    };
+    FsStorage::new(&dir)
+        .map(|s| Arc::new(s) as Arc<dyn Storage>)
+        .map_err(|e| format!("cannot use {}: {e}", dir.display()))
 }

@@ -33,12 +33,16 @@ use crate::path::FilePath;
 
 mod fs;
 mod memory;
+#[cfg(feature = "object-store")]
+mod object_store;
 mod ranges;
 mod record;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+#[cfg(feature = "object-store")]
+pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
 pub use fs::{Durability, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};

@@ -19,6 +19,12 @@ impl DemoServer {
     /// Starts the demo server on `127.0.0.1:0` over `data` with key [`KEY`] and `extra`
     /// arguments, and waits for its `listening on http://ADDR` line.
     pub fn start(data: &Path, extra: &[&str]) -> DemoServer {
+        Self::start_env(data, extra, &[])
+    }
+
+    /// [`start`](Self::start) with environment variables for the process (an S3 store's
+    /// `AWS_*`).
+    pub fn start_env(data: &Path, extra: &[&str], env: &[(String, String)]) -> DemoServer {
         let mut child = Command::new(server_binary())
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -28,6 +34,7 @@ impl DemoServer {
             .arg(KEY)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
