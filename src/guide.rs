@@ -154,8 +154,9 @@
 //! # Writing a storage backend
 //!
 //! Uploads go wherever a [`Storage`](crate::Storage) puts them. [`FsStorage`](crate::FsStorage)
-//! (a directory, the default) and [`MemoryStorage`](crate::MemoryStorage) come with the crate;
-//! for anything else, implement the trait. What the service relies on (each method's docs
+//! (a directory, the default), [`MemoryStorage`](crate::MemoryStorage) and, with feature
+//! `object-store`, `storage::ObjectStoreStorage` (S3 and S3-compatible servers) come with the
+//! crate; for anything else, implement the trait. What the service relies on (each method's docs
 //! say more):
 //!
 //! 1. **State lives in the storage.** Two processes sharing it, or one restarted, continue
