@@ -459,6 +459,7 @@ where
                 content_range::RangeError::LengthMismatch.into()
             });
         }
+        Err(PumpError::Limited) => return Err(super::cut_off()),
         Err(PumpError::Client(e)) => {
             return Err(ApiError::new(
                 ErrorKind::BadRequest,

@@ -78,6 +78,7 @@ where
             guard.abort().await;
             return Err(match e {
                 PumpError::TooLarge => too_large(limit, "body"),
+                PumpError::Limited => super::cut_off(),
                 PumpError::Client(e) => ApiError::new(
                     ErrorKind::BadRequest,
                     format!("the request body ended early: {e}"),
