@@ -42,6 +42,16 @@
 //! # });
 //! ```
 //!
+//! ## Where to start
+//!
+//! - [`guide`]: quick starts for axum, hyper and warp; the protocol at a glance; writing a
+//!   [`Storage`] backend (with the conformance suite); security notes.
+//! - [`stack`]: the recommended tower-http stack around it — CORS for browsers, tracing
+//!   without secrets, timeouts, body limits.
+//! - `examples/` in the repository: `server.rs` (the demo server), `axum.rs`, `hyper.rs`,
+//!   `warp.rs`, `sign.rs`, `browser/` (a page uploading in parallel, resumable chunks) and
+//!   `upload.rs` (a resumable, parallel command-line uploader).
+//!
 //! ## Map
 //!
 //! - [`Uploads`] bundles the stack; mount it with `.layer()` or `.service()`
@@ -52,6 +62,7 @@
 //! - [`storage`]: the [`Storage`] trait, [`FsStorage`], [`MemoryStorage`], and the
 //!   conformance suite for custom backends (feature `conformance`).
 //! - [`path`], [`file`](mod@file), [`media`], [`response`], [`error`]: the pieces of the wire contract.
+//! - [`stack`]: CORS header lists and log redaction for a tower-http stack; [`guide`]: docs.
 //!
 //! See `ARCHITECTURE.md` in the repository for how a request flows through the layers.
 #![forbid(unsafe_code)]
@@ -66,12 +77,14 @@ pub mod conditions;
 pub mod delivery;
 pub mod error;
 pub mod file;
+pub mod guide;
 pub mod hooks;
 pub mod media;
 pub mod path;
 pub mod response;
 pub mod service;
 pub mod session;
+pub mod stack;
 pub mod storage;
 pub mod upload;
 

@@ -73,24 +73,46 @@ impl Body for ResponseBody {
 pin_project_lite::pin_project! {
     /// A request body that remembers whether it was read to its end, so that a response
     /// given without reading it can tell the client that the connection will close
-    /// (`Connection: close`) instead of leaving it to find out on its next request.
+    /// (`Connection: close`) instead of leaving it to find out on its next request; and how
+    /// many bytes were read from it (the `bytes` field of the request's tracing span).
     pub(crate) struct Tracked<B> {
         #[pin]
         inner: B,
-        ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        seen: std::sync::Arc<BodySeen>,
+    }
+}
+
+/// What a [`Tracked`] body saw: whether it ended, and how many bytes it yielded.
+#[derive(Debug, Default)]
+pub(crate) struct BodySeen {
+    ended: std::sync::atomic::AtomicBool,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl BodySeen {
+    /// Whether the body was read to its end.
+    pub(crate) fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The data bytes read so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
 impl<B: Body> Tracked<B> {
-    /// Wraps `inner`; the flag turns true at its end.
-    pub(crate) fn new(inner: B) -> (Self, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-        let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(inner.is_end_stream()));
+    /// Wraps `inner`; the shared [`BodySeen`] follows what is read from it.
+    pub(crate) fn new(inner: B) -> (Self, std::sync::Arc<BodySeen>) {
+        let seen = std::sync::Arc::new(BodySeen::default());
+        seen.ended
+            .store(inner.is_end_stream(), std::sync::atomic::Ordering::Relaxed);
         (
             Tracked {
                 inner,
-                ended: ended.clone(),
+                seen: seen.clone(),
             },
-            ended,
+            seen,
         )
     }
 }
@@ -103,10 +125,18 @@ impl<B: Body> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        use bytes::Buf;
+        use std::sync::atomic::Ordering::Relaxed;
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(None) => this.seen.ended.store(true, Relaxed),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen.bytes.fetch_add(data.remaining() as u64, Relaxed);
+                }
+            }
+            _ => {}
         }
         polled
     }

@@ -175,7 +175,8 @@ impl<'a> Answer<'a> {
         }
     }
 
-    /// An error response.
+    /// An error response. Its [`ErrorKind`](crate::error::ErrorKind) is also in the
+    /// response's extensions.
     pub fn error(&self, err: &ApiError) -> Response<ResponseBody> {
         let status = err.status();
         let error = ErrorBody {
@@ -192,6 +193,8 @@ impl<'a> Answer<'a> {
             }),
         };
         let mut res = json_bytes(status, bytes.unwrap_or_else(|_| b"{}".to_vec()));
+        // The kind travels with the response too (tracing fields, the app's own layers).
+        res.extensions_mut().insert(err.kind());
         if err.kind() == crate::error::ErrorKind::TokenMissing {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

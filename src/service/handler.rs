@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::config::Config;
 use crate::auth::Verified;
-use crate::body::{BoxError, ResponseBody, Tracked};
+use crate::body::{BodySeen, BoxError, ResponseBody, Tracked};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
@@ -142,7 +142,9 @@ where
         let terminal = self.terminal;
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
+        let span = crate::stack::request_span(&req, &route_path(&route, req.uri().path()));
+        let outer = span.clone();
+        let fut = async move {
             let style = ResponseStyle::negotiate(req.headers(), cfg.style);
             let facts = RequestFacts::of(&req);
             let answer = Answer::new(style, &facts);
@@ -166,17 +168,18 @@ where
                 Route::Session(call) => {
                     // The clients of this API read the envelope, whatever they send.
                     let answer = Answer::new(ResponseStyle::Envelope, &facts);
-                    let (req, ended) = tracked(req, cfg.body_idle_timeout);
+                    let (req, seen) = tracked(req, cfg.body_idle_timeout);
                     let mut res = match call {
                         SessionCall::Single => crate::session::single(&cfg, req, &answer).await,
                         SessionCall::Part => crate::session::put_part(&cfg, req, &answer).await,
                         SessionCall::Complete => crate::session::complete(&cfg, req, &answer).await,
                     };
-                    close_unless_read(&mut res, &ended);
+                    span.record("bytes", seen.bytes());
+                    close_unless_read(&mut res, &seen);
                     res
                 }
                 Route::Upload(path) => {
-                    let (req, ended) = tracked(req, cfg.body_idle_timeout);
+                    let (req, seen) = tracked(req, cfg.body_idle_timeout);
                     let mut res = if req.extensions().get::<Verified>().is_none() {
                         answer.error(&unauthenticated())
                     } else if req.headers().contains_key(header::CONTENT_RANGE) {
@@ -184,7 +187,8 @@ where
                     } else {
                         crate::upload::put_whole(&cfg, req, path, &answer).await
                     };
-                    close_unless_read(&mut res, &ended);
+                    span.record("bytes", seen.bytes());
+                    close_unless_read(&mut res, &seen);
                     res
                 }
                 Route::Deliver(path) => {
@@ -230,33 +234,44 @@ where
                     }
                 }
             };
+            crate::stack::record_outcome(&span, &res);
             Ok(res.map(Either::Right))
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(fut, outer))
     }
 }
 
-/// The request with a body that records whether it was read to its end.
+/// The path a request's span names: the file path (never the query, which may hold a
+/// signature), or the endpoint.
+fn route_path(route: &Route, uri_path: &str) -> String {
+    match route {
+        Route::Signatures => "signatures".to_owned(),
+        Route::Upload(path) | Route::Deliver(path) => path.to_string(),
+        // Session endpoints: the path only; their `key` is in the query.
+        Route::CreateSession | Route::Session(_) | Route::Refuse(_) => uri_path.to_owned(),
+    }
+}
+
+/// The request with a body that records whether it was read to its end, and how much of it,
+/// and that fails when no byte arrives for `idle` (408 on uploads: see
+/// `Uploads::body_idle_timeout`).
 fn tracked<B>(
     req: Request<B>,
     idle: Option<std::time::Duration>,
-) -> (
-    Request<Tracked<IdleTimeout<B>>>,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-)
+) -> (Request<Tracked<IdleTimeout<B>>>, std::sync::Arc<BodySeen>)
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    // A body with no byte for `idle` fails (408 on uploads): see `Uploads::body_idle_timeout`.
-    let (body, ended) = Tracked::new(IdleTimeout::new(body, idle));
-    (Request::from_parts(parts, body), ended)
+    let (body, seen) = Tracked::new(IdleTimeout::new(body, idle));
+    (Request::from_parts(parts, body), seen)
 }
 
 /// Answered without reading the whole body: the connection cannot carry another request;
 /// say so rather than let the client find out.
-fn close_unless_read(res: &mut Response<ResponseBody>, ended: &std::sync::atomic::AtomicBool) {
-    if !ended.load(std::sync::atomic::Ordering::Relaxed) {
+fn close_unless_read(res: &mut Response<ResponseBody>, seen: &BodySeen) {
+    if !seen.ended() {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -256,6 +256,7 @@ fn target_of(record: &SessionRecord) -> Result<(String, FilePath), ApiError> {
 fn pump_error(e: PumpError, limit: u64) -> ApiError {
     match e {
         PumpError::TooLarge => too_large(limit, "file"),
+        PumpError::Limited => crate::upload::cut_off(),
         PumpError::Client(e) => from_boxed(&e),
         PumpError::Storage(e) => e.into(),
         PumpError::Rejected(e) => e,
@@ -581,6 +582,7 @@ where
             guard.abort().await;
             return Err(match e {
                 PumpError::TooLarge => too_large(limit, "part"),
+                PumpError::Limited => crate::upload::cut_off(),
                 PumpError::Client(e) => ApiError::new(
                     ErrorKind::BadRequest,
                     format!("the request body ended early: {e}"),

@@ -20,6 +20,9 @@ pub(crate) enum PumpError {
     TooLarge,
     /// The client's body failed (disconnect, reset, malformed chunked encoding).
     Client(BoxError),
+    /// A body limit in front of the service (tower-http's `RequestBodyLimitLayer`,
+    /// `http_body_util::Limited`) cut the body off.
+    Limited,
     /// The storage failed.
     Storage(StorageError),
     /// The first bytes broke the upload's conditions (422).
@@ -187,7 +190,7 @@ where
     let mut body = pin!(body);
     let mut written: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| PumpError::Client(e.into()))?;
+        let frame = frame.map_err(client_error)?;
         let Ok(mut data) = frame.into_data() else {
             continue; // trailers
         };
@@ -216,4 +219,23 @@ where
         writer.write(data).await.map_err(PumpError::Storage)?;
     }
     Ok(written)
+}
+
+/// A body error: [`PumpError::Limited`] when a body-limiting layer in front of the service
+/// (tower-http's `RequestBodyLimitLayer`, `http_body_util::Limited`) cut it off, else the
+/// client's failure.
+fn client_error<E: Into<BoxError>>(e: E) -> PumpError {
+    let e: BoxError = e.into();
+    // Frameworks wrap body errors (axum's `Body` in `axum::Error`): look down the chain.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+    let mut limited = false;
+    while let Some(c) = cause {
+        limited |= c.is::<http_body_util::LengthLimitError>();
+        cause = c.source();
+    }
+    if limited {
+        PumpError::Limited
+    } else {
+        PumpError::Client(e)
+    }
 }

@@ -243,6 +243,14 @@ pub(crate) fn too_large(limit: u64, what: &str) -> ApiError {
     )
 }
 
+/// 413 for a body that a limiting layer in front of the service cut off.
+pub(crate) fn cut_off() -> ApiError {
+    ApiError::new(
+        ErrorKind::FileTooLarge,
+        "the request body is larger than this server's body limit",
+    )
+}
+
 /// The declared `Content-Length`, if any and valid.
 pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     match headers.get(header::CONTENT_LENGTH) {

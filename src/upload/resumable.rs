@@ -491,6 +491,7 @@ where
                 content_range::RangeError::LengthMismatch.into()
             });
         }
+        Err(PumpError::Limited) => return Err(super::cut_off()),
         Err(PumpError::Client(e)) => return Err(super::body::client_failed(&e, "chunk's body")),
         Err(PumpError::Storage(StorageError::UploadClosed)) => {
             return match sink {

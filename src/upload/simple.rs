@@ -78,6 +78,7 @@ where
             guard.abort().await;
             return Err(match e {
                 PumpError::TooLarge => too_large(limit, "body"),
+                PumpError::Limited => super::cut_off(),
                 PumpError::Client(e) => super::body::client_failed(&e, "request body"),
                 PumpError::Storage(e) => e.into(),
                 PumpError::Rejected(e) => e,

@@ -1,3 +1,4 @@
+// server: server
 // Upload sessions (PROTOCOL.md §7) from a real browser: the client-side snippets of ittybit's
 // docs, run unchanged but for syntax fixes, in headless Chromium against the demo server.
 //

@@ -1,0 +1,306 @@
+//! The user guide: quick starts for axum, hyper and warp, the protocol at a glance, writing a
+//! storage backend of your own, and security notes. (Documentation only; every example here
+//! runs as a doctest.) Behind tower-http layers (CORS, tracing, timeouts, body limits): see
+//! [`stack`](crate::stack).
+//!
+//! # Quick start: axum
+//!
+//! Nest the standalone service under a prefix (axum strips it), or wrap your router with the
+//! layer (requests under the prefix that are uploads, deliveries of stored files or
+//! `POST <prefix>/signatures` are answered by it; everything else reaches your routes).
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode};
+//! use tower::ServiceExt;
+//! use tower_uploads::{MemoryStorage, Uploads};
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let uploads = Uploads::new(MemoryStorage::new()) // FsStorage::new("./data")? in real life
+//!     .key("my-api-key")
+//!     .base_url("https://example.com/files");
+//! let _sweeper = uploads.spawn_sweeper(); // expires abandoned chunked uploads
+//! let app = Router::new()
+//!     .route("/health", get(|| async { "ok" }))
+//!     .nest_service("/files", uploads.service());
+//! // axum::serve(tokio::net::TcpListener::bind("0.0.0.0:3000").await?, app).await?;
+//!
+//! let put = Request::put("/files/hello.txt")
+//!     .header("authorization", "Bearer my-api-key")
+//!     .body(Body::from("hi"))
+//!     .unwrap();
+//! assert_eq!(app.clone().oneshot(put).await.unwrap().status(), StatusCode::CREATED);
+//! let get = Request::get("/files/hello.txt").body(Body::empty()).unwrap();
+//! assert_eq!(app.oneshot(get).await.unwrap().status(), StatusCode::OK);
+//! # });
+//! ```
+//!
+//! # Quick start: hyper
+//!
+//! The standalone service on hyper-util's server (HTTP/1 and HTTP/2), as `examples/server.rs`
+//! does:
+//!
+//! ```
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::server::conn::auto;
+//! use hyper_util::service::TowerToHyperService;
+//! use tower_uploads::{MemoryStorage, Uploads};
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let base = format!("http://{}", listener.local_addr().unwrap());
+//! let service = Uploads::new(MemoryStorage::new())
+//!     .key("my-api-key")
+//!     .base_url(base.clone())
+//!     .service();
+//! let server = tokio::spawn(async move {
+//!     loop {
+//!         let Ok((stream, _)) = listener.accept().await else { continue };
+//!         let service = TowerToHyperService::new(service.clone());
+//!         tokio::spawn(async move {
+//!             let _ = auto::Builder::new(TokioExecutor::new())
+//!                 .serve_connection(TokioIo::new(stream), service)
+//!                 .await;
+//!         });
+//!     }
+//! });
+//!
+//! let client = reqwest::Client::new();
+//! let res = client
+//!     .put(format!("{base}/docs/a.txt"))
+//!     .bearer_auth("my-api-key")
+//!     .body("hello")
+//!     .send()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.status(), 201);
+//! let body = client.get(format!("{base}/docs/a.txt")).send().await.unwrap().text().await.unwrap();
+//! assert_eq!(body, "hello");
+//! server.abort();
+//! # });
+//! ```
+//!
+//! # Quick start: warp
+//!
+//! warp's filters become a tower service (`warp::service`) that the layer wraps:
+//!
+//! ```
+//! use http::{Request, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::ServiceExt;
+//! use tower_layer::Layer;
+//! use tower_uploads::{MemoryStorage, Uploads};
+//! use warp::Filter;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let routes = warp::path("hello").map(|| "hello from warp");
+//! let layer = Uploads::new(MemoryStorage::new())
+//!     .key("my-api-key")
+//!     .prefix("/files")
+//!     .base_url("https://example.com/files")
+//!     .layer();
+//! let service = layer.layer(warp::service(routes));
+//! // Serve `service` with hyper-util as in the hyper quick start.
+//!
+//! let put = Request::put("/files/x.bin")
+//!     .header("authorization", "Bearer my-api-key")
+//!     .body(Full::new(&b"xyz"[..]))
+//!     .unwrap();
+//! assert_eq!(service.clone().oneshot(put).await.unwrap().status(), StatusCode::CREATED);
+//! let hello = Request::get("/hello").body(Full::new(&b""[..])).unwrap();
+//! let res = service.oneshot(hello).await.unwrap();
+//! assert_eq!(&res.into_body().collect().await.unwrap().to_bytes()[..], b"hello from warp");
+//! # });
+//! ```
+//!
+//! # The protocol at a glance
+//!
+//! The full contract, with every rule the tests check, is `PROTOCOL.md` in the repository.
+//! Paths are `<prefix>/<folder>/…/<filename>`.
+//!
+//! | request | credentials | answer |
+//! |---|---|---|
+//! | `PUT <path>`, the file as body | bearer key, or a `put` signed URL | `201` File object, `Location` |
+//! | `PUT <path>`, `Content-Range: bytes <a>-<b>/<total>`, the chunk | same | `202` + `Range: bytes=…` + `{total, ranges}` while gaps remain; `201` File object from the chunk that closes the last gap; `200` File object for a retry of a finished upload |
+//! | `PUT <path>`, `Content-Range: bytes */<total>`, empty body (status query) | same | `202` with the received ranges (empty when unknown), or `200` File object when complete |
+//! | `GET` / `HEAD <path>` (`Range`, `If-None-Match`, `If-Modified-Since`, `If-Range`) | none; bearer or a `get` signed URL with [`Uploads::private`](crate::Uploads::private) | `200`, `206`, `304`, `416`, streamed |
+//! | `POST <prefix>/signatures`, JSON `{filename, folder?, expiry?, method?}` | bearer only | `200` `{domain, filename, folder, expiry, method, signature, url}` |
+//! | `POST /uploads` `{resumable?, conditions?, alias?, metadata?}` (upload session) | bearer only | `200` envelope; `data.url` = `/store/single?key=K` or `/store/resumable?key=K` |
+//! | `POST /store/single?key=K`, `multipart/form-data` with a `file` part | the session key | `200` Media object |
+//! | `PUT /store/resumable?key=K`, `X-Upload-Index: i`, the part | the session key | `200` `{index, etag}` (any order, retries: the last wins) |
+//! | `POST /store/resumable?key=K` `{parts: [{index, etag}, …]}` | the session key | `200` Media object; a used or expired key: `410 upload_gone` |
+//!
+//! Request headers on uploads: `Content-Digest: sha-256=:<base64>:` (verified before a chunk
+//! counts; `400 digest_mismatch`), `If-None-Match: *` (create only) and `If-Match: <etag>`
+//! (`412 precondition_failed`), `Accept-Version: 2025-08-20` or later (bare objects instead
+//! of ittybit's `{meta, data, error, links}` envelope). A signed URL is
+//! `<base>/<path>?expiry=<unix secs>&method=<put|get>&signature=<base64url HMAC-SHA256 of
+//! "<path>?expiry=…&method=…">` ([`auth::Signer`](crate::auth::Signer)).
+//!
+//! | status | `kind` | when |
+//! |---|---|---|
+//! | 400 | `path_invalid`, `range_invalid` (length mismatch), `digest_mismatch`, `part_invalid`, `metadata_invalid`, `bad_request` | malformed input; a body that ended early |
+//! | 401 | `token_missing`, `token_invalid` | no credentials; an unknown bearer key |
+//! | 403 | `signature_invalid`, `signature_expired`, `key_invalid` | a bad or expired signed URL; a tampered session key |
+//! | 404 | `file_not_found` | nothing stored there |
+//! | 409 | `range_conflict` | a chunk's total differs from its upload's |
+//! | 410 | `upload_gone` | an upload-session key used or expired |
+//! | 412 | `precondition_failed` | `If-None-Match` / `If-Match` |
+//! | 413 | `file_too_large` | `Content-Length`, a chunk or a total over the limits |
+//! | 416 | `range_invalid`, `range_not_satisfiable` | a bad `Content-Range`; a `Range` past the end |
+//! | 422 | `conditions_failed` | the file breaks the upload conditions |
+//! | 500 / 507 | `internal_error` / `insufficient_storage` | the storage failed / is full |
+//!
+//! # Writing a storage backend
+//!
+//! Uploads go wherever a [`Storage`](crate::Storage) puts them. [`FsStorage`](crate::FsStorage)
+//! (a directory, the default), [`MemoryStorage`](crate::MemoryStorage) and, with feature
+//! `object-store`, `storage::ObjectStoreStorage` (S3 and S3-compatible servers) come with the
+//! crate; for anything else, implement the trait. What the service relies on (each method's docs
+//! say more):
+//!
+//! 1. **State lives in the storage.** Two processes sharing it, or one restarted, continue
+//!    the same upload; no answer may depend on process memory.
+//! 2. **`open_upload(path, Resumable { total })` creates or joins atomically**: two racing
+//!    callers end up in one upload. `Single` uploads are private to their request.
+//! 3. **Bytes count only at `commit`.** A writer's bytes land at their offset; the range is
+//!    recorded only by [`UploadWriter::commit`](crate::storage::UploadWriter::commit), which
+//!    returns every received range, merged. A dropped writer leaves nothing counted. Keep a
+//!    writer's memory bounded (a few MiB).
+//! 4. **`claim` is won exactly once** per upload, across processes (a dead winner's claim
+//!    may be taken over); after it, writers get `UploadClosed`.
+//! 5. **`publish` is atomic** (readers see the old file or the new one), honours
+//!    [`PutMode`](crate::storage::PutMode) atomically, and stores the opaque `attributes`
+//!    with the bytes (the File object lives there). A stream from `read` keeps reading the
+//!    version it started on.
+//! 6. **`list_uploads` finds every upload** (also a crashed request's private one) so that
+//!    the sweeper can `abort` it; `abort` is idempotent.
+//! 7. **Records** (`put_record` …) are small documents; `RecordMode::Create` has exactly one
+//!    winner among concurrent creators.
+//!
+//! Then run the conformance suite (feature `conformance`) from a test of your backend: it
+//! checks every promise above, including an 8-way claim race, with fresh random paths (so it
+//! can run against a store that holds data). A skeleton — here a backend that wraps another
+//! and counts publications, showing every method's signature:
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use bytes::Bytes;
+//! use std::ops::Range;
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use tower_uploads::path::FilePath;
+//! use tower_uploads::storage::{
+//!     ByteStream, Claim, MemoryStorage, ObjectMeta, PublishOptions, RecordKey, RecordMode,
+//!     Storage, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+//! };
+//!
+//! struct Counted<S> {
+//!     inner: S,
+//!     published: AtomicU64,
+//! }
+//!
+//! #[async_trait]
+//! impl<S: Storage> Storage for Counted<S> {
+//!     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
+//!         self.inner.head(path).await
+//!     }
+//!     async fn read(&self, path: &FilePath, range: Option<Range<u64>>)
+//!         -> StorageResult<Option<(ObjectMeta, ByteStream)>> {
+//!         self.inner.read(path, range).await
+//!     }
+//!     async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
+//!         self.inner.delete(path).await
+//!     }
+//!     async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
+//!         self.inner.open_upload(path, spec).await
+//!     }
+//!     async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
+//!         self.inner.find_upload(path).await
+//!     }
+//!     async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
+//!         self.inner.writer(upload, offset).await
+//!     }
+//!     async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
+//!         self.inner.received(upload).await
+//!     }
+//!     async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
+//!         self.inner.claim(upload).await
+//!     }
+//!     async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
+//!         self.inner.unclaim(upload).await
+//!     }
+//!     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
+//!         self.inner.read_upload(upload, range).await
+//!     }
+//!     async fn publish(&self, upload: &UploadId, path: &FilePath, size: u64, options: PublishOptions)
+//!         -> StorageResult<ObjectMeta> {
+//!         let meta = self.inner.publish(upload, path, size, options).await?;
+//!         self.published.fetch_add(1, Ordering::Relaxed);
+//!         Ok(meta)
+//!     }
+//!     async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
+//!         self.inner.abort(upload).await
+//!     }
+//!     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+//!         self.inner.list_uploads().await
+//!     }
+//!     async fn put_record(&self, key: &RecordKey, value: Bytes, mode: RecordMode) -> StorageResult<()> {
+//!         self.inner.put_record(key, value, mode).await
+//!     }
+//!     async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+//!         self.inner.get_record(key).await
+//!     }
+//!     async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
+//!         self.inner.delete_record(key).await
+//!     }
+//!     async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+//!         self.inner.list_records(prefix).await
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let storage = Arc::new(Counted { inner: MemoryStorage::new(), published: AtomicU64::new(0) });
+//! // In your backend's tests (with `features = ["conformance"]` in your dev-dependency):
+//! #[cfg(feature = "conformance")]
+//! {
+//!     tower_uploads::storage::conformance::run(storage.clone()).await;
+//!     assert!(storage.published.load(Ordering::Relaxed) > 0);
+//! }
+//! // And it plugs in like any backend:
+//! let _uploads = tower_uploads::Uploads::from_arc(storage).key("my-api-key");
+//! # });
+//! ```
+//!
+//! # Security notes
+//!
+//! - **The API key stays on the server.** Browsers and other untrusted clients get signed
+//!   URLs: your backend signs them ([`auth::Signer`](crate::auth::Signer), or
+//!   `POST /signatures` with the bearer key, which is refused to anything else). A signed
+//!   URL is bound to one path, one method and an expiry; anyone holding a `put` URL may
+//!   write that path until it expires (and overwrite what is there: the URL does not carry
+//!   `If-None-Match: *`), so keep expiries short, let the app choose the paths, and make
+//!   them unique where a file must never be replaced.
+//! - **Credentials are compared in constant time** (HMAC verification and SHA-256 digests of
+//!   bearer keys), against every key of the set (rotation: add the new key, remove the old
+//!   one later); an answer never says which key exists.
+//! - **Never log raw URIs**: a signed URL's `signature` is in the query. Use
+//!   [`stack::redacted_uri`](crate::stack::redacted_uri) in your `TraceLayer`; this crate's
+//!   own spans carry the file path only, never the query or the `Authorization` header.
+//! - **Delivery is public by default.** [`Uploads::private`](crate::Uploads::private) makes
+//!   GET/HEAD need a key or a `get` signature. Uploaded files are served with their sniffed
+//!   type and `X-Content-Type-Options: nosniff`; user-uploaded HTML or SVG served from your
+//!   app's own origin can still run script in it, so serve user files from a separate
+//!   origin (or add `Content-Security-Policy: sandbox` with tower-http's
+//!   `SetResponseHeaderLayer`).
+//! - **Untrusted input is bounded**: paths are validated once and can never leave the
+//!   storage root; `Content-Length`, chunk sizes and totals are checked against
+//!   [`max_request_size`](crate::Uploads::max_request_size) /
+//!   [`max_file_size`](crate::Uploads::max_file_size) before the body is read; media probes
+//!   read at most 32 MiB + 64 KiB of any file. Abandoned uploads expire
+//!   ([`upload_ttl`](crate::Uploads::upload_ttl), the sweeper). Add tower's
+//!   `ConcurrencyLimitLayer` or a rate limiter per client if untrusted clients can open
+//!   many uploads.
+//! - **Integrity**: send `Content-Digest` with chunks (the browser demo and the CLI
+//!   uploader do); a corrupted chunk is refused before its range counts, and a bad retry
+//!   never overwrites bytes that already count.
