@@ -13,8 +13,11 @@
 //! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`),
 //! `--store URL` (instead of `--data`: `file:///dir` is the same as `--data /dir`;
 //! `s3://bucket[/prefix]` keeps everything in an S3 bucket, configured by the standard
-//! `AWS_*` environment variables, with feature `object-store`). Prints
-//! `listening on http://ADDR` once it accepts connections.
+//! `AWS_*` environment variables, with feature `object-store`).
+//! Against hostile clients and faults (SECURITY.md): `--header-read-timeout SECS` (default 30),
+//! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
+//! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
+//! process: see `Durability`). Prints `listening on http://ADDR` once it accepts connections.
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,12 +27,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tower_uploads::storage::Storage;
+use tower_uploads::storage::{Durability, Storage};
 use tower_uploads::{FsStorage, Uploads};
 
 const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
-[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON] [--store URL]";
+[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON] [--store URL] \
+[--header-read-timeout SECS] [--body-idle-timeout SECS] [--max-incomplete-uploads N] \
+[--durability process|power]";
 
 struct Args {
     listen: SocketAddr,
@@ -44,6 +49,15 @@ struct Args {
     session_ttl: Option<u64>,
     conditions: Option<tower_uploads::conditions::Conditions>,
     store: Option<String>,
+    hardening: Hardening,
+}
+
+/// The flags against hostile clients and faults (SECURITY.md).
+struct Hardening {
+    header_read_timeout: Duration,
+    body_idle_timeout: Option<u64>,
+    max_incomplete_uploads: Option<usize>,
+    durability: Durability,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +74,12 @@ fn parse_args() -> Result<Args, String> {
         session_ttl: None,
         conditions: None,
         store: None,
+        hardening: Hardening {
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: None,
+            max_incomplete_uploads: None,
+            durability: Durability::Process,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -97,6 +117,25 @@ fn parse_args() -> Result<Args, String> {
                 let parsed = tower_uploads::conditions::Conditions::parse(json.as_bytes())
                     .map_err(|e| format!("--conditions: {e}"))?;
                 args.conditions = Some(parsed);
+            }
+            "--header-read-timeout" => {
+                let secs = number(value("seconds")?, &name)?.max(1);
+                args.hardening.header_read_timeout = Duration::from_secs(secs);
+            }
+            "--body-idle-timeout" => {
+                args.hardening.body_idle_timeout = Some(number(value("seconds")?, &name)?);
+            }
+            "--max-incomplete-uploads" => {
+                let n = number(value("a count")?, &name)?;
+                args.hardening.max_incomplete_uploads =
+                    Some(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            "--durability" => {
+                args.hardening.durability = match value("process or power")?.as_str() {
+                    "process" => Durability::Process,
+                    "power" => Durability::Power,
+                    v => return Err(format!("--durability: process or power, not {v}")),
+                };
             }
             "--private" => args.private = true,
             "--legacy-signatures" => args.legacy_signatures = true,
@@ -176,6 +215,13 @@ async fn main() {
     if let Some(secs) = args.session_ttl {
         uploads = uploads.session_ttl(Duration::from_secs(secs));
     }
+    if let Some(secs) = args.hardening.body_idle_timeout {
+        uploads = uploads.body_idle_timeout((secs > 0).then(|| Duration::from_secs(secs)));
+    }
+    if let Some(n) = args.hardening.max_incomplete_uploads {
+        uploads = uploads.max_incomplete_uploads(n);
+    }
+    let header_read_timeout = args.hardening.header_read_timeout;
     let _sweeper = uploads.spawn_sweeper();
     let service = uploads.service();
 
@@ -196,7 +242,7 @@ async fn main() {
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30));
+                .header_read_timeout(header_read_timeout);
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -225,6 +271,6 @@ fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
         }
     };
     FsStorage::new(&dir)
-        .map(|s| Arc::new(s) as Arc<dyn Storage>)
+        .map(|s| Arc::new(s.durability(args.hardening.durability)) as Arc<dyn Storage>)
         .map_err(|e| format!("cannot use {}: {e}", dir.display()))
 }

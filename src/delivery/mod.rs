@@ -31,6 +31,9 @@ use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
 use crate::storage::{ObjectMeta, Storage};
 
+/// The `Content-Security-Policy` of every delivered file: no script, no subresource, and a
+/// unique origin for whatever the browser renders.
+pub const DELIVERY_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
 /// How often [`deliver`] starts over when the file is replaced while it is being opened.
 const ATTEMPTS: usize = 3;
 
@@ -392,6 +395,12 @@ fn content(
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
+    );
+    // Uploaded HTML or SVG is delivered from the app's own origin: a sandbox with no
+    // sources means a script in it cannot run or reach the app (SECURITY.md).
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DELIVERY_CSP),
     );
     validators(meta, h);
     *res.status_mut() = if range.is_some() {

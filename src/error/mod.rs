@@ -59,6 +59,8 @@ pub enum ErrorKind {
     BadRequest,
     /// 429: too many uploads in progress.
     TooManyUploads,
+    /// 408: the request body stalled (no byte for the configured idle period).
+    RequestTimeout,
     /// 500: a storage failure (the message names no internal path).
     InternalError,
     /// 507: the storage is full.
@@ -93,6 +95,7 @@ impl ErrorKind {
             ErrorKind::UploadRejected => "upload_rejected",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::TooManyUploads => "too_many_uploads",
+            ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::InternalError => "internal_error",
             ErrorKind::InsufficientStorage => "insufficient_storage",
         }
@@ -125,6 +128,7 @@ impl ErrorKind {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ErrorKind::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 64 << 20;
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 1 << 30;
 /// The largest file-size limit that can be configured: 5 TiB.
 pub const MAX_FILE_SIZE_CEILING: u64 = 5 << 40;
+/// Default body idle timeout: a request body with no byte for 60 s fails with 408.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything a request needs to know about the stack it goes through.
 pub(crate) struct Config {
@@ -35,6 +37,11 @@ pub(crate) struct Config {
     pub session_ttl: Duration,
     /// The app's hooks.
     pub hooks: Option<Arc<dyn crate::hooks::UploadHooks>>,
+    /// A request body with no byte for this long fails with 408 (`None`: never).
+    pub body_idle_timeout: Option<Duration>,
+    /// At most this many resumable uploads in progress at once; a chunk that would start
+    /// one more gets 429 (`None`: no cap).
+    pub max_incomplete_uploads: Option<usize>,
 }
 
 impl Config {

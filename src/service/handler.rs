@@ -16,6 +16,7 @@ use crate::body::{BodySeen, BoxError, ResponseBody, Tracked};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
+use crate::upload::body::IdleTimeout;
 
 /// Routes requests under the mount prefix to the upload endpoints; everything else goes to
 /// `S` (the app's own service in layer mode, [`NotFound`] for a standalone service).
@@ -167,7 +168,7 @@ where
                 Route::Session(call) => {
                     // The clients of this API read the envelope, whatever they send.
                     let answer = Answer::new(ResponseStyle::Envelope, &facts);
-                    let (req, seen) = tracked(req);
+                    let (req, seen) = tracked(req, cfg.body_idle_timeout);
                     let mut res = match call {
                         SessionCall::Single => crate::session::single(&cfg, req, &answer).await,
                         SessionCall::Part => crate::session::put_part(&cfg, req, &answer).await,
@@ -178,7 +179,7 @@ where
                     res
                 }
                 Route::Upload(path) => {
-                    let (req, seen) = tracked(req);
+                    let (req, seen) = tracked(req, cfg.body_idle_timeout);
                     let mut res = if req.extensions().get::<Verified>().is_none() {
                         answer.error(&unauthenticated())
                     } else if req.headers().contains_key(header::CONTENT_RANGE) {
@@ -251,10 +252,19 @@ fn route_path(route: &Route, uri_path: &str) -> String {
     }
 }
 
-/// The request with a body that records whether it was read to its end, and how much of it.
-fn tracked<B: Body>(req: Request<B>) -> (Request<Tracked<B>>, std::sync::Arc<BodySeen>) {
+/// The request with a body that records whether it was read to its end, and how much of it,
+/// and that fails when no byte arrives for `idle` (408 on uploads: see
+/// `Uploads::body_idle_timeout`).
+fn tracked<B>(
+    req: Request<B>,
+    idle: Option<std::time::Duration>,
+) -> (Request<Tracked<IdleTimeout<B>>>, std::sync::Arc<BodySeen>)
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     let (parts, body) = req.into_parts();
-    let (body, seen) = Tracked::new(body);
+    let (body, seen) = Tracked::new(IdleTimeout::new(body, idle));
     (Request::from_parts(parts, body), seen)
 }
 

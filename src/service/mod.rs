@@ -20,7 +20,10 @@
 pub(crate) mod config;
 mod handler;
 
-pub use config::{DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_REQUEST_SIZE, MAX_FILE_SIZE_CEILING};
+pub use config::{
+    DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_REQUEST_SIZE,
+    MAX_FILE_SIZE_CEILING,
+};
 pub use handler::{Handler, NotFound};
 
 use http::{Request, Response};
@@ -59,6 +62,8 @@ pub struct Uploads {
     session_ttl: Duration,
     hooks: Option<Arc<dyn UploadHooks>>,
     conditions: Option<Arc<Conditions>>,
+    body_idle_timeout: Option<Duration>,
+    max_incomplete_uploads: Option<usize>,
 }
 
 impl std::fmt::Debug for Uploads {
@@ -98,6 +103,8 @@ impl Uploads {
             session_ttl: Duration::from_secs(3600),
             hooks: None,
             conditions: None,
+            body_idle_timeout: Some(config::DEFAULT_BODY_IDLE_TIMEOUT),
+            max_incomplete_uploads: None,
         }
     }
 
@@ -207,6 +214,29 @@ impl Uploads {
         self
     }
 
+    // --- limits against hostile clients (issue 9) ---
+
+    /// How long an upload's request body may go without a byte before the request fails
+    /// with 408 `request_timeout` and its bytes are discarded (a chunk's never count).
+    /// Default [`DEFAULT_BODY_IDLE_TIMEOUT`] (60 s); `None` waits forever. This bounds a
+    /// slow-loris *body*; the server bounds slow *headers* (hyper's `header_read_timeout`,
+    /// as the demo server does).
+    pub fn body_idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Uploads {
+        self.body_idle_timeout = timeout.into();
+        self
+    }
+
+    /// Caps the resumable uploads in progress in the storage at `max` (default: no cap): a
+    /// chunk that would start one more is answered 429 `too_many_uploads` and stores nothing,
+    /// while chunks of uploads already in progress go on. The count is the storage's (every
+    /// process sharing it), taken after the new upload is created, so racing creators never
+    /// exceed the cap (both may be refused). Uploads end by completing, or by expiring
+    /// ([`upload_ttl`](Self::upload_ttl) and the [sweeper](Self::spawn_sweeper)).
+    pub fn max_incomplete_uploads(mut self, max: impl Into<Option<usize>>) -> Uploads {
+        self.max_incomplete_uploads = max.into();
+        self
+    }
+
     /// The storage.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
@@ -249,6 +279,8 @@ impl Uploads {
             session_ttl: self.session_ttl,
             hooks: self.hooks.clone(),
             conditions: self.conditions.clone(),
+            body_idle_timeout: self.body_idle_timeout,
+            max_incomplete_uploads: self.max_incomplete_uploads,
         };
         (Arc::new(cfg), policy)
     }

@@ -2,9 +2,11 @@
 //! bounded memory; and [`Comparer`], which compares a stream with stored bytes.
 
 use bytes::{Buf, Bytes};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use super::digest::Sha256Check;
 use crate::body::BoxError;
@@ -25,6 +27,92 @@ pub(crate) enum PumpError {
     Storage(StorageError),
     /// The first bytes broke the upload's conditions (422).
     Rejected(crate::error::ApiError),
+}
+
+/// The error of an [`IdleTimeout`] body: no byte arrived for the whole idle period.
+#[derive(Debug, thiserror::Error)]
+#[error("no byte of the request body arrived for {0:?}")]
+pub(crate) struct BodyIdle(pub Duration);
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyIdle`] when no frame arrives for `idle` (a
+    /// slow-loris body: a client that opens an upload and then sends a byte a minute holds a
+    /// connection, a writer and a staging file for as long as it likes otherwise).
+    pub(crate) struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        idle: Option<Duration>,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<B: Body> IdleTimeout<B> {
+    /// Wraps `inner`; `None` never times out.
+    pub(crate) fn new(inner: B, idle: Option<Duration>) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            this.timer.set(None); // restarts at the next wait
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let Some(idle) = *this.idle else {
+            return Poll::Pending;
+        };
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep(idle)));
+        }
+        match this.timer.as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(BodyIdle(idle))))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer to a body that failed on the client's side: 408 when it went idle, else 400
+/// (`what` names it: "request body", "chunk's body").
+pub(crate) fn client_failed(e: &BoxError, what: &str) -> crate::error::ApiError {
+    use crate::error::{ApiError, ErrorKind};
+    match e.downcast_ref::<BodyIdle>() {
+        Some(idle) => ApiError::new(
+            ErrorKind::RequestTimeout,
+            format!(
+                "no byte of the {what} arrived for {} s",
+                idle.0.as_secs_f64()
+            ),
+        ),
+        None => ApiError::new(
+            ErrorKind::BadRequest,
+            format!("the {what} ended early: {e}"),
+        ),
+    }
 }
 
 /// Compares what arrives with bytes already stored, frame by frame.

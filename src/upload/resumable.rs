@@ -390,9 +390,14 @@ async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Resul
                         });
                     }
                 }
-                cfg.storage
+                let info = cfg
+                    .storage
                     .open_upload(path, UploadSpec::Resumable { total })
-                    .await?
+                    .await?;
+                if info.created_now {
+                    within_cap(cfg, &info.id).await?;
+                }
+                info
             }
         };
         check_total(&info, total)?;
@@ -413,6 +418,33 @@ async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Resul
     Err(ApiError::new(
         ErrorKind::RangeConflict,
         "the upload of this path kept changing while this chunk arrived; send it again",
+    ))
+}
+
+/// Refuses (429) and discards an upload just created when the storage now holds more
+/// resumable uploads in progress than [`Uploads::max_incomplete_uploads`] allows. Counted
+/// after creation, so that racing creators never exceed the cap together.
+///
+/// [`Uploads::max_incomplete_uploads`]: crate::Uploads::max_incomplete_uploads
+async fn within_cap(cfg: &Config, id: &UploadId) -> Result<(), ApiError> {
+    let Some(max) = cfg.max_incomplete_uploads else {
+        return Ok(());
+    };
+    let listed = cfg.storage.list_uploads().await;
+    let in_progress = match &listed {
+        Ok(uploads) => uploads.iter().filter(|u| u.total.is_some()).count(),
+        Err(_) => usize::MAX, // cannot count: refuse rather than exceed the cap
+    };
+    if in_progress <= max {
+        return Ok(());
+    }
+    if let Err(e) = cfg.storage.abort(id).await {
+        tracing::warn!(upload = %id, error = %e, "could not discard an upload over the cap");
+    }
+    listed?;
+    Err(ApiError::new(
+        ErrorKind::TooManyUploads,
+        format!("too many uploads in progress (at most {max}); finish or let one expire first"),
     ))
 }
 
@@ -460,12 +492,7 @@ where
             });
         }
         Err(PumpError::Limited) => return Err(super::cut_off()),
-        Err(PumpError::Client(e)) => {
-            return Err(ApiError::new(
-                ErrorKind::BadRequest,
-                format!("the chunk's body ended early: {e}"),
-            ));
-        }
+        Err(PumpError::Client(e)) => return Err(super::body::client_failed(&e, "chunk's body")),
         Err(PumpError::Storage(StorageError::UploadClosed)) => {
             return match sink {
                 Sink::Compare {

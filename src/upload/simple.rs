@@ -10,7 +10,7 @@ use super::{
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Facts;
-use crate::error::{ApiError, ErrorKind};
+use crate::error::ApiError;
 use crate::path::FilePath;
 use crate::response::Answer;
 use crate::service::config::Config;
@@ -79,10 +79,7 @@ where
             return Err(match e {
                 PumpError::TooLarge => too_large(limit, "body"),
                 PumpError::Limited => super::cut_off(),
-                PumpError::Client(e) => ApiError::new(
-                    ErrorKind::BadRequest,
-                    format!("the request body ended early: {e}"),
-                ),
+                PumpError::Client(e) => super::body::client_failed(&e, "request body"),
                 PumpError::Storage(e) => e.into(),
                 PumpError::Rejected(e) => e,
             });

@@ -13,25 +13,41 @@ pub struct DemoServer {
     pub child: Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
+    /// The listening address.
+    pub addr: std::net::SocketAddr,
 }
 
 impl DemoServer {
     /// Starts the demo server on `127.0.0.1:0` over `data` with key [`KEY`] and `extra`
     /// arguments, and waits for its `listening on http://ADDR` line.
     pub fn start(data: &Path, extra: &[&str]) -> DemoServer {
-        Self::start_env(data, extra, &[])
+        Self::start_keyed(data, KEY, extra)
     }
 
     /// [`start`](Self::start) with environment variables for the process (an S3 store's
     /// `AWS_*`).
     pub fn start_env(data: &Path, extra: &[&str], env: &[(String, String)]) -> DemoServer {
+        Self::start_with(data, KEY, extra, env)
+    }
+
+    /// Like [`start`](Self::start), with another key.
+    pub fn start_keyed(data: &Path, key: &str, extra: &[&str]) -> DemoServer {
+        Self::start_with(data, key, extra, &[] as &[(&str, &str)])
+    }
+
+    /// Like [`start`](Self::start), with another key and environment variables.
+    pub fn start_with<K, V>(data: &Path, key: &str, extra: &[&str], env: &[(K, V)]) -> DemoServer
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let mut child = Command::new(server_binary())
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(data)
             .arg("--key")
-            .arg(KEY)
+            .arg(key)
             .args(extra)
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -66,7 +82,36 @@ impl DemoServer {
         DemoServer {
             child,
             base: format!("http://{addr}"),
+            addr,
         }
+    }
+
+    /// `<base>/<path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The open file descriptors of the process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// The current resident set size (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The peak resident set size (`VmHWM`) of the process, in KiB.
@@ -79,6 +124,16 @@ impl DemoServer {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM in /proc/PID/status")
     }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (0 when the process is gone).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for DemoServer {

@@ -84,6 +84,24 @@ fn box_header(h: &[u8], left: u64) -> Option<([u8; 4], u64, u64)> {
     (len >= header).then_some((kind, len.min(left.max(header)), header))
 }
 
+/// A copy of `boxes` in which every sample-group description box (`sgpd`) is turned into a
+/// `free` box, which `mp4_atom` skips. The facts never need sample groups, and `mp4_atom`
+/// 0.17 decodes an `sgpd` entry count of up to 2³² entries that may take no byte each: 854
+/// bytes made it allocate gigabytes (found by the `probe_media` and `probe_mp4` fuzz targets;
+/// `fuzz/corpus/probe_{media,mp4}/regression-sgpd-*`). `mp4_atom` decodes child boxes of any
+/// type wherever it decodes children at all (an `sgpd` inside `stsd` or a sample entry
+/// counts too), so every `sgpd` type code is replaced, not only those where a well-formed
+/// file keeps them; a coincidental `sgpd` inside other data can only cost a fact.
+fn defused(boxes: &[u8]) -> Vec<u8> {
+    let mut out = boxes.to_vec();
+    let mut at = 0;
+    while let Some(i) = out[at..].windows(4).position(|w| w == b"sgpd") {
+        out[at + i..at + i + 4].copy_from_slice(b"free");
+        at += i + 4;
+    }
+    out
+}
+
 /// A short container name from the `ftyp` major brand.
 fn container(brand: Option<[u8; 4]>) -> &'static str {
     match brand.as_ref().map(|b| &b[..]) {
@@ -149,6 +167,7 @@ impl Movie {
                     }
                 }
                 b"trak" => {
+                    let child = defused(child);
                     let Ok(trak) = Trak::decode(&mut &child[..]) else {
                         continue;
                     };
@@ -295,6 +314,7 @@ struct Fragments {
 
 impl Fragments {
     fn add(&mut self, moof: &[u8], m: &Movie) {
+        let moof = defused(moof);
         let Ok(moof) = Moof::decode(&mut &moof[..]) else {
             self.incomplete = true;
             return;
@@ -388,6 +408,64 @@ fn codec_name(c: &Codec) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Wraps `body` in a box of type `kind`.
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut b = (8 + body.len() as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(body);
+        b
+    }
+
+    /// Regression (fuzz `probe_media`, timeout/OOM): an `sgpd` of version 0 with an unknown
+    /// grouping type and a huge entry count made `mp4_atom` push entries that consume no
+    /// byte, forever. Defused, the box is skipped: the track decodes at once, with no sample
+    /// group, whatever the count says.
+    #[test]
+    fn sample_group_descriptions_are_defused() {
+        // version 0, flags 0, grouping type `zzzz`, entry count 50 000 000.
+        let mut sgpd = vec![0, 0, 0, 0];
+        sgpd.extend_from_slice(b"zzzz");
+        sgpd.extend_from_slice(&50_000_000u32.to_be_bytes());
+        let stbl = boxed(b"stbl", &boxed(b"sgpd", &sgpd));
+        let trak = boxed(b"trak", &boxed(b"mdia", &boxed(b"minf", &stbl)));
+        let fixed = defused(&trak);
+        assert_eq!(fixed.len(), trak.len());
+        assert!(!fixed.windows(4).any(|w| w == b"sgpd"), "{fixed:?}");
+        assert_eq!(fixed.windows(4).filter(|w| *w == b"free").count(), 1);
+        // Everything else is untouched.
+        let diff: Vec<usize> = (0..trak.len()).filter(|&i| trak[i] != fixed[i]).collect();
+        assert!(diff.len() <= 4, "{diff:?}");
+        // A track that lacks the required boxes fails to decode, quickly, instead of
+        // allocating for fifty million entries.
+        let t0 = std::time::Instant::now();
+        assert!(Trak::decode(&mut &fixed[..]).is_err());
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        // The whole probe of a file with it ends too.
+        let mut file = boxed(b"ftyp", b"isom\0\0\0\0isom");
+        file.extend_from_slice(&boxed(b"moov", &trak));
+        let facts = futures_util::FutureExt::now_or_never(crate::media::probe(
+            &crate::media::MemorySource::new(bytes::Bytes::from(file)),
+            None,
+            "a.mp4",
+        ))
+        .expect("a memory probe never waits");
+        assert_eq!(facts.mime_type, "video/mp4");
+    }
+
+    #[test]
+    fn every_sgpd_is_defused_wherever_it_sits() {
+        assert_eq!(defused(b""), b"");
+        assert_eq!(defused(b"sgp"), b"sgp");
+        assert_eq!(defused(b"sgpdsgpd"), b"freefree");
+        // Inside `stsd` (not a plain container: the fuzzer put it there).
+        let stsd = boxed(
+            b"stsd",
+            &[&[0u8; 8][..], &boxed(b"sgpd", &[0; 12])].concat(),
+        );
+        assert!(!defused(&stsd).windows(4).any(|w| w == b"sgpd"));
+        assert_eq!(defused(&stsd).len(), stsd.len());
+    }
 
     #[test]
     fn box_headers() {
