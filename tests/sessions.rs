@@ -728,3 +728,31 @@ async fn two_processes_share_sessions() {
     statuses.sort();
     assert_eq!(statuses, [200, 410], "{ra:?} {rb:?}");
 }
+
+/// A session body that stalls is cut off by the body idle timeout: 408, nothing kept, the
+/// key unspent.
+#[tokio::test]
+async fn stalled_session_bodies_time_out() {
+    let server = start_with(|u| u.body_idle_timeout(Some(Duration::from_millis(500)))).await;
+    for resumable in [false, true] {
+        let url = session(&server.base, json!({"resumable": resumable})).await;
+        let target = url.strip_prefix(&server.base).unwrap().to_owned();
+        let (method, extra) = if resumable {
+            ("PUT", "X-Upload-Index: 0\r\n")
+        } else {
+            ("POST", "Content-Type: multipart/form-data; boundary=b\r\n")
+        };
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc"
+        );
+        let res = raw_request(server.addr, head.as_bytes(), Duration::from_secs(10)).await;
+        assert_eq!(
+            res.status,
+            408,
+            "{method}: {:?}",
+            String::from_utf8_lossy(&res.body)
+        );
+        assert_eq!(res.json()["error"]["kind"], "request_timeout");
+        assert!(server.wait_bookkeeping_empty(Duration::from_secs(5)).await);
+    }
+}

@@ -583,10 +583,7 @@ where
             return Err(match e {
                 PumpError::TooLarge => too_large(limit, "part"),
                 PumpError::Limited => crate::upload::cut_off(),
-                PumpError::Client(e) => ApiError::new(
-                    ErrorKind::BadRequest,
-                    format!("the request body ended early: {e}"),
-                ),
+                PumpError::Client(e) => crate::upload::body::client_failed(&e, "part's body"),
                 PumpError::Storage(e) => e.into(),
                 PumpError::Rejected(e) => e,
             });

@@ -134,10 +134,7 @@ where
                     FirstLine::More => match body.next().await {
                         Some(Ok(b)) => head.extend_from_slice(&b),
                         Some(Err(e)) => {
-                            return Err(ApiError::new(
-                                ErrorKind::BadRequest,
-                                format!("the request body ended early: {e}"),
-                            ));
+                            return Err(crate::upload::body::client_failed(&e, "request body"));
                         }
                         None => {
                             return Err(invalid(
@@ -198,10 +195,7 @@ pub fn from_multer(e: &multer::Error) -> ApiError {
             ErrorKind::FileTooLarge,
             format!("the body is larger than the limit of {limit} bytes"),
         ),
-        M::StreamReadFailed(cause) => ApiError::new(
-            ErrorKind::BadRequest,
-            format!("the request body ended early: {cause}"),
-        ),
+        M::StreamReadFailed(cause) => crate::upload::body::client_failed(cause, "request body"),
         other => invalid(format!("the multipart body is malformed: {other}")),
     }
 }
@@ -210,10 +204,7 @@ pub fn from_multer(e: &multer::Error) -> ApiError {
 pub fn from_boxed(e: &BoxError) -> ApiError {
     match e.downcast_ref::<multer::Error>() {
         Some(m) => from_multer(m),
-        None => ApiError::new(
-            ErrorKind::BadRequest,
-            format!("the request body ended early: {e}"),
-        ),
+        None => crate::upload::body::client_failed(e, "request body"),
     }
 }
 
