@@ -11,12 +11,12 @@
 
 mod common;
 
+use common::process::DemoServer;
 use common::{data, kind, pattern, server_binary, sha256};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Barrier;
@@ -27,82 +27,19 @@ const KIB: usize = 1 << 10;
 
 // --- the demo server as a process --------------------------------------------------------
 
-/// A running demo server, killed (SIGKILL) when dropped.
-struct ServerProcess {
-    child: Child,
-    base: String,
+/// The demo server on `data` with this file's key.
+fn start_server(data: &Path) -> DemoServer {
+    DemoServer::start_keyed(data, KEY, &[])
 }
 
-impl ServerProcess {
-    /// Starts the demo server on `127.0.0.1:0` over `data` and waits for its
-    /// `listening on http://ADDR` line.
-    fn start(data: &Path) -> ServerProcess {
-        let mut child = Command::new(server_binary())
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(data)
-            .arg("--key")
-            .arg(KEY)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the demo server");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads every line until the process ends (so that it never writes to a closed pipe).
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let _ = tx.send(line);
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("the demo server printed no line ({e}); exit: {status:?}");
-            }
-        };
-        let Some(addr) = line.strip_prefix("listening on http://") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected first line of the demo server: {line:?}");
-        };
-        let addr: std::net::SocketAddr = addr.trim().parse().expect("an address");
-        assert!(addr.ip().is_loopback() && addr.port() != 0, "{line}");
-        ServerProcess {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn api(&self) -> Api {
-        Api {
-            base: self.base.clone(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
-        }
-    }
-
-    /// `kill -9` and reap.
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let status = self.child.wait().expect("wait");
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A client of `server`.
+fn api_of(server: &DemoServer) -> Api {
+    Api {
+        base: server.base.clone(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client"),
     }
 }
 
@@ -326,8 +263,8 @@ async fn sigkill_and_restart_resumes_the_upload() {
     let even: Vec<Range<usize>> = even.into_iter().map(|(_, c)| c).collect();
     let odd: Vec<Range<usize>> = odd.into_iter().map(|(_, c)| c).collect();
 
-    let first = ServerProcess::start(&data_dir);
-    let api = first.api();
+    let first = start_server(&data_dir);
+    let api = api_of(&first);
     let mut last_seen = Vec::new();
     for c in &even {
         let r = api.chunk(path, &file, c.clone()).await;
@@ -367,8 +304,8 @@ async fn sigkill_and_restart_resumes_the_upload() {
     );
     drop(tx);
 
-    let second = ServerProcess::start(&data_dir);
-    let api = second.api();
+    let second = start_server(&data_dir);
+    let api = api_of(&second);
     let r = api.status(path, total).await;
     assert_eq!(
         r.ranges(total),
@@ -403,9 +340,9 @@ async fn sigkill_and_restart_resumes_the_upload() {
 async fn two_processes_share_one_upload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
-    let a = ServerProcess::start(&data_dir);
-    let b = ServerProcess::start(&data_dir);
-    let (api_a, api_b) = (a.api(), b.api());
+    let a = start_server(&data_dir);
+    let b = start_server(&data_dir);
+    let (api_a, api_b) = (api_of(&a), api_of(&b));
 
     let path = "shared/alternate.bin";
     let total = 16 * MIB + 5;
@@ -502,8 +439,8 @@ fn demo_server_refuses_unknown_flags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_server_prints_its_address() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = ServerProcess::start(&dir.path().join("data"));
-    let api = server.api();
+    let server = start_server(&dir.path().join("data"));
+    let api = api_of(&server);
     let res = api
         .http
         .get(api.url("nothing/here.bin"))
