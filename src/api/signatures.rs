@@ -5,7 +5,6 @@
 
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,16 +63,7 @@ where
     B::Error: Into<BoxError>,
 {
     let base = cfg.base_url(req.headers());
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorKind::BadRequest,
-                "the request body could not be read or is larger than 64 KiB",
-            )
-        })?
-        .to_bytes();
+    let bytes = super::read_small(req.into_body(), MAX_BODY).await?;
     let body: CreateSignature = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             ErrorKind::BadRequest,

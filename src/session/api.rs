@@ -5,13 +5,13 @@ use bytes::{Buf, Bytes};
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, header};
 use http_body::{Body, Frame};
-use http_body_util::{BodyDataStream, BodyExt, Limited, StreamBody};
+use http_body_util::{BodyDataStream, StreamBody};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::key::{SessionKey, is_session_id};
+use super::key::SessionKey;
 use super::model::{
     CreateSession, MAX_COMPLETE_BODY, MAX_CREATE_BODY, MediaObject, MediaRecord, PartRecord,
     PartRef, SessionRecord, parse_complete, parse_index,
@@ -72,24 +72,6 @@ fn internal_json(e: serde_json::Error) -> ApiError {
     ApiError::internal(&e)
 }
 
-/// Reads a small body whole (JSON requests), refusing more than `limit` bytes.
-async fn small_body<B>(body: B, limit: usize) -> Result<Bytes, ApiError>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    Ok(Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                ErrorKind::BadRequest,
-                format!("the request body could not be read or is larger than {limit} bytes"),
-            )
-        })?
-        .to_bytes())
-}
-
 #[derive(Serialize)]
 struct CreatedSession {
     id: String,
@@ -119,7 +101,7 @@ where
     B::Error: Into<BoxError>,
 {
     let base = cfg.base_url(req.headers());
-    let body = small_body(req.into_body(), MAX_CREATE_BODY + 1).await?;
+    let body = crate::api::read_small(req.into_body(), MAX_CREATE_BODY + 1).await?;
     let spec = CreateSession::parse(&body)?;
     if let Some(alias) = &spec.alias
         && cfg.storage.head(alias).await?.is_some()
@@ -253,13 +235,11 @@ fn target_of(record: &SessionRecord) -> Result<(String, FilePath), ApiError> {
     Ok((media_id, path))
 }
 
+/// A form's file part failed: multer's own errors (malformed form, part limit) first.
 fn pump_error(e: PumpError, limit: u64) -> ApiError {
     match e {
-        PumpError::TooLarge => too_large(limit, "file"),
-        PumpError::Limited => crate::upload::cut_off(),
         PumpError::Client(e) => from_boxed(&e),
-        PumpError::Storage(e) => e.into(),
-        PumpError::Rejected(e) => e,
+        e => e.into_api(limit, "file"),
     }
 }
 
@@ -580,13 +560,7 @@ where
         Err(e) => {
             drop(writer);
             guard.abort().await;
-            return Err(match e {
-                PumpError::TooLarge => too_large(limit, "part"),
-                PumpError::Limited => crate::upload::cut_off(),
-                PumpError::Client(e) => crate::upload::body::client_failed(&e, "part's body"),
-                PumpError::Storage(e) => e.into(),
-                PumpError::Rejected(e) => e,
-            });
+            return Err(e.into_api(limit, "part"));
         }
     };
     if let Err(e) = writer.commit().await {
@@ -684,7 +658,7 @@ where
     let live = open_session(cfg, req.uri()).await?;
     let conditions = conditions_for(cfg, req.extensions(), &live.record);
     let (parts, body) = req.into_parts();
-    let listed = parse_complete(&small_body(body, MAX_COMPLETE_BODY).await?)?;
+    let listed = parse_complete(&crate::api::read_small(body, MAX_COMPLETE_BODY).await?)?;
     let uploaded = uploaded_parts(cfg, &live.key.id).await?;
     let chosen: Vec<(u32, PartRecord)> = match listed {
         Some(list) => select_listed(&list, &uploaded)?,
@@ -838,9 +812,4 @@ pub(crate) async fn resolve_media(cfg: &Config, path: &FilePath) -> Option<FileP
     let bytes = cfg.storage.get_record(&media_key(id).ok()?).await.ok()??;
     let rec: MediaRecord = serde_json::from_slice(&bytes).ok()?;
     FilePath::new(rec.path).ok()
-}
-
-/// Whether a session id is well formed (used by the sweeper).
-pub(crate) fn valid_session_id(id: &str) -> bool {
-    is_session_id(id)
 }

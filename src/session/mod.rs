@@ -65,7 +65,7 @@ pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageRe
     let mut by_session: BTreeMap<String, Vec<RecordKey>> = BTreeMap::new();
     for k in storage.list_records(&root).await? {
         if let Some(id) = k.as_str().split('/').nth(1)
-            && api::valid_session_id(id)
+            && key::is_session_id(id)
         {
             by_session.entry(id.to_owned()).or_default().push(k);
         }

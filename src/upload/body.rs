@@ -29,6 +29,21 @@ pub(crate) enum PumpError {
     Rejected(crate::error::ApiError),
 }
 
+impl PumpError {
+    /// The answer to a body that did not arrive whole: 413 past `limit` or a body limit,
+    /// 408/400 for the client's failure ([`client_failed`], naming `what`), the storage's or
+    /// the conditions' own error otherwise.
+    pub(crate) fn into_api(self, limit: u64, what: &str) -> crate::error::ApiError {
+        match self {
+            PumpError::TooLarge => super::too_large(limit, what),
+            PumpError::Limited => super::cut_off(),
+            PumpError::Client(e) => client_failed(&e, what),
+            PumpError::Storage(e) => e.into(),
+            PumpError::Rejected(e) => e,
+        }
+    }
+}
+
 /// The error of an [`IdleTimeout`] body: no byte arrived for the whole idle period.
 #[derive(Debug, thiserror::Error)]
 #[error("no byte of the request body arrived for {0:?}")]

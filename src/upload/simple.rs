@@ -3,7 +3,7 @@
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 
-use super::body::{HeadCheck, PumpError, Taps, pump};
+use super::body::{HeadCheck, Taps, pump};
 use super::{
     AbortOnDrop, check_conditions, conditions_of, content_length, file_response, head_check,
     new_record, precheck, probe_staged, put_mode, too_large,
@@ -76,13 +76,7 @@ where
         Err(e) => {
             drop(writer);
             guard.abort().await;
-            return Err(match e {
-                PumpError::TooLarge => too_large(limit, "body"),
-                PumpError::Limited => super::cut_off(),
-                PumpError::Client(e) => super::body::client_failed(&e, "request body"),
-                PumpError::Storage(e) => e.into(),
-                PumpError::Rejected(e) => e,
-            });
+            return Err(e.into_api(limit, "request body"));
         }
     };
     let committed = writer.commit().await;
