@@ -26,11 +26,11 @@ mod common;
 use common::{KEY, RESERVED, TestServer, data, kind, pattern, server_binary, start_with, tiny_png};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -1124,59 +1124,6 @@ async fn conditions_layer_around_an_axum_router() {
 
 // --- the demo server ----------------------------------------------------------------------
 
-/// The demo server as a process, killed when dropped.
-struct Demo {
-    child: Child,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the demo server over `data` with `--conditions conditions` and waits for its
-/// `listening on http://ADDR` line.
-fn start_demo(data: &Path, conditions: &str) -> (Demo, SocketAddr) {
-    let mut child = Command::new(server_binary())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--key",
-            KEY,
-            "--conditions",
-            conditions,
-        ])
-        .arg("--data")
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the demo server");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            let _ = tx.send(line);
-        }
-    });
-    let demo = Demo { child };
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the demo server prints its address");
-    let addr = line
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .trim()
-        .parse()
-        .expect("an address");
-    (demo, addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_server_applies_its_conditions() {
     let (sandbox, data) = common::sandbox();
@@ -1185,7 +1132,8 @@ async fn demo_server_applies_its_conditions() {
         rule("width", "<=", json!(64)),
         rule("filesize", "<", json!(1_000_000)),
     ]);
-    let (_demo, addr) = start_demo(&data, &doc.to_string());
+    let demo = common::process::DemoServer::start(&data, &["--conditions", &doc.to_string()]);
+    let addr = demo.addr;
     let t = Target {
         base: format!("http://{addr}"),
         prefix: String::new(),
