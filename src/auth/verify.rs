@@ -292,15 +292,22 @@ fn decode_signature(raw: &str) -> Option<[u8; 32]> {
     if raw.len() > MAX_SIGNATURE_LEN {
         return None;
     }
-    let standard: Vec<u8> = percent_decode_str(raw)
-        .map(|b| match b {
+    // On the stack: percent-decoding never lengthens, base64 decoding shortens.
+    let mut standard = [0u8; MAX_SIGNATURE_LEN];
+    let mut len = 0;
+    for b in percent_decode_str(raw) {
+        standard[len] = match b {
             b' ' | b'-' => b'+',
             b'_' => b'/',
             other => other,
-        })
-        .collect();
-    let bytes = SIGNATURE_B64.decode(standard).ok()?;
-    bytes.try_into().ok()
+        };
+        len += 1;
+    }
+    let mut bytes = [0u8; MAX_SIGNATURE_LEN];
+    let n = SIGNATURE_B64
+        .decode_slice(&standard[..len], &mut bytes)
+        .ok()?;
+    bytes[..n].try_into().ok()
 }
 
 #[cfg(test)]

@@ -84,9 +84,10 @@ impl FilePath {
         if raw.len() > 3 * MAX_PATH_BYTES {
             return Err(PathError::TooLong);
         }
-        let decoded: Vec<u8> = percent_decode_str(raw).collect();
-        let s = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
-        FilePath::new(s)
+        let decoded = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| PathError::NotUtf8)?;
+        FilePath::new(decoded.into_owned())
     }
 
     /// Validates an already-decoded path.
@@ -98,7 +99,12 @@ impl FilePath {
         if s.len() > MAX_PATH_BYTES {
             return Err(PathError::TooLong);
         }
-        if s.chars().any(|c| c == '\\' || c.is_control()) {
+        let bad_char = if s.is_ascii() {
+            s.bytes().any(|b| b == b'\\' || b.is_ascii_control())
+        } else {
+            s.chars().any(|c| c == '\\' || c.is_control())
+        };
+        if bad_char {
             return Err(PathError::BadCharacter);
         }
         if s.ends_with('/') {

@@ -55,7 +55,7 @@ use std::io::{self, ErrorKind};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +75,8 @@ const LOCK_STRIPES: u64 = 64;
 const WRITE_BATCH: usize = 1 << 20;
 /// Frame size of read streams.
 const READ_FRAME: usize = 256 * 1024;
+/// Default of [`FsStorage::inline_io`].
+pub const DEFAULT_INLINE_IO: u64 = 64 * 1024;
 
 /// When the bytes of a chunk or a file are durable (see the module docs of `storage/fs.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,6 +101,9 @@ struct Inner {
     durability: Durability,
     /// Whether records go into extended attributes (turned off at the first EOPNOTSUPP).
     xattrs: AtomicBool,
+    /// Simple uploads of at most this many bytes are written and published on the calling
+    /// thread (see [`FsStorage::inline_io`]).
+    inline_io: AtomicU64,
     /// The publication lock stripes, opened once: a mutex serialises this process's threads
     /// (a `flock` is shared by everyone using the same open file), the `flock` other processes.
     stripes: Vec<(Mutex<()>, File)>,
@@ -123,25 +128,50 @@ struct InfoFile {
     created: u64,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+/// A published version's record, as first written (JSON); still read, no longer written.
+#[derive(serde::Deserialize)]
 struct MetaFile {
     content_type: String,
     #[serde(with = "attributes_b64")]
     attributes: Bytes,
 }
 
+/// The tag that starts a record in the current format: `tu1\n<content type>\n<attributes>`
+/// (the attributes verbatim: no JSON escaping, no base64, one copy).
+const META_TAG: &[u8] = b"tu1\n";
+
+/// Encodes a published version's content type and attributes.
+fn encode_meta(content_type: &str, attributes: &[u8]) -> Vec<u8> {
+    // A content type never holds a line break (`Storage::publish` callers pass a MIME type);
+    // one that did would be cut at it on reading, so it is dropped from there on.
+    let content_type = content_type.split(['\n', '\r']).next().unwrap_or("");
+    let mut out = Vec::with_capacity(META_TAG.len() + content_type.len() + 1 + attributes.len());
+    out.extend_from_slice(META_TAG);
+    out.extend_from_slice(content_type.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(attributes);
+    out
+}
+
+/// Decodes a record written by [`encode_meta`] (or by an earlier version, as JSON).
+fn decode_meta(bytes: &[u8]) -> Option<(String, Bytes)> {
+    match bytes.strip_prefix(META_TAG) {
+        Some(rest) => {
+            let at = rest.iter().position(|&b| b == b'\n')?;
+            let content_type = std::str::from_utf8(&rest[..at]).ok()?.to_owned();
+            Some((content_type, Bytes::copy_from_slice(&rest[at + 1..])))
+        }
+        None => serde_json::from_slice::<MetaFile>(bytes)
+            .ok()
+            .map(|m| (m.content_type, m.attributes)),
+    }
+}
+
 mod attributes_b64 {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
     use bytes::Bytes;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(b) {
-            Ok(text) => s.serialize_str(&format!("t:{text}")),
-            Err(_) => s.serialize_str(&format!("b:{}", STANDARD.encode(b))),
-        }
-    }
+    use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         let s = String::deserialize(d)?;
@@ -275,6 +305,7 @@ impl FsStorage {
                 root,
                 durability,
                 xattrs: AtomicBool::new(true),
+                inline_io: AtomicU64::new(DEFAULT_INLINE_IO),
                 stripes,
                 claims: Mutex::new(HashMap::new()),
             }),
@@ -288,8 +319,27 @@ impl FsStorage {
     /// opened again.
     #[must_use]
     pub fn durability(self, durability: Durability) -> FsStorage {
+        let inline = self.inner.inline_io.load(Ordering::Relaxed);
         Self::with_durability(self.inner.root.clone(), durability)
             .expect("the storage directory was usable a moment ago")
+            .inline_io(inline)
+    }
+
+    /// Simple uploads of at most `limit` bytes (default [`DEFAULT_INLINE_IO`], 64 KiB) are
+    /// written and published with plain system calls on the calling thread instead of on
+    /// tokio's blocking pool; `0` turns this off.
+    ///
+    /// A hop to the blocking pool and back costs two thread switches each way, which is more
+    /// than creating, writing and renaming a small file in the page cache: with the hop, a
+    /// 4 KiB `PUT` cost four context switches and ~3× the CPU of the whole request
+    /// (PERFORMANCE.md). Without it, an async worker thread is held for the duration of those
+    /// few system calls, as nginx and the benchmark's limit-server do. Turn it off when the
+    /// directory is on a filesystem whose metadata operations can stall for long (NFS, FUSE,
+    /// a network block device). [`Durability::Power`] never writes inline: an `fsync` is slow.
+    #[must_use]
+    pub fn inline_io(self, limit: u64) -> FsStorage {
+        self.inner.inline_io.store(limit, Ordering::Relaxed);
+        self
     }
 
     /// The root directory.
@@ -299,6 +349,11 @@ impl FsStorage {
 }
 
 impl Inner {
+    /// Whether work on `size` bytes of a simple upload runs on the calling thread.
+    fn inline(&self, size: u64) -> bool {
+        self.durability == Durability::Process && size <= self.inline_io.load(Ordering::Relaxed)
+    }
+
     fn sys(&self) -> PathBuf {
         self.root.join(RESERVED_DIR)
     }
@@ -424,11 +479,8 @@ impl Inner {
     fn read_meta(&self, key: &str, etag: &str) -> (String, Bytes) {
         fs::read(self.meta_file(key, etag))
             .ok()
-            .and_then(|b| serde_json::from_slice::<MetaFile>(&b).ok())
-            .map_or_else(
-                || (String::from("application/octet-stream"), Bytes::new()),
-                |m| (m.content_type, m.attributes),
-            )
+            .and_then(|b| decode_meta(&b))
+            .unwrap_or_else(|| (String::from("application/octet-stream"), Bytes::new()))
     }
 
     /// The meta of the version `file` is open on: its record from the file's extended
@@ -436,11 +488,11 @@ impl Inner {
     fn object_meta(&self, path: &FilePath, file: &File, md: &fs::Metadata) -> ObjectMeta {
         let etag = etag_of(md);
         let from_xattr = match xattr::FileExt::get_xattr(file, RECORD_XATTR) {
-            Ok(Some(bytes)) => serde_json::from_slice::<MetaFile>(&bytes).ok(),
+            Ok(Some(bytes)) => decode_meta(&bytes),
             _ => None,
         };
         let (mut content_type, attributes) = match from_xattr {
-            Some(m) => (m.content_type, m.attributes),
+            Some(m) => m,
             None => self.read_meta(&path_key(path), &etag),
         };
         if attributes.is_empty() && content_type == "application/octet-stream" {
@@ -623,11 +675,7 @@ impl Inner {
         let etag = etag_of(&md);
 
         let meta_file = self.meta_file(&key, &etag);
-        let meta = MetaFile {
-            content_type: options.content_type.clone(),
-            attributes: options.attributes.clone(),
-        };
-        let record = serde_json::to_vec(&meta).map_err(|e| StorageError::Other(e.to_string()))?;
+        let record = encode_meta(&options.content_type, &options.attributes);
         // The record travels with the bytes in an extended attribute (published by the same
         // rename); a record file is the fallback for filesystems without user xattrs or for
         // records too large for one.
@@ -985,6 +1033,10 @@ impl Storage for FsStorage {
         size: u64,
         options: PublishOptions,
     ) -> StorageResult<ObjectMeta> {
+        if self.inner.inline(size) && matches!(parse_id(upload)?, Parsed::Single(_)) {
+            // A small private upload: a few metadata system calls, cheaper than two hops.
+            return self.inner.publish(upload, path, size, options);
+        }
         let inner = self.inner.clone();
         let (id, path) = (upload.clone(), path.clone());
         blocking(move || inner.publish(&id, &path, size, options)).await
@@ -1322,6 +1374,20 @@ impl UploadWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        if !self.resumable
+            && self.file.is_none()
+            && self.in_flight.is_none()
+            && self.inner.inline(self.pending.len() as u64)
+        {
+            // The whole of a small simple upload: create and write it here (see `inline_io`).
+            let file = create_staging(&self.data_path)?;
+            file.write_all_at(&self.pending, self.start).map_err(io)?;
+            return Ok(if self.pos > self.start {
+                vec![self.start..self.pos]
+            } else {
+                Vec::new()
+            });
+        }
         self.flush_pending().await?;
         self.wait_in_flight().await?;
         let FsWriter {
@@ -1401,6 +1467,46 @@ mod tests {
         let files = FsStorage::new(dir.path()).unwrap();
         files.inner.xattrs.store(false, Ordering::Relaxed);
         super::super::conformance::run(Arc::new(files)).await;
+        // Every simple upload through the blocking pool (the default writes small ones inline).
+        let hopping = FsStorage::new(dir.path()).unwrap().inline_io(0);
+        super::super::conformance::run(Arc::new(hopping)).await;
+    }
+
+    #[test]
+    fn meta_records_round_trip_and_read_the_old_format() {
+        let cases: &[(&str, &[u8], &str, &[u8])] = &[
+            ("image/png", b"{\"a\":1}", "image/png", b"{\"a\":1}"),
+            ("", b"", "", b""),
+            (
+                "text/plain",
+                b"line\nbreaks\n\xff\x00",
+                "text/plain",
+                b"line\nbreaks\n\xff\x00",
+            ),
+            ("bad\ntype", b"x", "bad", b"x"),
+        ];
+        for (ct, attrs, want_ct, want_attrs) in cases {
+            let (got_ct, got_attrs) = decode_meta(&encode_meta(ct, attrs)).unwrap();
+            assert_eq!(
+                (got_ct.as_str(), &got_attrs[..]),
+                (*want_ct, *want_attrs),
+                "{ct:?}"
+            );
+        }
+        // Records written by earlier versions (JSON, attributes as text or base64).
+        let old = br#"{"content_type":"image/gif","attributes":"t:{\"k\":2}"}"#;
+        assert_eq!(
+            decode_meta(old),
+            Some(("image/gif".to_owned(), Bytes::from_static(b"{\"k\":2}")))
+        );
+        let old_b64 = br#"{"content_type":"a/b","attributes":"b:/wA="}"#;
+        assert_eq!(
+            decode_meta(old_b64),
+            Some(("a/b".to_owned(), Bytes::from_static(b"\xff\x00")))
+        );
+        for garbage in [&b"tu1\nno-line-break"[..], b"", b"{", b"tu1"] {
+            assert_eq!(decode_meta(garbage), None, "{garbage:?}");
+        }
     }
 
     #[tokio::test]
