@@ -101,6 +101,8 @@ struct Inner {
     durability: Durability,
     /// Whether records go into extended attributes (turned off at the first EOPNOTSUPP).
     xattrs: AtomicBool,
+    /// `<root>/.tower-uploads/staging`, made once (every simple upload's path starts there).
+    staging: PathBuf,
     /// Simple uploads of at most this many bytes are written and published on the calling
     /// thread (see [`FsStorage::inline_io`]).
     inline_io: AtomicU64,
@@ -264,6 +266,16 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Refuses the paths under the bookkeeping directory.
+fn check_reserved(path: &FilePath) -> StorageResult<()> {
+    if path.segments().next() == Some(RESERVED_DIR) {
+        return Err(StorageError::ReservedPath(
+            "the top-level name .tower-uploads is reserved",
+        ));
+    }
+    Ok(())
+}
+
 /// Maps the errors of creating a file's folders or renaming onto its path.
 fn place_error(e: io::Error) -> StorageError {
     match e.kind() {
@@ -306,6 +318,7 @@ impl FsStorage {
                 durability,
                 xattrs: AtomicBool::new(true),
                 inline_io: AtomicU64::new(DEFAULT_INLINE_IO),
+                staging: sys.join("staging"),
                 stripes,
                 claims: Mutex::new(HashMap::new()),
             }),
@@ -359,13 +372,11 @@ impl Inner {
     }
 
     fn file_path(&self, path: &FilePath) -> StorageResult<PathBuf> {
-        if path.segments().next() == Some(RESERVED_DIR) {
-            return Err(StorageError::ReservedPath(
-                "the top-level name .tower-uploads is reserved",
-            ));
-        }
-        let mut p = self.root.clone();
-        p.extend(path.segments());
+        check_reserved(path)?;
+        // A `FilePath` has no empty, `.` or `..` segment and no leading `/`: it joins as is.
+        let mut p = PathBuf::with_capacity(self.root.as_os_str().len() + 1 + path.as_str().len());
+        p.push(&self.root);
+        p.push(path.as_str());
         Ok(p)
     }
 
@@ -394,7 +405,12 @@ impl Inner {
     /// The data file of an upload.
     fn data_path(&self, id: &UploadId) -> StorageResult<PathBuf> {
         Ok(match parse_id(id)? {
-            Parsed::Single(r) => self.sys().join("staging").join(format!("s.{r}")),
+            Parsed::Single(r) => {
+                let mut p = PathBuf::with_capacity(self.staging.as_os_str().len() + 3 + r.len());
+                p.push(&self.staging);
+                p.push(&id.0); // `s.<r>`, as parsed
+                p
+            }
             Parsed::Resumable { key, gen_id } => {
                 self.upload_dir(key).join(format!("data.{gen_id}"))
             }
@@ -674,7 +690,7 @@ impl Inner {
         };
         let etag = etag_of(&md);
 
-        let meta_file = self.meta_file(&key, &etag);
+        let mut meta_file = None;
         let record = encode_meta(&options.content_type, &options.attributes);
         // The record travels with the bytes in an extended attribute (published by the same
         // rename); a record file is the fallback for filesystems without user xattrs or for
@@ -691,7 +707,8 @@ impl Inner {
                 }
             };
         if !in_xattr {
-            fs::write(&meta_file, &record).map_err(io)?;
+            let file = meta_file.insert(self.meta_file(&key, &etag));
+            fs::write(file, &record).map_err(io)?;
         }
 
         let outcome = (|| {
@@ -746,7 +763,9 @@ impl Inner {
                 })
             }
             Err(e) => {
-                let _ = fs::remove_file(&meta_file);
+                if let Some(file) = meta_file {
+                    let _ = fs::remove_file(file);
+                }
                 self.release_claim(id);
                 Err(e)
             }
@@ -913,7 +932,7 @@ impl Storage for FsStorage {
     async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
         let inner = self.inner.clone();
         let path = path.clone();
-        inner.file_path(&path)?; // refuse reserved paths before writing anything
+        check_reserved(&path)?; // refuse reserved paths before writing anything
         if spec == UploadSpec::Single {
             return Ok(UploadInfo {
                 id: UploadId(format!("s.{}", rand_token())),
