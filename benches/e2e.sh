@@ -5,25 +5,33 @@
 # Then a disk run of one chunked 1 GiB upload that reads the server's /proc/PID/io write_bytes
 # (bytes it caused to be written) and prints the ratio to the file size.
 #
-# usage: benches/e2e.sh                 (defaults: limit + project, all four scenarios)
-#        BENCH_SERVERS="limit nginx rustus project" benches/e2e.sh
+# usage: benches/e2e.sh                 (limit, nginx and rustus when installed, project; all
+#                                        four scenarios)
+#        BENCH_SERVERS="limit project" benches/e2e.sh
 # Needs ../shared/bench (the harness) beside this repository, or SHARED_BENCH=/path/to/bench.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
 [[ -x $BENCH/peers.sh ]] || { echo "no harness at $BENCH (set SHARED_BENCH)" >&2; exit 2; }
 KEY=bench-key-$RANDOM$RANDOM
-SERVER=$ROOT/target/release/examples/server
+SERVER=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/server
 
 (cd "$ROOT" && cargo build --release --example server --quiet)
 cargo build --release --quiet --manifest-path "$BENCH/limit-server/Cargo.toml"
 cargo build --release --quiet --manifest-path "$BENCH/client/Cargo.toml"
 CLIENT=$BENCH/client/target/release/upload-bench
 
+# The peers take part when they are installed (nginx-light; `cargo install --locked rustus`).
+PEERS=
+command -v nginx >/dev/null && PEERS+=" nginx"
+{ command -v rustus >/dev/null || [[ -n ${RUSTUS_BIN:-} ]]; } && PEERS+=" rustus"
+
 echo "## Throughput (tmpfs unless BENCH_TMPDIR is set), ratio = server / limit-server"
-PROJECT_SERVER_CMD="$SERVER --listen 127.0.0.1:{port} --data {dir} --key $KEY --max-file-size 4294967296 --max-request-size 2147483648" \
+# RUST_LOG=warn: no log line per request (the demo's default logs every published file at
+# info level, ~12 µs of formatting and a write to stderr each); nginx runs with access_log off.
+PROJECT_SERVER_CMD="env RUST_LOG=${PROJECT_RUST_LOG:-warn} $SERVER --listen 127.0.0.1:{port} --data {dir} --key $KEY --max-file-size 4294967296 --max-request-size 2147483648" \
 PROJECT_SIGN_KEY=$KEY \
-BENCH_SERVERS=${BENCH_SERVERS:-limit project} \
+BENCH_SERVERS=${BENCH_SERVERS:-limit$PEERS project} \
 BENCH_BUILD=0 \
 "$BENCH/peers.sh"
 
