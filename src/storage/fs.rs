@@ -5,7 +5,8 @@
 //! ```text
 //! <root>/<path>                        published files, at their own paths
 //! <root>/.tower-uploads/               bookkeeping (the one reserved top-level name)
-//!     staging/s.<rand>                 the bytes of a simple PUT in progress
+//!     staging/s.<rand>                 the bytes of a simple PUT in progress (a small one is
+//!                                      written on the request's thread: `inline_io`)
 //!     uploads/<key>/                   the resumable upload in progress for a path
 //!         info.json                    {path, total, gen, created}
 //!         data.<gen>                   its bytes: every chunk is a positional write here
@@ -27,7 +28,7 @@
 //! - **create or join** a resumable upload: the new upload's directory is built under `tmp/`
 //!   and renamed to `uploads/<key>`; renaming onto an existing (non-empty) upload directory
 //!   fails, and the loser joins the winner's upload.
-//! - **writes** are `pwrite`s into `data.<gen>`, batched (about 1 MiB per system call
+//! - **writes** are `pwrite`s into `data.<gen>`, batched (512 KiB per system call
 //!   round), each batch under a *shared* `flock` of the data file after checking that the
 //!   upload is neither claimed nor gone.
 //! - **claim**: an *exclusive* `flock` of the data file (it waits for the batches in flight),
@@ -1267,10 +1268,10 @@ fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
     Box::pin(stream)
 }
 
-/// How many idle batch buffers a storage keeps for its next writers (1 MiB each).
+/// How many idle batch buffers a storage keeps for its next writers ([`WRITE_BATCH`] each).
 const KEEP_BUFFERS: usize = 8;
 /// Below this many bytes a writer gathers into a small growing buffer, not a batch buffer:
-/// a small file never takes (or allocates) 1 MiB.
+/// a small file never takes (or allocates) a whole batch buffer.
 const SMALL_GATHER: usize = 64 * 1024;
 
 /// The batch buffers of a storage's writers, reused from one writer to the next. Each is
@@ -1428,8 +1429,9 @@ impl UploadWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
         let mut rest = &data[..];
         while !rest.is_empty() {
+            let so_far = (self.pos - self.start) as usize; // what this writer was given
             if self.pending.capacity() < WRITE_BATCH
-                && self.pending.len() + rest.len() > SMALL_GATHER
+                && so_far.saturating_add(rest.len()) > SMALL_GATHER
             {
                 // Past a small file's size: gather into a batch buffer from now on.
                 let mut batch = self
