@@ -202,6 +202,21 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StorageError::Other(format!("blocking task failed: {e}")))?
 }
 
+/// Runs short metadata work (a few system calls on directory entries and small files: look up
+/// an upload, list its ranges, open its data file, mark a range) on the calling thread when
+/// [`FsStorage::inline_io`] allows it, else on the blocking pool. Never used for anything that
+/// waits for a lock held by others, reads or writes bulk data, or `fsync`s.
+async fn quick<T: Send + 'static>(
+    inner: &Inner,
+    f: impl FnOnce() -> StorageResult<T> + Send + 'static,
+) -> StorageResult<T> {
+    if inner.inline(1) {
+        f()
+    } else {
+        blocking(f).await
+    }
+}
+
 fn io(e: io::Error) -> StorageError {
     StorageError::from_io(e)
 }
@@ -863,7 +878,7 @@ impl Storage for FsStorage {
     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
         let inner = self.inner.clone();
         let path = path.clone();
-        blocking(move || {
+        quick(&self.inner, move || {
             let target = inner.file_path(&path)?;
             let file = match File::open(&target) {
                 Ok(f) => f,
@@ -947,7 +962,7 @@ impl Storage for FsStorage {
                 created_now: true,
             });
         }
-        blocking(move || {
+        quick(&self.inner.clone(), move || {
             match spec {
                 UploadSpec::Resumable { total } => inner.open_resumable(&path, total),
                 UploadSpec::Single => {
@@ -971,7 +986,7 @@ impl Storage for FsStorage {
     async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
         let inner = self.inner.clone();
         let key = path_key(path);
-        blocking(move || {
+        quick(&self.inner, move || {
             Ok(inner
                 .read_info(&key)
                 .map_err(io)?
@@ -986,7 +1001,7 @@ impl Storage for FsStorage {
         let file = if resumable {
             // Open now, so that a closed upload is known before any byte is read.
             let path = data_path.clone();
-            let f = blocking(move || {
+            let f = quick(&self.inner, move || {
                 OpenOptions::new()
                     .write(true)
                     .open(path)
@@ -1014,7 +1029,7 @@ impl Storage for FsStorage {
     async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
         let inner = self.inner.clone();
         let id = upload.clone();
-        blocking(move || match parse_id(&id)? {
+        quick(&self.inner, move || match parse_id(&id)? {
             Parsed::Resumable { key, .. } => {
                 inner.check_exists(&id)?;
                 inner.ranges(key)
@@ -1308,7 +1323,26 @@ impl Buffers {
 }
 
 /// A batch being written; gives its buffer back for reuse, and the file it opened.
-type WriteTask = tokio::task::JoinHandle<StorageResult<(Vec<u8>, Arc<File>)>>;
+type WriteTask = tokio::task::JoinHandle<StorageResult<(Batch, Arc<File>)>>;
+
+/// Frames at least this large are written as they are, without being copied into a batch.
+const DIRECT_FRAME: usize = 64 * 1024;
+
+/// What one positional write round writes: a gathered batch buffer, or a large frame as the
+/// HTTP layer handed it over (no copy).
+enum Batch {
+    Gathered(Vec<u8>),
+    Frame(Bytes),
+}
+
+impl Batch {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Batch::Gathered(buf) => buf,
+            Batch::Frame(frame) => frame,
+        }
+    }
+}
 
 /// Gathers frames into a batch buffer and writes full batches off the async threads, the next
 /// batch gathering while the previous one is written. Frames are copied into two buffers that
@@ -1348,11 +1382,16 @@ impl FsWriter {
 
     async fn wait_in_flight(&mut self) -> StorageResult<()> {
         if let Some(task) = self.in_flight.take() {
-            let (mut buf, file) = task
+            let (batch, file) = task
                 .await
                 .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
-            buf.clear();
-            self.spare = Some(buf);
+            if let Batch::Gathered(mut buf) = batch {
+                buf.clear();
+                match self.spare {
+                    None if buf.capacity() == WRITE_BATCH => self.spare = Some(buf),
+                    _ => self.inner.buffers.give(buf),
+                }
+            }
             self.file = Some(file);
         }
         Ok(())
@@ -1360,13 +1399,18 @@ impl FsWriter {
 
     /// Starts writing what is pending (after the previous batch has finished).
     async fn flush_pending(&mut self) -> StorageResult<()> {
-        self.wait_in_flight().await?;
         if self.pending.is_empty() {
-            return Ok(());
+            return self.wait_in_flight().await;
         }
         // The next batch takes the spare (or a pooled buffer) when its first bytes arrive.
         let buf = std::mem::take(&mut self.pending);
         let at = self.pos - buf.len() as u64;
+        self.dispatch(Batch::Gathered(buf), at).await
+    }
+
+    /// Starts writing `batch` at `at` (after the previous batch has finished).
+    async fn dispatch(&mut self, batch: Batch, at: u64) -> StorageResult<()> {
+        self.wait_in_flight().await?;
         let (inner, id, file, resumable) = (
             self.inner.clone(),
             self.id.clone(),
@@ -1385,9 +1429,9 @@ impl FsWriter {
                 } else {
                     None
                 };
-                file.write_all_at(&buf, at).map_err(io)?;
+                file.write_all_at(batch.bytes(), at).map_err(io)?;
             }
-            Ok((buf, file))
+            Ok((batch, file))
         }));
         Ok(())
     }
@@ -1427,6 +1471,15 @@ impl Drop for Unlock<'_> {
 #[async_trait]
 impl UploadWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
+        if data.len() >= DIRECT_FRAME && self.pending.is_empty() {
+            // A large frame: written as it is, while the next one arrives (no copy).
+            let at = self.pos;
+            self.pos = self
+                .pos
+                .checked_add(data.len() as u64)
+                .ok_or(StorageError::StorageFull)?;
+            return self.dispatch(Batch::Frame(data), at).await;
+        }
         let mut rest = &data[..];
         while !rest.is_empty() {
             let so_far = (self.pos - self.start) as usize; // what this writer was given
@@ -1519,7 +1572,10 @@ impl UploadWriter for FsWriter {
         let key = key.to_owned();
         let file = file.ok_or(StorageError::UploadClosed)?;
         debug_assert!(resumable);
-        blocking(move || {
+        // Inline unless durable (an fsync): `lock_open` only waits in the instant between a
+        // claimer's exclusive lock and its `claimed` marker.
+        let quick_inner = inner.clone();
+        quick(&quick_inner, move || {
             if durable {
                 file.sync_data().map_err(io)?;
             }
