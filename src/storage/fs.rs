@@ -359,7 +359,10 @@ impl FsStorage {
 
     /// Simple uploads of at most `limit` bytes (default [`DEFAULT_INLINE_IO`], 64 KiB) are
     /// written and published with plain system calls on the calling thread instead of on
-    /// tokio's blocking pool; `0` turns this off.
+    /// tokio's blocking pool; `0` turns this off. Unless `0`, the short metadata work of a
+    /// chunk (finding its upload, listing the received ranges, opening the data file, marking
+    /// the new range) runs on the calling thread too; chunk bytes, claims (which wait for
+    /// other writers), reads of file contents, sweeping and every `fsync` stay on the pool.
     ///
     /// A hop to the blocking pool and back costs two thread switches each way, which is more
     /// than creating, writing and renaming a small file in the page cache: with the hop, a
