@@ -28,7 +28,8 @@
 //! - **create or join** a resumable upload: the new upload's directory is built under `tmp/`
 //!   and renamed to `uploads/<key>`; renaming onto an existing (non-empty) upload directory
 //!   fails, and the loser joins the winner's upload.
-//! - **writes** are `pwrite`s into `data.<gen>`, batched (512 KiB per system call
+//! - **writes** are `pwrite`s into `data.<gen>` (frames of 64 KiB or more as they come, smaller
+//!   ones batched, 512 KiB per system call
 //!   round), each batch under a *shared* `flock` of the data file after checking that the
 //!   upload is neither claimed nor gone.
 //! - **claim**: an *exclusive* `flock` of the data file (it waits for the batches in flight),
