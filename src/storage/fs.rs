@@ -28,8 +28,7 @@
 //! - **create or join** a resumable upload: the new upload's directory is built under `tmp/`
 //!   and renamed to `uploads/<key>`; renaming onto an existing (non-empty) upload directory
 //!   fails, and the loser joins the winner's upload.
-//! - **writes** are `pwrite`s into `data.<gen>` (frames of 64 KiB or more as they come, smaller
-//!   ones batched, 512 KiB per system call
+//! - **writes** are `pwrite`s into `data.<gen>`, batched (512 KiB per system call
 //!   round), each batch under a *shared* `flock` of the data file after checking that the
 //!   upload is neither claimed nor gone.
 //! - **claim**: an *exclusive* `flock` of the data file (it waits for the batches in flight),
@@ -1327,26 +1326,7 @@ impl Buffers {
 }
 
 /// A batch being written; gives its buffer back for reuse, and the file it opened.
-type WriteTask = tokio::task::JoinHandle<StorageResult<(Batch, Arc<File>)>>;
-
-/// Frames at least this large are written as they are, without being copied into a batch.
-const DIRECT_FRAME: usize = 64 * 1024;
-
-/// What one positional write round writes: a gathered batch buffer, or a large frame as the
-/// HTTP layer handed it over (no copy).
-enum Batch {
-    Gathered(Vec<u8>),
-    Frame(Bytes),
-}
-
-impl Batch {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Batch::Gathered(buf) => buf,
-            Batch::Frame(frame) => frame,
-        }
-    }
-}
+type WriteTask = tokio::task::JoinHandle<StorageResult<(Vec<u8>, Arc<File>)>>;
 
 /// Gathers frames into a batch buffer and writes full batches off the async threads, the next
 /// batch gathering while the previous one is written. Frames are copied into two buffers that
@@ -1386,15 +1366,13 @@ impl FsWriter {
 
     async fn wait_in_flight(&mut self) -> StorageResult<()> {
         if let Some(task) = self.in_flight.take() {
-            let (batch, file) = task
+            let (mut buf, file) = task
                 .await
                 .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
-            if let Batch::Gathered(mut buf) = batch {
-                buf.clear();
-                match self.spare {
-                    None if buf.capacity() == WRITE_BATCH => self.spare = Some(buf),
-                    _ => self.inner.buffers.give(buf),
-                }
+            buf.clear();
+            match self.spare {
+                None if buf.capacity() == WRITE_BATCH => self.spare = Some(buf),
+                _ => self.inner.buffers.give(buf),
             }
             self.file = Some(file);
         }
@@ -1409,11 +1387,6 @@ impl FsWriter {
         // The next batch takes the spare (or a pooled buffer) when its first bytes arrive.
         let buf = std::mem::take(&mut self.pending);
         let at = self.pos - buf.len() as u64;
-        self.dispatch(Batch::Gathered(buf), at).await
-    }
-
-    /// Starts writing `batch` at `at` (after the previous batch has finished).
-    async fn dispatch(&mut self, batch: Batch, at: u64) -> StorageResult<()> {
         self.wait_in_flight().await?;
         let (inner, id, file, resumable) = (
             self.inner.clone(),
@@ -1433,9 +1406,9 @@ impl FsWriter {
                 } else {
                     None
                 };
-                file.write_all_at(batch.bytes(), at).map_err(io)?;
+                file.write_all_at(&buf, at).map_err(io)?;
             }
-            Ok((batch, file))
+            Ok((buf, file))
         }));
         Ok(())
     }
@@ -1475,15 +1448,6 @@ impl Drop for Unlock<'_> {
 #[async_trait]
 impl UploadWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
-        if data.len() >= DIRECT_FRAME && self.pending.is_empty() {
-            // A large frame: written as it is, while the next one arrives (no copy).
-            let at = self.pos;
-            self.pos = self
-                .pos
-                .checked_add(data.len() as u64)
-                .ok_or(StorageError::StorageFull)?;
-            return self.dispatch(Batch::Frame(data), at).await;
-        }
         let mut rest = &data[..];
         while !rest.is_empty() {
             let so_far = (self.pos - self.start) as usize; // what this writer was given
