@@ -56,7 +56,7 @@ use std::io::{self, ErrorKind};
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,8 +72,6 @@ const RECORD_XATTR: &str = "user.tower-uploads.record";
 /// The reserved top-level directory of the bookkeeping.
 pub const RESERVED_DIR: &str = ".tower-uploads";
 const LOCK_STRIPES: u64 = 64;
-/// How much a writer gathers before one positional write round.
-const WRITE_BATCH: usize = 512 << 10;
 /// Frame size of read streams.
 const READ_FRAME: usize = 256 * 1024;
 /// Default of [`FsStorage::inline_io`].
@@ -1026,6 +1024,7 @@ impl Storage for FsStorage {
             pending: Vec::new(),
             spare: None,
             in_flight: None,
+            joined: false,
         }))
     }
 
@@ -1286,42 +1285,82 @@ fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
     Box::pin(stream)
 }
 
-/// How many idle batch buffers a storage keeps for its next writers ([`WRITE_BATCH`] each).
-const KEEP_BUFFERS: usize = 8;
+/// The largest and smallest batch: a writer alone writes 2 MiB per system-call round, each
+/// further writer halves the size, down to 256 KiB (see [`Buffers::batch_size`]).
+const MAX_BATCH: usize = 2 << 20;
+const MIN_BATCH: usize = 256 << 10;
+/// The bytes of idle batch buffers a storage keeps for its next writers.
+const IDLE_BUDGET: usize = 4 << 20;
 /// Below this many bytes a writer gathers into a small growing buffer, not a batch buffer:
 /// a small file never takes (or allocates) a whole batch buffer.
 const SMALL_GATHER: usize = 64 * 1024;
 
-/// The batch buffers of a storage's writers, reused from one writer to the next. Each is
-/// exactly [`WRITE_BATCH`] bytes and never grows; up to [`KEEP_BUFFERS`] idle ones are kept.
+/// Whether `buf` is a batch buffer (else a small gathering buffer, at most 128 KiB).
+fn is_batch(buf: &Vec<u8>) -> bool {
+    buf.capacity() >= MIN_BATCH
+}
+
+/// The batch buffers of a storage's writers, reused from one writer to the next, and the
+/// batch size. A batch buffer never grows; idle ones are kept up to [`IDLE_BUDGET`] bytes.
 ///
-/// Without it every chunk request allocated and freed its two buffers, and glibc, after the
-/// first freed 1 MiB block raised its mmap threshold, carved the next ones from the worker
+/// Without a pool every chunk request allocated and freed its two buffers, and glibc, after
+/// the first freed 1 MiB block raised its mmap threshold, carved the next ones from the worker
 /// threads' arenas, which kept them: a server's memory followed its allocator's history
 /// (30.8 MiB peak over one run of 1 GiB in 16 MiB chunks, 4 in flight; PERFORMANCE.md).
+///
+/// Each batch is one hop to the blocking pool, and a hop costs thread switches: fewer, larger
+/// batches are faster (one 1 GiB upload: 2 MiB batches ~13–18 % faster than 512 KiB ones),
+/// but every writer holds two. So the size follows the number of writers holding buffers:
+/// 2 MiB for one, 1 MiB for two, 512 KiB for three or four, 256 KiB beyond — the buffers in
+/// use stay within 4 MiB up to eight writers, and at 512 KiB per writer past that.
 #[derive(Default)]
 struct Buffers {
     idle: Mutex<Vec<Vec<u8>>>,
+    /// Writers holding batch buffers now.
+    writers: AtomicUsize,
 }
 
 impl Buffers {
+    /// The batch size while `writers` writers hold buffers.
+    fn batch_size(writers: usize) -> usize {
+        let halvings = writers.max(1).next_power_of_two().trailing_zeros();
+        (MAX_BATCH >> halvings.min(3)).max(MIN_BATCH)
+    }
+
+    /// A batch buffer for a writer that [joined](Self::join).
     fn take(&self) -> Vec<u8> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(WRITE_BATCH))
+        let size = Self::batch_size(self.writers.load(Ordering::Relaxed));
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = idle.iter().position(|b| b.capacity() == size) {
+            return idle.swap_remove(i);
+        }
+        // Free one idle buffer of another size (the number of writers changed) before
+        // allocating: the pool converts instead of growing.
+        idle.pop();
+        drop(idle);
+        Vec::with_capacity(size)
     }
 
     fn give(&self, mut buf: Vec<u8>) {
-        if buf.capacity() != WRITE_BATCH {
+        if !is_batch(&buf) {
             return; // a small gathering buffer, or empty
         }
         buf.clear();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < KEEP_BUFFERS {
+        let held: usize = idle.iter().map(Vec::capacity).sum();
+        if held + buf.capacity() <= IDLE_BUDGET {
             idle.push(buf);
         }
+    }
+
+    /// Counts a writer that starts using batch buffers.
+    fn join(&self) {
+        self.writers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a writer that [joined](Self::join).
+    fn leave(&self) {
+        self.writers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -1346,6 +1385,8 @@ struct FsWriter {
     spare: Option<Vec<u8>>,
     /// The previous batch, written while the next one gathers.
     in_flight: Option<WriteTask>,
+    /// Counted among the writers that share the batch budget ([`Buffers::join`]).
+    joined: bool,
 }
 
 impl Drop for FsWriter {
@@ -1362,6 +1403,9 @@ impl FsWriter {
         if let Some(spare) = self.spare.take() {
             self.inner.buffers.give(spare);
         }
+        if std::mem::take(&mut self.joined) {
+            self.inner.buffers.leave();
+        }
     }
 
     async fn wait_in_flight(&mut self) -> StorageResult<()> {
@@ -1371,7 +1415,7 @@ impl FsWriter {
                 .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
             buf.clear();
             match self.spare {
-                None if buf.capacity() == WRITE_BATCH => self.spare = Some(buf),
+                None if is_batch(&buf) => self.spare = Some(buf),
                 _ => self.inner.buffers.give(buf),
             }
             self.file = Some(file);
@@ -1451,10 +1495,12 @@ impl UploadWriter for FsWriter {
         let mut rest = &data[..];
         while !rest.is_empty() {
             let so_far = (self.pos - self.start) as usize; // what this writer was given
-            if self.pending.capacity() < WRITE_BATCH
-                && so_far.saturating_add(rest.len()) > SMALL_GATHER
-            {
+            if !is_batch(&self.pending) && so_far.saturating_add(rest.len()) > SMALL_GATHER {
                 // Past a small file's size: gather into a batch buffer from now on.
+                if !self.joined {
+                    self.joined = true;
+                    self.inner.buffers.join();
+                }
                 let mut batch = self
                     .spare
                     .take()
@@ -1462,8 +1508,9 @@ impl UploadWriter for FsWriter {
                 batch.extend_from_slice(&self.pending);
                 self.pending = batch;
             }
-            let n = if self.pending.capacity() == WRITE_BATCH {
-                (WRITE_BATCH - self.pending.len()).min(rest.len())
+            let batch = is_batch(&self.pending);
+            let n = if batch {
+                (self.pending.capacity() - self.pending.len()).min(rest.len())
             } else {
                 rest.len()
             };
@@ -1473,7 +1520,7 @@ impl UploadWriter for FsWriter {
                 .ok_or(StorageError::StorageFull)?;
             self.pending.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
-            if self.pending.len() >= WRITE_BATCH {
+            if batch && self.pending.len() >= self.pending.capacity() {
                 self.flush_pending().await?;
             }
         }
@@ -1588,6 +1635,37 @@ mod tests {
         // Every simple upload through the blocking pool (the default writes small ones inline).
         let hopping = FsStorage::new(dir.path()).unwrap().inline_io(0);
         super::super::conformance::run(Arc::new(hopping)).await;
+    }
+
+    #[test]
+    fn batch_size_follows_the_number_of_writers() {
+        let table = [
+            (0, 2 << 20),
+            (1, 2 << 20),
+            (2, 1 << 20),
+            (3, 512 << 10),
+            (4, 512 << 10),
+            (5, 256 << 10),
+            (8, 256 << 10),
+            (9, 256 << 10),
+            (10_000, 256 << 10),
+        ];
+        for (writers, size) in table {
+            assert_eq!(Buffers::batch_size(writers), size, "{writers} writers");
+        }
+        // The pool keeps at most IDLE_BUDGET bytes of idle buffers and converts sizes.
+        let pool = Buffers::default();
+        pool.join();
+        let bufs: Vec<_> = (0..4).map(|_| pool.take()).collect();
+        assert!(bufs.iter().all(|b| b.capacity() == 2 << 20));
+        bufs.into_iter().for_each(|b| pool.give(b));
+        assert_eq!(pool.idle.lock().unwrap().len(), 2, "4 MiB of 2 MiB buffers");
+        (0..3).for_each(|_| pool.join());
+        let small = pool.take();
+        assert_eq!(small.capacity(), 512 << 10);
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "one 2 MiB buffer freed");
+        pool.give(Vec::with_capacity(1000)); // a gathering buffer is not kept
+        assert_eq!(pool.idle.lock().unwrap().len(), 1);
     }
 
     #[test]
