@@ -986,7 +986,7 @@ async fn simple_upload_client_disconnect_keeps_nothing() {
          Content-Length: 10000000\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    // More than the largest write batch (1 MiB), so that one batch is written.
+    // More than the largest write batch (2 MiB), so that one batch is written.
     stream.write_all(&pattern(3 << 20, 9)).await.unwrap();
     stream.flush().await.unwrap();
     // The upload is under way: its staging file exists.
