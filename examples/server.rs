@@ -17,7 +17,8 @@
 //! Against hostile clients and faults (SECURITY.md): `--header-read-timeout SECS` (default 30),
 //! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
 //! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
-//! process: see `Durability`). Prints `listening on http://ADDR` once it accepts connections.
+//! process: see `Durability`), `--inline-io BYTES` (`FsStorage::inline_io`, default 65536; 0 on
+//! NFS or FUSE). Prints `listening on http://ADDR` once it accepts connections.
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -34,7 +35,7 @@ const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
 [--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON] [--store URL] \
 [--header-read-timeout SECS] [--body-idle-timeout SECS] [--max-incomplete-uploads N] \
-[--durability process|power]";
+[--durability process|power] [--inline-io BYTES]";
 
 struct Args {
     listen: SocketAddr,
@@ -58,6 +59,8 @@ struct Hardening {
     body_idle_timeout: Option<u64>,
     max_incomplete_uploads: Option<usize>,
     durability: Durability,
+    /// `FsStorage::inline_io`.
+    inline_io: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
             body_idle_timeout: None,
             max_incomplete_uploads: None,
             durability: Durability::Process,
+            inline_io: None,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -136,6 +140,9 @@ fn parse_args() -> Result<Args, String> {
                     "power" => Durability::Power,
                     v => return Err(format!("--durability: process or power, not {v}")),
                 };
+            }
+            "--inline-io" => {
+                args.hardening.inline_io = Some(number(value("a number of bytes")?, &name)?);
             }
             "--private" => args.private = true,
             "--legacy-signatures" => args.legacy_signatures = true,
@@ -271,6 +278,13 @@ fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
         }
     };
     FsStorage::new(&dir)
-        .map(|s| Arc::new(s.durability(args.hardening.durability)) as Arc<dyn Storage>)
+        .map(|s| {
+            let s = s.durability(args.hardening.durability);
+            let s = match args.hardening.inline_io {
+                Some(limit) => s.inline_io(limit),
+                None => s,
+            };
+            Arc::new(s) as Arc<dyn Storage>
+        })
         .map_err(|e| format!("cannot use {}: {e}", dir.display()))
 }

@@ -340,9 +340,28 @@ async fn sigkill_and_restart_resumes_the_upload() {
 async fn two_processes_share_one_upload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
-    let a = start_server(&data_dir);
+    // A does every file operation on tokio's blocking pool, B small ones on its request
+    // threads (`FsStorage::inline_io`, the default): the two ways share one directory.
+    let a = DemoServer::start_keyed(&data_dir, KEY, &["--inline-io", "0"]);
     let b = start_server(&data_dir);
     let (api_a, api_b) = (api_of(&a), api_of(&b));
+
+    // Small simple uploads through each, read back through the other.
+    for (i, (via, back)) in [(&api_a, &api_b), (&api_b, &api_a)].into_iter().enumerate() {
+        let path = format!("shared/small-{i}.bin");
+        let body = pattern(4 * KIB + i, 40 + i as u64);
+        let res = via
+            .http
+            .put(via.url(&path))
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("small PUT");
+        assert_eq!(res.status(), 201, "{path}");
+        let (status, got) = back.get(&path).await;
+        assert_eq!((status, sha256(&got)), (200, sha256(&body)), "{path}");
+    }
 
     let path = "shared/alternate.bin";
     let total = 16 * MIB + 5;
