@@ -202,17 +202,13 @@ async fn blocking<T: Send + 'static>(
 
 /// Runs short metadata work (a few system calls on directory entries and small files: look up
 /// an upload, list its ranges, open its data file, mark a range) on the calling thread when
-/// [`FsStorage::inline_io`] allows it, else on the blocking pool. Never used for anything that
+/// `inline` ([`Inner::inline_meta`]), else on the blocking pool. Never used for anything that
 /// waits for a lock held by others, reads or writes bulk data, or `fsync`s.
 async fn quick<T: Send + 'static>(
-    inner: &Inner,
+    inline: bool,
     f: impl FnOnce() -> StorageResult<T> + Send + 'static,
 ) -> StorageResult<T> {
-    if inner.inline(1) {
-        f()
-    } else {
-        blocking(f).await
-    }
+    if inline { f() } else { blocking(f).await }
 }
 
 fn io(e: io::Error) -> StorageError {
@@ -382,9 +378,15 @@ impl FsStorage {
 }
 
 impl Inner {
+    /// Whether short metadata work runs on the calling thread ([`FsStorage::inline_io`] not
+    /// `0`, and no `fsync` to wait for).
+    fn inline_meta(&self) -> bool {
+        self.durability == Durability::Process && self.inline_io.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether work on `size` bytes of a simple upload runs on the calling thread.
     fn inline(&self, size: u64) -> bool {
-        self.durability == Durability::Process && size <= self.inline_io.load(Ordering::Relaxed)
+        self.inline_meta() && size <= self.inline_io.load(Ordering::Relaxed)
     }
 
     fn sys(&self) -> PathBuf {
@@ -879,7 +881,7 @@ impl Storage for FsStorage {
     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
         let inner = self.inner.clone();
         let path = path.clone();
-        quick(&self.inner, move || {
+        quick(self.inner.inline_meta(), move || {
             let target = inner.file_path(&path)?;
             let file = match File::open(&target) {
                 Ok(f) => f,
@@ -953,33 +955,20 @@ impl Storage for FsStorage {
         let inner = self.inner.clone();
         let path = path.clone();
         check_reserved(&path)?; // refuse reserved paths before writing anything
-        if spec == UploadSpec::Single {
+        let UploadSpec::Resumable { total } = spec else {
+            // A private upload: its staging file is created by its first write batch.
+            let now = SystemTime::now();
             return Ok(UploadInfo {
                 id: UploadId(format!("s.{}", rand_token())),
                 path: Some(path),
                 total: None,
-                created: SystemTime::now(),
-                updated: SystemTime::now(),
+                created: now,
+                updated: now,
                 created_now: true,
             });
-        }
-        quick(&self.inner.clone(), move || {
-            match spec {
-                UploadSpec::Resumable { total } => inner.open_resumable(&path, total),
-                UploadSpec::Single => {
-                    // The staging file is created by the first write batch.
-                    let id = UploadId(format!("s.{}", rand_token()));
-                    let now = SystemTime::now();
-                    Ok(UploadInfo {
-                        id,
-                        path: Some(path),
-                        total: None,
-                        created: now,
-                        updated: now,
-                        created_now: true,
-                    })
-                }
-            }
+        };
+        quick(self.inner.inline_meta(), move || {
+            inner.open_resumable(&path, total)
         })
         .await
     }
@@ -987,7 +976,7 @@ impl Storage for FsStorage {
     async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
         let inner = self.inner.clone();
         let key = path_key(path);
-        quick(&self.inner, move || {
+        quick(self.inner.inline_meta(), move || {
             Ok(inner
                 .read_info(&key)
                 .map_err(io)?
@@ -1002,7 +991,7 @@ impl Storage for FsStorage {
         let file = if resumable {
             // Open now, so that a closed upload is known before any byte is read.
             let path = data_path.clone();
-            let f = quick(&self.inner, move || {
+            let f = quick(self.inner.inline_meta(), move || {
                 OpenOptions::new()
                     .write(true)
                     .open(path)
@@ -1031,7 +1020,7 @@ impl Storage for FsStorage {
     async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
         let inner = self.inner.clone();
         let id = upload.clone();
-        quick(&self.inner, move || match parse_id(&id)? {
+        quick(self.inner.inline_meta(), move || match parse_id(&id)? {
             Parsed::Resumable { key, .. } => {
                 inner.check_exists(&id)?;
                 inner.ranges(key)
@@ -1592,8 +1581,7 @@ impl UploadWriter for FsWriter {
         debug_assert!(resumable);
         // Inline unless durable (an fsync): `lock_open` only waits in the instant between a
         // claimer's exclusive lock and its `claimed` marker.
-        let quick_inner = inner.clone();
-        quick(&quick_inner, move || {
+        quick(inner.inline_meta(), move || {
             if durable {
                 file.sync_data().map_err(io)?;
             }
