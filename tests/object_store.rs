@@ -263,10 +263,7 @@ fn server(env: &HashMap<String, String>, prefix: &str, unused_dir: &std::path::P
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
+    common::client_with_timeout(Duration::from_secs(120))
 }
 
 /// PUTs `[start, end)` of `data` to `server` as a chunk; returns status and JSON body.

@@ -36,10 +36,7 @@ fn start_server(data: &Path) -> DemoServer {
 fn api_of(server: &DemoServer) -> Api {
     Api {
         base: server.base.clone(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("client"),
+        http: common::client_with_timeout(Duration::from_secs(60)),
     }
 }
 

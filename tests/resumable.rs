@@ -65,10 +65,7 @@ impl Api {
     fn new(server: &TestServer) -> Api {
         Api {
             base: server.base.clone(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
+            http: common::client_with_timeout(Duration::from_secs(60)),
         }
     }
 

@@ -71,11 +71,16 @@ impl Server {
         format!("Bearer {}", self.key)
     }
 
-    /// `PUT <uri_path>` with the bearer key, a `Content-Range` and `body`.
-    async fn chunk(&self, uri_path: &str, range: &str, body: &[u8]) -> reqwest::Response {
+    /// A `PUT <uri_path>` with the bearer key, to be given a body.
+    fn put(&self, uri_path: &str) -> reqwest::RequestBuilder {
         common::client()
             .put(self.url(uri_path))
             .header("authorization", self.bearer())
+    }
+
+    /// `PUT <uri_path>` with the bearer key, a `Content-Range` and `body`.
+    async fn chunk(&self, uri_path: &str, range: &str, body: &[u8]) -> reqwest::Response {
+        self.put(uri_path)
             .header("content-range", range)
             .body(body.to_vec())
             .send()
@@ -166,10 +171,9 @@ async fn cors_preflight_for_chunks_and_exposed_headers() {
         // The chunks themselves.
         let body = pattern(10_000, 7);
         let put = |range: String, bytes: Vec<u8>| {
-            common::client()
-                .put(server.url("files/in/video.bin"))
+            server
+                .put("files/in/video.bin")
                 .header("origin", ORIGIN)
-                .header("authorization", server.bearer())
                 .header("content-range", range)
                 .body(bytes)
                 .send()
@@ -292,9 +296,8 @@ async fn body_limit_layer_in_front() {
     })
     .await;
     // Declared: answered by the limit layer before the body.
-    let res = common::client()
-        .put(server.url("files/big.bin"))
-        .header("authorization", server.bearer())
+    let res = server
+        .put("files/big.bin")
         .body(pattern(2000, 1))
         .send()
         .await
@@ -305,9 +308,7 @@ async fn body_limit_layer_in_front() {
         (0..4).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(pattern(500, i)))),
     );
     for range in [None, Some("bytes 0-1999/4000")] {
-        let mut req = common::client()
-            .put(server.url("files/big.bin"))
-            .header("authorization", server.bearer());
+        let mut req = server.put("files/big.bin");
         if let Some(range) = range {
             req = req.header("content-range", range);
         }
@@ -324,9 +325,8 @@ async fn body_limit_layer_in_front() {
     let (status, ranges) = received(&server, "big.bin", 4000).await;
     assert_eq!((status, ranges), (202, serde_json::json!([])));
     // Within the limit: fine.
-    let res = common::client()
-        .put(server.url("files/small.bin"))
-        .header("authorization", server.bearer())
+    let res = server
+        .put("files/small.bin")
         .body(pattern(900, 2))
         .send()
         .await

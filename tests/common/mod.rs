@@ -271,8 +271,13 @@ pub fn now() -> u64 {
 
 /// A plain HTTP client (no pooling surprises across tests: one per call is fine).
 pub fn client() -> reqwest::Client {
+    client_with_timeout(Duration::from_secs(30))
+}
+
+/// A client whose requests give up after `timeout`.
+pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .build()
         .expect("client")
 }
