@@ -6,21 +6,14 @@
 // preflights, answered by the app's tower-http CorsLayer. Checks: the upload completes with the
 // right sha256, the server saw and answered the preflights, and the page can read the exposed
 // `Range` and `Location` headers of cross-origin answers.
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { assert, env, launch, log } from './lib.mjs';
+import { assert, env, launch, log, randomFile, sha256 } from './lib.mjs';
 
 const SIZE = 6 * 1024 * 1024 + 123;
 const CHUNK = 1024 * 1024;
-const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
-const dir = mkdtempSync(join(tmpdir(), 'browser-cors-'));
-const name = `cross-${randomBytes(4).toString('hex')}.bin`;
-const file = join(dir, name);
-const bytes = randomBytes(SIZE);
-writeFileSync(file, bytes);
+const { name, file, bytes } = randomFile('cross', SIZE);
 
 const browser = await launch();
 try {

@@ -1,7 +1,8 @@
 // Shared helpers of the browser tests: launching Debian's Chromium through playwright-core,
 // and small assertions.
 import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -44,4 +45,17 @@ export function assert(cond, message) {
 
 export function log(...args) {
   console.log('  ', ...args);
+}
+
+/// The sha256 of a buffer, in hex.
+export const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
+
+/// A file of `size` random bytes, `<prefix>-<8 hex>.bin` in a new temporary folder.
+export function randomFile(prefix, size) {
+  const dir = mkdtempSync(join(tmpdir(), `browser-${prefix}-`));
+  const name = `${prefix}-${randomBytes(4).toString('hex')}.bin`;
+  const file = join(dir, name);
+  const bytes = randomBytes(size);
+  writeFileSync(file, bytes);
+  return { dir, name, file, bytes };
 }

@@ -15,8 +15,9 @@
 // Usage: node tests/browser/sessions.mjs   (tests/browser/run.sh starts the server)
 
 import { chromium } from 'playwright-core';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { sha256 } from './lib.mjs';
 
 const BASE = process.env.BASE;
 const KEY = process.env.KEY;
@@ -25,7 +26,6 @@ if (!BASE || !KEY) {
   process.exit(2);
 }
 
-const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 let failures = 0;
 function check(ok, what) {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);

@@ -8,21 +8,14 @@
 // sends only that. Checks: the stored file's sha256 (on disk and over HTTP), the File object
 // shown, the bytes sent after the reload, the image preview of a second upload; saves
 // screenshots in $BROWSER_ARTIFACTS.
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { assert, env, launch, log } from './lib.mjs';
+import { assert, env, launch, log, randomFile, sha256 } from './lib.mjs';
 
 const SIZE = 50 * 1024 * 1024;
 const CHUNK = 4 * 1024 * 1024;
-const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
-const dir = mkdtempSync(join(tmpdir(), 'browser-upload-'));
-const name = `big-${randomBytes(4).toString('hex')}.bin`;
-const file = join(dir, name);
-const bytes = randomBytes(SIZE);
-writeFileSync(file, bytes);
+const { dir, name, file, bytes } = randomFile('big', SIZE);
 const want = sha256(bytes);
 log(`generated ${name}: ${SIZE} bytes, sha256 ${want}`);
 
