@@ -142,7 +142,7 @@ where
         let terminal = self.terminal;
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let span = crate::stack::request_span(&req, &route_path(&route, req.uri().path()));
+        let span = crate::stack::request_span(&req, route_path(&route, req.uri().path()));
         let outer = span.clone();
         let fut = async move {
             let style = ResponseStyle::negotiate(req.headers(), cfg.style);
@@ -174,8 +174,7 @@ where
                         SessionCall::Part => crate::session::put_part(&cfg, req, &answer).await,
                         SessionCall::Complete => crate::session::complete(&cfg, req, &answer).await,
                     };
-                    span.record("bytes", seen.bytes());
-                    close_unless_read(&mut res, &seen);
+                    body_done(&span, &mut res, &seen);
                     res
                 }
                 Route::Upload(path) => {
@@ -187,8 +186,7 @@ where
                     } else {
                         crate::upload::put_whole(&cfg, req, path, &answer).await
                     };
-                    span.record("bytes", seen.bytes());
-                    close_unless_read(&mut res, &seen);
+                    body_done(&span, &mut res, &seen);
                     res
                 }
                 Route::Deliver(path) => {
@@ -243,12 +241,12 @@ where
 
 /// The path a request's span names: the file path (never the query, which may hold a
 /// signature), or the endpoint.
-fn route_path(route: &Route, uri_path: &str) -> String {
+fn route_path<'a>(route: &'a Route, uri_path: &'a str) -> &'a str {
     match route {
-        Route::Signatures => "signatures".to_owned(),
-        Route::Upload(path) | Route::Deliver(path) => path.to_string(),
+        Route::Signatures => "signatures",
+        Route::Upload(path) | Route::Deliver(path) => path.as_str(),
         // Session endpoints: the path only; their `key` is in the query.
-        Route::CreateSession | Route::Session(_) | Route::Refuse(_) => uri_path.to_owned(),
+        Route::CreateSession | Route::Session(_) | Route::Refuse(_) => uri_path,
     }
 }
 
@@ -266,6 +264,13 @@ where
     let (parts, body) = req.into_parts();
     let (body, seen) = Tracked::new(IdleTimeout::new(body, idle));
     (Request::from_parts(parts, body), seen)
+}
+
+/// After an answer to a request with a body: the span records how much of it was read, and
+/// the answer closes the connection unless it was read to its end.
+fn body_done(span: &tracing::Span, res: &mut Response<ResponseBody>, seen: &BodySeen) {
+    span.record("bytes", seen.bytes());
+    close_unless_read(res, seen);
 }
 
 /// Answered without reading the whole body: the connection cannot carry another request;
