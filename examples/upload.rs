@@ -325,9 +325,7 @@ fn ranges_of(body: &serde_json::Value) -> Vec<Range<u64>> {
 fn missing(total: u64, have: &[Range<u64>], chunk: u64) -> Vec<Range<u64>> {
     let mut gaps = Vec::new();
     let mut at = 0;
-    let mut have = have.to_vec();
-    have.sort_by_key(|r| r.start);
-    for r in have {
+    for r in tower_uploads::storage::merge_ranges(have.to_vec()) {
         if r.start > at {
             gaps.push(at..r.start.min(total));
         }
