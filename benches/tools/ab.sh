@@ -4,7 +4,8 @@
 # Used for the "what each change bought" rows of PERFORMANCE.md (ratios to limit-server from
 # the same rounds, medians of the rounds).
 #
-# usage: benches/tools/ab.sh put|1|4 limit /path/to/server-a /path/to/server-b ...
+# usage: benches/tools/ab.sh put|1|4|small limit /path/to/server-a /path/to/server-b ...
+#        (small: 20 000 signed 4 KiB PUTs, 32 concurrent, req/s; the others 1 GiB, MiB/s)
 #        ROUNDS=6 (default 3)  ABDIR=/tmp (default /dev/shm: where payload and files live)
 # Each non-limit binary is the demo server (`cargo build --release --example server`, copied).
 set -euo pipefail
@@ -17,7 +18,20 @@ W=$(mktemp -d "${ABDIR:-/dev/shm}/ab.XXXX")
 declare -A URL PIDS
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
-head -c 1073741824 /dev/urandom > "$W/payload"
+[[ $MODE == small ]] || head -c 1073741824 /dev/urandom > "$W/payload"
+# One signed URL per small file: the demo server's `?expiry&method&signature` (key k1).
+small_urls() {
+  python3 - "$1" "$2" <<'PY'
+import sys, hmac, hashlib, base64, time
+base, r = sys.argv[1], sys.argv[2]
+exp = int(time.time()) + 3600
+for i in range(20000):
+    p = f"small/r{r}/{i}.bin"
+    m = f"{p}?expiry={exp}&method=put".encode()
+    s = base64.urlsafe_b64encode(hmac.new(b"k1", m, hashlib.sha256).digest()).rstrip(b"=").decode()
+    print(f"{base}/{p}?expiry={exp}&method=put&signature={s}")
+PY
+}
 i=0
 for b in "$@"; do
   i=$((i + 1)); d=$W/s$i; mkdir -p "$d"
@@ -35,7 +49,13 @@ for r in $(seq "${ROUNDS:-3}"); do
   i=0
   for b in "$@"; do
     i=$((i + 1))
-    if [[ $MODE == put ]]; then
+    if [[ $MODE == small ]]; then
+      small_urls "${URL[$i]}" "$r" > "$W/urls"
+      out=$("$CLIENT" small --url-file "$W/urls" --size 4096 --count 20000 --concurrency 32)
+      rm -rf "$W/s$i/data/small"
+      echo "$(basename "$b") round $r $(grep -o '"req_per_s":[0-9]*' <<< "$out")"
+      continue
+    elif [[ $MODE == put ]]; then
       out=$("$CLIENT" put --url "${URL[$i]}/r$r.bin" --file "$W/payload" --header "Authorization: Bearer k1")
     else
       out=$("$CLIENT" chunks --url "${URL[$i]}/r$r.bin" --file "$W/payload" --chunk-size 16777216 \

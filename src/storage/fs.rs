@@ -100,6 +100,14 @@ struct Inner {
     durability: Durability,
     /// Whether records go into extended attributes (turned off at the first EOPNOTSUPP).
     xattrs: AtomicBool,
+    /// Whether record files may exist under `meta/` (found there at start or by the sweeper,
+    /// or written by this process). While not, a plain overwrite has no replaced version's
+    /// record file to forget, and skips looking up the replaced version.
+    meta_files: AtomicBool,
+    /// The staging files of small simple uploads written on the calling thread by
+    /// `FsWriter::commit`, kept open for `publish` (`fstat`/`fsetxattr` on the descriptor
+    /// instead of two path lookups) and dropped by `abort`.
+    staged: Mutex<HashMap<UploadId, File>>,
     /// `<root>/.tower-uploads/staging`, made once (every simple upload's path starts there).
     staging: PathBuf,
     /// Simple uploads of at most this many bytes are written and published on the calling
@@ -288,6 +296,17 @@ fn check_reserved(path: &FilePath) -> StorageResult<()> {
     Ok(())
 }
 
+/// Whether any record file exists under `<sys>/meta/` (unreadable counts as yes).
+fn any_meta_file(sys: &Path) -> bool {
+    let Ok(shards) = fs::read_dir(sys.join("meta")) else {
+        return true;
+    };
+    shards.into_iter().any(|shard| match shard {
+        Ok(shard) => fs::read_dir(shard.path()).map_or(true, |mut d| d.next().is_some()),
+        Err(_) => true,
+    })
+}
+
 /// Maps the errors of creating a file's folders or renaming onto its path.
 fn place_error(e: io::Error) -> StorageError {
     match e.kind() {
@@ -313,6 +332,7 @@ impl FsStorage {
         for shard in 0..=255u8 {
             fs::create_dir_all(sys.join("meta").join(format!("{shard:02x}"))).map_err(io)?;
         }
+        let meta_files = any_meta_file(&sys);
         let stripes = (0..LOCK_STRIPES)
             .map(|n| {
                 let f = OpenOptions::new()
@@ -329,6 +349,8 @@ impl FsStorage {
                 root,
                 durability,
                 xattrs: AtomicBool::new(true),
+                meta_files: AtomicBool::new(meta_files),
+                staged: Mutex::new(HashMap::new()),
                 inline_io: AtomicU64::new(DEFAULT_INLINE_IO),
                 staging: sys.join("staging"),
                 stripes,
@@ -662,6 +684,14 @@ impl Inner {
         Ok(Claim::Won)
     }
 
+    /// The open staging file that `FsWriter::commit` kept for `id`, if any.
+    fn take_staged(&self, id: &UploadId) -> Option<File> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+    }
+
     fn release_claim(&self, id: &UploadId) {
         self.claims
             .lock()
@@ -690,12 +720,22 @@ impl Inner {
         let target = self.file_path(path)?;
         let data_path = self.data_path(id)?;
         let key = path_key(path);
-        let md = match fs::metadata(&data_path) {
+        // A small simple upload written inline is still open: no path lookups.
+        let staged = match parsed {
+            Parsed::Single(_) => self.take_staged(id),
+            _ => None,
+        };
+        let found = match &staged {
+            Some(file) => file.metadata(),
+            None => fs::metadata(&data_path),
+        };
+        let md = match found {
             Ok(md) if md.len() == size && self.durability == Durability::Process => md,
             found => {
-                let data = match (found, parsed) {
+                let data = match (staged.as_ref(), found, parsed) {
+                    (Some(file), _, _) => file.try_clone().map_err(io)?,
                     // A single upload that never received a byte has no staging file yet.
-                    (Err(e), Parsed::Single(_)) if e.kind() == ErrorKind::NotFound => {
+                    (None, Err(e), Parsed::Single(_)) if e.kind() == ErrorKind::NotFound => {
                         create_staging(&data_path)?
                     }
                     _ => OpenOptions::new()
@@ -717,8 +757,12 @@ impl Inner {
         // The record travels with the bytes in an extended attribute (published by the same
         // rename); a record file is the fallback for filesystems without user xattrs or for
         // records too large for one.
+        let set = match &staged {
+            Some(file) => xattr::FileExt::set_xattr(file, RECORD_XATTR, &record),
+            None => xattr::set(&data_path, RECORD_XATTR, &record),
+        };
         let in_xattr = self.xattrs.load(Ordering::Relaxed)
-            && match xattr::set(&data_path, RECORD_XATTR, &record) {
+            && match set {
                 Ok(()) => true,
                 Err(e) => {
                     if e.raw_os_error() == Some(95) {
@@ -729,17 +773,25 @@ impl Inner {
                 }
             };
         if !in_xattr {
+            self.meta_files.store(true, Ordering::Relaxed);
             let file = meta_file.insert(self.meta_file(&key, &etag));
             fs::write(file, &record).map_err(io)?;
         }
 
         let outcome = (|| {
             let _stripe = self.lock_stripe(&key).map_err(io)?;
-            let current = match fs::metadata(&target) {
-                Ok(md) if md.is_file() => Some(etag_of(&md)),
-                Ok(_) => return Err(StorageError::ReservedPath("a folder exists at this path")),
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound) => None,
-                Err(e) => return Err(place_error(e)),
+            // A plain overwrite needs the replaced version only to forget its record file:
+            // without record files, the rename alone (which refuses a folder) decides.
+            let blind = matches!(options.mode, PutMode::Overwrite)
+                && !self.meta_files.load(Ordering::Relaxed);
+            let current = match (!blind).then(|| fs::metadata(&target)) {
+                None => None,
+                Some(Ok(md)) if md.is_file() => Some(etag_of(&md)),
+                Some(Ok(_)) => {
+                    return Err(StorageError::ReservedPath("a folder exists at this path"));
+                }
+                Some(Err(e)) if matches!(e.kind(), ErrorKind::NotFound) => None,
+                Some(Err(e)) => return Err(place_error(e)),
             };
             match (&options.mode, &current) {
                 (PutMode::Create, Some(_)) => return Err(StorageError::PreconditionFailed),
@@ -796,10 +848,13 @@ impl Inner {
 
     fn abort(&self, id: &UploadId) -> StorageResult<()> {
         let result = match parse_id(id)? {
-            Parsed::Single(_) => match fs::remove_file(self.data_path(id)?) {
-                Err(e) if e.kind() != ErrorKind::NotFound => Err(io(e)),
-                _ => Ok(()),
-            },
+            Parsed::Single(_) => {
+                drop(self.take_staged(id));
+                match fs::remove_file(self.data_path(id)?) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => Err(io(e)),
+                    _ => Ok(()),
+                }
+            }
             Parsed::Resumable { key, gen_id } => {
                 // Only remove the directory if it is still this generation's.
                 let dir = self.upload_dir(key);
@@ -822,6 +877,10 @@ impl Inner {
     }
 
     fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+        // The sweeper's round also notices record files written by other processes since.
+        if !self.meta_files.load(Ordering::Relaxed) && any_meta_file(&self.sys()) {
+            self.meta_files.store(true, Ordering::Relaxed);
+        }
         let mut out = Vec::new();
         for entry in fs::read_dir(self.sys().join("uploads")).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -1532,9 +1591,15 @@ impl UploadWriter for FsWriter {
             && self.in_flight.is_none()
             && self.inner.inline(self.pending.len() as u64)
         {
-            // The whole of a small simple upload: create and write it here (see `inline_io`).
+            // The whole of a small simple upload: create and write it here (see `inline_io`),
+            // and keep it open for `publish`.
             let file = create_staging(&self.data_path)?;
             file.write_all_at(&self.pending, self.start).map_err(io)?;
+            self.inner
+                .staged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.id.clone(), file);
             return Ok(if self.pos > self.start {
                 vec![self.start..self.pos]
             } else {
@@ -1743,6 +1808,97 @@ mod tests {
         storage.abort(&up.id).await.unwrap();
         assert!(storage.head(&folder).await.unwrap().is_none());
         assert!(storage.head(&nested).await.unwrap().is_none());
+    }
+
+    /// Publishes `bytes` at `path` through a single upload written inline.
+    async fn publish_small(
+        storage: &FsStorage,
+        path: &FilePath,
+        bytes: &'static [u8],
+        attrs: &'static [u8],
+    ) {
+        let up = storage.open_upload(path, UploadSpec::Single).await.unwrap();
+        let mut w = storage.writer(&up.id, 0).await.unwrap();
+        w.write(Bytes::from_static(bytes)).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(storage.claim(&up.id).await.unwrap(), Claim::Won);
+        let options = PublishOptions {
+            attributes: Bytes::from_static(attrs),
+            ..PublishOptions::default()
+        };
+        storage
+            .publish(&up.id, path, bytes.len() as u64, options)
+            .await
+            .unwrap();
+    }
+
+    fn meta_file_count(root: &Path) -> usize {
+        let meta = root.join(RESERVED_DIR).join("meta");
+        fs::read_dir(meta)
+            .unwrap()
+            .map(|shard| fs::read_dir(shard.unwrap().path()).unwrap().count())
+            .sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overwrites_forget_record_files_written_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        // Opened before any record file exists: overwrites skip looking for one...
+        let early = FsStorage::new(dir.path()).unwrap();
+        assert!(!early.inner.meta_files.load(Ordering::Relaxed));
+        // ...until one is written (here by a storage without xattrs, as another process on
+        // another mount could).
+        let files = FsStorage::new(dir.path()).unwrap();
+        files.inner.xattrs.store(false, Ordering::Relaxed);
+        let p = FilePath::new("p.txt").unwrap();
+        publish_small(&files, &p, b"one", b"first").await;
+        assert_eq!(meta_file_count(dir.path()), 1);
+        assert!(files.inner.meta_files.load(Ordering::Relaxed));
+        // A storage opened now finds it, and its overwrite forgets it.
+        let late = FsStorage::new(dir.path()).unwrap();
+        assert!(late.inner.meta_files.load(Ordering::Relaxed));
+        publish_small(&late, &p, b"two", b"second").await;
+        assert_eq!(meta_file_count(dir.path()), 0);
+        let head = late.head(&p).await.unwrap().unwrap();
+        assert_eq!((head.size, &head.attributes[..]), (3, &b"second"[..]));
+        // The earlier storage learns of record files at its sweeper's next listing.
+        publish_small(&files, &p, b"three", b"third").await;
+        assert_eq!(meta_file_count(dir.path()), 1);
+        early.list_uploads().await.unwrap();
+        assert!(early.inner.meta_files.load(Ordering::Relaxed));
+        publish_small(&early, &p, b"four", b"fourth").await;
+        assert_eq!(meta_file_count(dir.path()), 0);
+        // Nothing kept open or staged.
+        for s in [&early, &files, &late] {
+            assert!(s.inner.staged.lock().unwrap().is_empty());
+        }
+        assert_eq!(
+            fs::read_dir(dir.path().join(RESERVED_DIR).join("staging"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborted_inline_upload_closes_its_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let p = FilePath::new("x.bin").unwrap();
+        let up = storage.open_upload(&p, UploadSpec::Single).await.unwrap();
+        let mut w = storage.writer(&up.id, 0).await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(storage.inner.staged.lock().unwrap().len(), 1);
+        storage.abort(&up.id).await.unwrap();
+        assert!(storage.inner.staged.lock().unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(dir.path().join(RESERVED_DIR).join("staging"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(storage.head(&p).await.unwrap().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
