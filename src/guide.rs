@@ -162,7 +162,10 @@
 //! 1. **State lives in the storage.** Two processes sharing it, or one restarted, continue
 //!    the same upload; no answer may depend on process memory.
 //! 2. **`open_upload(path, Resumable { total })` creates or joins atomically**: two racing
-//!    callers end up in one upload. `Single` uploads are private to their request.
+//!    callers end up in one upload. `Single` uploads are private to their request, unless
+//!    `keep_upload` declares that one outlives it (an upload session's part): from then on any
+//!    process sharing the storage can read, publish or abort it. A wrapper must forward
+//!    `keep_upload` (its default does nothing).
 //! 3. **Bytes count only at `commit`.** A writer's bytes land at their offset; the range is
 //!    recorded only by [`UploadWriter::commit`](crate::storage::UploadWriter::commit), which
 //!    returns every received range, merged. A dropped writer leaves nothing counted. Keep a
@@ -241,6 +244,9 @@
 //!     }
 //!     async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
 //!         self.inner.abort(upload).await
+//!     }
+//!     async fn keep_upload(&self, upload: &UploadId) -> StorageResult<()> {
+//!         self.inner.keep_upload(upload).await
 //!     }
 //!     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
 //!         self.inner.list_uploads().await

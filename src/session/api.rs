@@ -563,7 +563,12 @@ where
             return Err(e.into_api(limit, "part"));
         }
     };
-    if let Err(e) = writer.commit().await {
+    // A part outlives this request (any process may assemble it): it needs a lasting name.
+    let committed = match writer.commit().await {
+        Ok(_) => cfg.storage.keep_upload(&upload.id).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = committed {
         guard.abort().await;
         return Err(e.into());
     }

@@ -5,8 +5,10 @@
 //! ```text
 //! <root>/<path>                        published files, at their own paths
 //! <root>/.tower-uploads/               bookkeeping (the one reserved top-level name)
-//!     staging/s.<rand>                 the bytes of a simple PUT in progress (a small one is
-//!                                      written on the request's thread: `inline_io`)
+//!     staging/s.<rand>                 the bytes of a simple PUT in progress; a small one
+//!                                      (`inline_io`) is written on the request's thread into
+//!                                      an unnamed file (`O_TMPFILE` in staging/), kept open,
+//!                                      and named at publication by one `linkat`
 //!     uploads/<key>/                   the resumable upload in progress for a path
 //!         info.json                    {path, total, gen, created}
 //!         data.<gen>                   its bytes: every chunk is a positional write here
@@ -37,7 +39,9 @@
 //!   finds `claimed` while holding the lock takes over.
 //! - **publish**: under a striped lock (one of 64 lock files, chosen by the path), the
 //!   precondition is checked and the data file is `rename`d to the file's path: no byte is
-//!   copied, and readers see the old file or the new one.
+//!   copied, and readers see the old file or the new one. An unnamed small file going to a
+//!   new path is `linkat`ed there instead (create-only by nature, so `If-None-Match: *` needs
+//!   no lookup either); one replacing a version is linked into staging/ and renamed.
 //!
 //! # Durability
 //!
@@ -107,7 +111,11 @@ struct Inner {
     /// The staging files of small simple uploads written on the calling thread by
     /// `FsWriter::commit`, kept open for `publish` (`fstat`/`fsetxattr` on the descriptor
     /// instead of two path lookups) and dropped by `abort`.
-    staged: Mutex<HashMap<UploadId, File>>,
+    staged: Mutex<HashMap<UploadId, Staged>>,
+    /// Whether those staging files are unnamed (`O_TMPFILE`), named at publication by a
+    /// `linkat(AT_EMPTY_PATH)` (Linux ≥ 3.11 for `O_TMPFILE`; the link without privileges
+    /// since 6.10): probed once by [`FsStorage::new`].
+    unnamed_staging: bool,
     /// `<root>/.tower-uploads/staging`, made once (every simple upload's path starts there).
     staging: PathBuf,
     /// Simple uploads of at most this many bytes are written and published on the calling
@@ -333,6 +341,7 @@ impl FsStorage {
             fs::create_dir_all(sys.join("meta").join(format!("{shard:02x}"))).map_err(io)?;
         }
         let meta_files = any_meta_file(&sys);
+        let unnamed_staging = unnamed_staging_works(&sys.join("staging"));
         let stripes = (0..LOCK_STRIPES)
             .map(|n| {
                 let f = OpenOptions::new()
@@ -351,6 +360,7 @@ impl FsStorage {
                 xattrs: AtomicBool::new(true),
                 meta_files: AtomicBool::new(meta_files),
                 staged: Mutex::new(HashMap::new()),
+                unnamed_staging,
                 inline_io: AtomicU64::new(DEFAULT_INLINE_IO),
                 staging: sys.join("staging"),
                 stripes,
@@ -685,7 +695,7 @@ impl Inner {
     }
 
     /// The open staging file that `FsWriter::commit` kept for `id`, if any.
-    fn take_staged(&self, id: &UploadId) -> Option<File> {
+    fn take_staged(&self, id: &UploadId) -> Option<Staged> {
         self.staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -726,14 +736,14 @@ impl Inner {
             _ => None,
         };
         let found = match &staged {
-            Some(file) => file.metadata(),
+            Some(staged) => staged.file.metadata(),
             None => fs::metadata(&data_path),
         };
         let md = match found {
             Ok(md) if md.len() == size && self.durability == Durability::Process => md,
             found => {
                 let data = match (staged.as_ref(), found, parsed) {
-                    (Some(file), _, _) => file.try_clone().map_err(io)?,
+                    (Some(staged), _, _) => staged.file.try_clone().map_err(io)?,
                     // A single upload that never received a byte has no staging file yet.
                     (None, Err(e), Parsed::Single(_)) if e.kind() == ErrorKind::NotFound => {
                         create_staging(&data_path)?
@@ -757,12 +767,12 @@ impl Inner {
         // The record travels with the bytes in an extended attribute (published by the same
         // rename); a record file is the fallback for filesystems without user xattrs or for
         // records too large for one.
-        let set = match &staged {
-            Some(file) => xattr::FileExt::set_xattr(file, RECORD_XATTR, &record),
+        let set_xattr = || match &staged {
+            Some(staged) => xattr::FileExt::set_xattr(&staged.file, RECORD_XATTR, &record),
             None => xattr::set(&data_path, RECORD_XATTR, &record),
         };
         let in_xattr = self.xattrs.load(Ordering::Relaxed)
-            && match set {
+            && match set_xattr() {
                 Ok(()) => true,
                 Err(e) => {
                     if e.raw_os_error() == Some(95) {
@@ -784,6 +794,31 @@ impl Inner {
             // without record files, the rename alone (which refuses a folder) decides.
             let blind = matches!(options.mode, PutMode::Overwrite)
                 && !self.meta_files.load(Ordering::Relaxed);
+            if let Some(Staged {
+                file, named: false, ..
+            }) = &staged
+            {
+                // An unnamed file: a new path is one `linkat`, create-only by nature.
+                let create = matches!(options.mode, PutMode::Create);
+                if blind || create {
+                    match link_creating_folders(file, &target) {
+                        Ok(()) => return Ok(()),
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                            if fs::symlink_metadata(&target).is_ok_and(|md| md.is_dir()) {
+                                return Err(StorageError::ReservedPath(
+                                    "a folder exists at this path",
+                                ));
+                            }
+                            if create {
+                                return Err(StorageError::PreconditionFailed);
+                            }
+                        }
+                        Err(e) => return Err(place_error(e)),
+                    }
+                }
+                // It replaces a version: named in staging first, then renamed as any other.
+                link_unnamed(file, &data_path).map_err(io)?;
+            }
             let current = match (!blind).then(|| fs::metadata(&target)) {
                 None => None,
                 Some(Ok(md)) if md.is_file() => Some(etag_of(&md)),
@@ -908,6 +943,19 @@ impl Inner {
                 updated: t,
                 created_now: false,
             });
+        }
+        // Unnamed staging files have no directory entry: this process lists its own.
+        for (id, staged) in self.staged.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if !staged.named {
+                out.push(UploadInfo {
+                    id: id.clone(),
+                    path: None,
+                    total: None,
+                    created: staged.written,
+                    updated: staged.written,
+                    created_now: false,
+                });
+            }
         }
         for entry in fs::read_dir(self.sys().join("tmp")).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -1109,8 +1157,20 @@ impl Storage for FsStorage {
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
         let inner = self.inner.clone();
         let id = upload.clone();
-        let file =
-            blocking(move || File::open(inner.data_path(&id)?).map_err(closed_if_missing)).await?;
+        let staged = inner
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|staged| staged.file.try_clone());
+        let file = match staged {
+            // Written inline and kept open (perhaps without a name): read it there.
+            Some(file) => file.map_err(io)?,
+            None => {
+                blocking(move || File::open(inner.data_path(&id)?).map_err(closed_if_missing))
+                    .await?
+            }
+        };
         Ok(read_stream(Arc::new(file), range))
     }
 
@@ -1128,6 +1188,17 @@ impl Storage for FsStorage {
         let inner = self.inner.clone();
         let (id, path) = (upload.clone(), path.clone());
         blocking(move || inner.publish(&id, &path, size, options)).await
+    }
+
+    async fn keep_upload(&self, upload: &UploadId) -> StorageResult<()> {
+        let Some(staged) = self.inner.take_staged(upload) else {
+            return Ok(()); // named already (by path from here on)
+        };
+        if !staged.named {
+            let to = self.inner.data_path(upload)?;
+            link_unnamed(&staged.file, &to).map_err(io)?;
+        }
+        Ok(())
     }
 
     async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
@@ -1509,6 +1580,19 @@ impl FsWriter {
     }
 }
 
+/// [`link_unnamed`], creating `to`'s missing folders.
+fn link_creating_folders(file: &File, to: &Path) -> io::Result<()> {
+    match link_unnamed(file, to) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            link_unnamed(file, to)
+        }
+        other => other,
+    }
+}
+
 /// Creates (or opens) a single upload's staging file.
 fn create_staging(path: &Path) -> StorageResult<File> {
     OpenOptions::new()
@@ -1517,6 +1601,65 @@ fn create_staging(path: &Path) -> StorageResult<File> {
         .truncate(false)
         .open(path)
         .map_err(io)
+}
+
+/// A small simple upload's staging file, written by `FsWriter::commit`, kept open.
+struct Staged {
+    file: File,
+    /// `false`: an `O_TMPFILE` without a name until [`link_unnamed`] gives it one.
+    named: bool,
+    /// When it was written (an unnamed one is listed for the sweeper from here).
+    written: SystemTime,
+}
+
+/// Creates an unnamed file in `dir`, for reading and writing (`O_TMPFILE`).
+#[cfg(target_os = "linux")]
+fn create_unnamed(dir: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    )?;
+    Ok(File::from(fd))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn create_unnamed(_dir: &Path) -> io::Result<File> {
+    Err(ErrorKind::Unsupported.into())
+}
+
+/// Gives the unnamed `file` the name `to` (fails if `to` exists: `linkat` never replaces).
+#[cfg(target_os = "linux")]
+fn link_unnamed(file: &File, to: &Path) -> io::Result<()> {
+    rustix::fs::linkat(
+        file,
+        "",
+        rustix::fs::CWD,
+        to,
+        rustix::fs::AtFlags::EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn link_unnamed(_file: &File, _to: &Path) -> io::Result<()> {
+    Err(ErrorKind::Unsupported.into())
+}
+
+/// Whether this process can create an unnamed file in `staging` and link it there.
+fn unnamed_staging_works(staging: &Path) -> bool {
+    let Ok(file) = create_unnamed(staging) else {
+        return false;
+    };
+    // Named like a simple upload's staging file, so a crash right here leaves nothing the
+    // sweeper does not know.
+    let probe = staging.join(format!("s.{}", rand_token()));
+    let linked = link_unnamed(&file, &probe).is_ok();
+    if linked {
+        let _ = fs::remove_file(&probe);
+    }
+    linked
 }
 
 /// A held publication stripe: the process-local mutex and the cross-process `flock`.
@@ -1593,13 +1736,25 @@ impl UploadWriter for FsWriter {
         {
             // The whole of a small simple upload: create and write it here (see `inline_io`),
             // and keep it open for `publish`.
-            let file = create_staging(&self.data_path)?;
+            let named = !self.inner.unnamed_staging;
+            let file = if named {
+                create_staging(&self.data_path)?
+            } else {
+                create_unnamed(&self.inner.staging).map_err(io)?
+            };
             file.write_all_at(&self.pending, self.start).map_err(io)?;
             self.inner
                 .staged
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(self.id.clone(), file);
+                .insert(
+                    self.id.clone(),
+                    Staged {
+                        file,
+                        named,
+                        written: SystemTime::now(),
+                    },
+                );
             return Ok(if self.pos > self.start {
                 vec![self.start..self.pos]
             } else {
@@ -1688,6 +1843,11 @@ mod tests {
         let files = FsStorage::new(dir.path()).unwrap();
         files.inner.xattrs.store(false, Ordering::Relaxed);
         super::super::conformance::run(Arc::new(files)).await;
+        // Small simple uploads staged under a name, as where `O_TMPFILE` or an unprivileged
+        // `linkat(AT_EMPTY_PATH)` is missing (the default here stages them unnamed).
+        let mut named = FsStorage::new(dir.path()).unwrap();
+        Arc::get_mut(&mut named.inner).unwrap().unnamed_staging = false;
+        super::super::conformance::run(Arc::new(named)).await;
         // Every simple upload through the blocking pool (the default writes small ones inline).
         let hopping = FsStorage::new(dir.path()).unwrap().inline_io(0);
         super::super::conformance::run(Arc::new(hopping)).await;
@@ -1806,6 +1966,25 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StorageError::ReservedPath(_)), "{err:?}");
         storage.abort(&up.id).await.unwrap();
+        // Create-only onto a folder: the folder is named, not a failed precondition.
+        let up = storage
+            .open_upload(&folder, UploadSpec::Single)
+            .await
+            .unwrap();
+        let mut w = storage.writer(&up.id, 0).await.unwrap();
+        w.write(Bytes::from_static(b"x")).await.unwrap();
+        w.commit().await.unwrap();
+        storage.claim(&up.id).await.unwrap();
+        let create = PublishOptions {
+            mode: PutMode::Create,
+            ..PublishOptions::default()
+        };
+        let err = storage
+            .publish(&up.id, &folder, 1, create)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::ReservedPath(_)), "{err:?}");
+        storage.abort(&up.id).await.unwrap();
         assert!(storage.head(&folder).await.unwrap().is_none());
         assert!(storage.head(&nested).await.unwrap().is_none());
     }
@@ -1881,6 +2060,41 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kept_inline_upload_is_seen_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let p = FilePath::new("part.bin").unwrap();
+        let up = storage.open_upload(&p, UploadSpec::Single).await.unwrap();
+        let mut w = storage.writer(&up.id, 0).await.unwrap();
+        w.write(Bytes::from_static(b"part")).await.unwrap();
+        w.commit().await.unwrap();
+        storage.keep_upload(&up.id).await.unwrap();
+        storage.keep_upload(&up.id).await.unwrap(); // idempotent
+        assert!(storage.inner.staged.lock().unwrap().is_empty());
+        // Another instance on the same directory (as another process) reads and publishes it.
+        let other = FsStorage::new(dir.path()).unwrap();
+        assert!(
+            other
+                .list_uploads()
+                .await
+                .unwrap()
+                .iter()
+                .any(|u| u.id == up.id)
+        );
+        let read: Vec<Bytes> =
+            futures_util::TryStreamExt::try_collect(other.read_upload(&up.id, 0..4).await.unwrap())
+                .await
+                .unwrap();
+        assert_eq!(read.concat(), b"part");
+        assert_eq!(other.claim(&up.id).await.unwrap(), Claim::Won);
+        other
+            .publish(&up.id, &p, 4, PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(storage.head(&p).await.unwrap().unwrap().size, 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_aborted_inline_upload_closes_its_staging_file() {
         let dir = tempfile::tempdir().unwrap();
         let storage = FsStorage::new(dir.path()).unwrap();
@@ -1890,6 +2104,16 @@ mod tests {
         w.write(Bytes::from_static(b"abc")).await.unwrap();
         w.commit().await.unwrap();
         assert_eq!(storage.inner.staged.lock().unwrap().len(), 1);
+        // Readable before publication (the probe of a file larger than its sniffed head).
+        let read: Vec<Bytes> = futures_util::TryStreamExt::try_collect(
+            storage.read_upload(&up.id, 1..3).await.unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(read.concat(), b"bc");
+        // Listed for the sweeper, named or not.
+        let listed = storage.list_uploads().await.unwrap();
+        assert!(listed.iter().any(|u| u.id == up.id), "{listed:?}");
         storage.abort(&up.id).await.unwrap();
         assert!(storage.inner.staged.lock().unwrap().is_empty());
         assert_eq!(

@@ -286,6 +286,17 @@ pub trait Storage: Send + Sync + 'static {
     /// Discards an upload and frees its bytes. Idempotent.
     async fn abort(&self, upload: &UploadId) -> StorageResult<()>;
 
+    /// Declares that a committed [`UploadSpec::Single`] upload outlives the request that wrote
+    /// it: it will be read, published or aborted later, perhaps by another process sharing
+    /// the storage (an upload session's part). Without this call a backend may keep a single
+    /// upload private to its process until it is published or aborted ([`FsStorage`] stages
+    /// a small one in an unnamed file); here it gives it a lasting name. The default does
+    /// nothing.
+    async fn keep_upload(&self, upload: &UploadId) -> StorageResult<()> {
+        let _ = upload;
+        Ok(())
+    }
+
     /// Every upload in progress (including private ones a crashed process left behind), for
     /// the sweeper.
     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>>;
