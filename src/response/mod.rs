@@ -119,7 +119,7 @@ struct Links<'a> {
 
 /// The envelope the seeds document.
 #[derive(Serialize)]
-struct Envelope<'a, T: Serialize> {
+struct Envelope<'a, T: Serialize + ?Sized> {
     meta: Meta<'a>,
     data: Option<&'a T>,
     error: Option<&'a ErrorBody<'a>>,
@@ -151,7 +151,7 @@ impl<'a> Answer<'a> {
     }
 
     /// A success response carrying `data`.
-    pub fn data<T: Serialize>(
+    pub fn data<T: Serialize + ?Sized>(
         &self,
         status: StatusCode,
         data: &T,

@@ -19,6 +19,7 @@ pub(crate) use simple::put_whole;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::body::ResponseBody;
 use crate::conditions::{Decision, Facts, UploadConditions};
@@ -43,6 +44,24 @@ pub(crate) struct Record {
 impl Record {
     pub(crate) fn from_meta(meta: &ObjectMeta) -> Option<Record> {
         serde_json::from_slice(&meta.attributes).ok()
+    }
+
+    /// The record's bytes (the attributes to publish) and its File object's JSON, serialised
+    /// once for both: the record embeds the answer's JSON as is.
+    pub(crate) fn encode(&self) -> Result<(Bytes, Box<RawValue>), ApiError> {
+        #[derive(Serialize)]
+        struct Raw<'a> {
+            file: &'a RawValue,
+            upload: Option<&'a str>,
+        }
+        let file =
+            serde_json::value::to_raw_value(&self.file).map_err(|e| ApiError::internal(&e))?;
+        let bytes = serde_json::to_vec(&Raw {
+            file: &file,
+            upload: self.upload.as_deref(),
+        })
+        .map_err(|e| ApiError::internal(&e))?;
+        Ok((bytes.into(), file))
     }
 }
 
@@ -212,8 +231,18 @@ pub(crate) fn file_response(
     status: StatusCode,
     file: &FileObject,
 ) -> Response<ResponseBody> {
-    let mut res = answer.data(status, file, Some("file"), Some(&file.url));
-    if let Ok(loc) = HeaderValue::from_str(&file.url) {
+    file_json_response(answer, status, file, &file.url)
+}
+
+/// [`file_response`] of a File object (at `url`) already serialised by [`Record::encode`].
+pub(crate) fn file_json_response(
+    answer: &Answer<'_>,
+    status: StatusCode,
+    file: &(impl Serialize + ?Sized),
+    url: &str,
+) -> Response<ResponseBody> {
+    let mut res = answer.data(status, file, Some("file"), Some(url));
+    if let Ok(loc) = HeaderValue::from_str(url) {
         res.headers_mut().insert(header::LOCATION, loc);
     }
     res

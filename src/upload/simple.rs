@@ -5,7 +5,7 @@ use http_body::Body;
 
 use super::body::{HeadCheck, Taps, pump};
 use super::{
-    AbortOnDrop, check_conditions, conditions_of, content_length, file_response, head_check,
+    AbortOnDrop, check_conditions, conditions_of, content_length, file_json_response, head_check,
     new_record, precheck, probe_staged, put_mode, too_large,
 };
 use crate::body::{BoxError, ResponseBody};
@@ -100,9 +100,7 @@ where
         guard.abort().await;
         return Err(e);
     }
-    let attributes = serde_json::to_vec(&record)
-        .map_err(|e| ApiError::internal(&e))?
-        .into();
+    let (attributes, file_json) = record.encode()?;
     let options = PublishOptions {
         mode,
         content_type: facts.mime_type.clone(),
@@ -115,7 +113,12 @@ where
             if let Some(h) = cfg.hooks() {
                 h.on_published(&record.file).await;
             }
-            Ok(file_response(answer, StatusCode::CREATED, &record.file))
+            Ok(file_json_response(
+                answer,
+                StatusCode::CREATED,
+                &*file_json,
+                &record.file.url,
+            ))
         }
         Err(e) => {
             guard.abort().await;
