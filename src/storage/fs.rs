@@ -30,9 +30,10 @@
 //! - **create or join** a resumable upload: the new upload's directory is built under `tmp/`
 //!   and renamed to `uploads/<key>`; renaming onto an existing (non-empty) upload directory
 //!   fails, and the loser joins the winner's upload.
-//! - **writes** are `pwrite`s into `data.<gen>`, batched (2 MiB to 256 KiB per system call
-//!   round, by the number of writers: `Buffers`), each batch under a *shared* `flock` of the
-//!   data file after checking that the upload is neither claimed nor gone.
+//! - **writes** are `pwrite`s into `data.<gen>`, batched (2 MiB to 256 KiB per hop to the
+//!   blocking pool, by the number of writers: `Buffers`; each batch written in `pwrite`s of at
+//!   most 256 KiB: `write_pieces`), each batch under a *shared* `flock` of the data file after
+//!   checking that the upload is neither claimed nor gone.
 //! - **claim**: an *exclusive* `flock` of the data file (it waits for the batches in flight),
 //!   then `claimed` is created with `O_EXCL`. The claimer keeps the lock until it publishes
 //!   or aborts; if its process dies the kernel drops the lock, and the next claimer that
