@@ -1067,7 +1067,7 @@ impl Storage for FsStorage {
             // A private upload: its staging file is created by its first write batch.
             let now = SystemTime::now();
             return Ok(UploadInfo {
-                id: UploadId(format!("s.{}", rand_token())),
+                id: UploadId(crate::file::random_id("s.")),
                 path: Some(path),
                 total: None,
                 created: now,
