@@ -795,57 +795,33 @@ impl Inner {
             // without record files, the rename alone (which refuses a folder) decides.
             let blind = matches!(options.mode, PutMode::Overwrite)
                 && !self.meta_files.load(Ordering::Relaxed);
-            if let Some(Staged {
-                file, named: false, ..
-            }) = &staged
-            {
-                // An unnamed file: a new path is one `linkat`, create-only by nature.
-                let create = matches!(options.mode, PutMode::Create);
-                if blind || create {
-                    match link_creating_folders(file, &target) {
-                        Ok(()) => return Ok(()),
-                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                            if fs::symlink_metadata(&target).is_ok_and(|md| md.is_dir()) {
-                                return Err(StorageError::ReservedPath(
-                                    "a folder exists at this path",
-                                ));
-                            }
-                            if create {
-                                return Err(StorageError::PreconditionFailed);
-                            }
-                        }
-                        Err(e) => return Err(place_error(e)),
-                    }
-                }
-                // It replaces a version: named in staging first, then renamed as any other.
-                link_unnamed(file, &data_path).map_err(io)?;
-            }
-            let current = match (!blind).then(|| fs::metadata(&target)) {
-                None => None,
-                Some(Ok(md)) if md.is_file() => Some(etag_of(&md)),
-                Some(Ok(_)) => {
-                    return Err(StorageError::ReservedPath("a folder exists at this path"));
-                }
-                Some(Err(e)) if matches!(e.kind(), ErrorKind::NotFound) => None,
-                Some(Err(e)) => return Err(place_error(e)),
+            let linked = match &staged {
+                Some(Staged {
+                    file, named: false, ..
+                }) => place_unnamed(file, &target, &data_path, &options.mode, blind)?,
+                _ => false,
             };
-            match (&options.mode, &current) {
-                (PutMode::Create, Some(_)) => return Err(StorageError::PreconditionFailed),
-                (PutMode::Update(want), Some(have)) if want != have => {
-                    return Err(StorageError::PreconditionFailed);
-                }
-                (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
-                _ => {}
-            }
-            match fs::rename(&data_path, &target) {
-                // Its folders do not exist yet: create them, then again.
-                Err(e) if e.kind() == ErrorKind::NotFound && data_path.exists() => {
-                    if let Some(parent) = target.parent() {
-                        fs::create_dir_all(parent).map_err(place_error)?;
+            let mut current = None;
+            if !linked {
+                current = match (!blind).then(|| fs::metadata(&target)) {
+                    None => None,
+                    Some(Ok(md)) if md.is_file() => Some(etag_of(&md)),
+                    Some(Ok(_)) => {
+                        return Err(StorageError::ReservedPath("a folder exists at this path"));
                     }
-                    fs::rename(&data_path, &target).map_err(place_error)?;
+                    Some(Err(e)) if matches!(e.kind(), ErrorKind::NotFound) => None,
+                    Some(Err(e)) => return Err(place_error(e)),
+                };
+                match (&options.mode, &current) {
+                    (PutMode::Create, Some(_)) => return Err(StorageError::PreconditionFailed),
+                    (PutMode::Update(want), Some(have)) if want != have => {
+                        return Err(StorageError::PreconditionFailed);
+                    }
+                    (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
+                    _ => {}
                 }
-                other => other.map_err(place_error)?,
+                creating_folders(&target, || fs::rename(&data_path, &target))
+                    .map_err(place_error)?;
             }
             if self.durability == Durability::Power
                 && let Some(parent) = target.parent()
@@ -1432,10 +1408,8 @@ fn is_batch(buf: &Vec<u8>) -> bool {
 /// batches are faster (one 1 GiB upload: 2 MiB batches ~13–18 % faster than 512 KiB ones),
 /// but every writer holds two. So the size follows the number of writers holding buffers:
 /// 2 MiB for one, 1 MiB for two, 512 KiB for three or four, 256 KiB beyond — the buffers in
-/// use stay within 4 MiB up to eight writers, and at 512 KiB per writer past that.
-/// (On this machine's ext4, a single 1 GiB PUT ran at 0.38–0.50× of the reference server
-/// with this policy, 0.57× with 1 MiB batches, 1.07× with 512 KiB ones in an earlier run:
-/// not understood yet, see PERFORMANCE.md.)
+/// use stay within 4 MiB up to eight writers, and at 512 KiB per writer past that. (The
+/// kernel gets a batch in `pwrite`s of at most 256 KiB whatever its size: [`write_pieces`].)
 #[derive(Default)]
 struct Buffers {
     idle: Mutex<Vec<Vec<u8>>>,
@@ -1581,17 +1555,50 @@ impl FsWriter {
     }
 }
 
-/// [`link_unnamed`], creating `to`'s missing folders.
-fn link_creating_folders(file: &File, to: &Path) -> io::Result<()> {
-    match link_unnamed(file, to) {
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            if let Some(parent) = to.parent() {
+/// Runs `place` (a `rename` or `link` onto `to`); when it fails because `to`'s folders do
+/// not exist yet (not because its source is gone), creates them and runs it again.
+fn creating_folders(to: &Path, place: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    match place() {
+        Err(e) if e.kind() == ErrorKind::NotFound => match to.parent() {
+            Some(parent) if !parent.exists() => {
                 fs::create_dir_all(parent)?;
+                place()
             }
-            link_unnamed(file, to)
-        }
+            _ => Err(e),
+        },
         other => other,
     }
+}
+
+/// Publishes an unnamed staging file under the stripe lock: to a new path (a plain overwrite
+/// that need not know the replaced version, or create-only) it is linked straight there —
+/// `linkat` never replaces, so it is create-only by nature — and `true` is returned. A file
+/// that replaces a version (or must be compared with it) is linked to `staging` instead, for
+/// the caller to check and `rename` like any named staging file: `false`.
+fn place_unnamed(
+    file: &File,
+    target: &Path,
+    staging: &Path,
+    mode: &PutMode,
+    blind: bool,
+) -> StorageResult<bool> {
+    let create = matches!(mode, PutMode::Create);
+    if blind || create {
+        match creating_folders(target, || link_unnamed(file, target)) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                if fs::symlink_metadata(target).is_ok_and(|md| md.is_dir()) {
+                    return Err(StorageError::ReservedPath("a folder exists at this path"));
+                }
+                if create {
+                    return Err(StorageError::PreconditionFailed);
+                }
+            }
+            Err(e) => return Err(place_error(e)),
+        }
+    }
+    link_unnamed(file, staging).map_err(io)?;
+    Ok(false)
 }
 
 /// The most one `pwrite` hands the kernel (see [`write_pieces`]).
