@@ -1994,26 +1994,42 @@ mod tests {
         assert!(matches!(err, StorageError::ReservedPath(_)), "{err:?}");
         storage.abort(&up.id).await.unwrap();
         // Create-only onto a folder: the folder is named, not a failed precondition.
-        let up = storage
-            .open_upload(&folder, UploadSpec::Single)
-            .await
-            .unwrap();
-        let mut w = storage.writer(&up.id, 0).await.unwrap();
-        w.write(Bytes::from_static(b"x")).await.unwrap();
-        w.commit().await.unwrap();
-        storage.claim(&up.id).await.unwrap();
+        let id = stage_small(&storage, &folder, b"x").await;
+        storage.claim(&id).await.unwrap();
         let create = PublishOptions {
             mode: PutMode::Create,
             ..PublishOptions::default()
         };
-        let err = storage
-            .publish(&up.id, &folder, 1, create)
-            .await
-            .unwrap_err();
+        let err = storage.publish(&id, &folder, 1, create).await.unwrap_err();
         assert!(matches!(err, StorageError::ReservedPath(_)), "{err:?}");
-        storage.abort(&up.id).await.unwrap();
+        storage.abort(&id).await.unwrap();
         assert!(storage.head(&folder).await.unwrap().is_none());
         assert!(storage.head(&nested).await.unwrap().is_none());
+    }
+
+    /// A single upload for `path` holding `bytes`, committed (written inline: small).
+    async fn stage_small(storage: &FsStorage, path: &FilePath, bytes: &'static [u8]) -> UploadId {
+        let up = storage.open_upload(path, UploadSpec::Single).await.unwrap();
+        let mut w = storage.writer(&up.id, 0).await.unwrap();
+        w.write(Bytes::from_static(bytes)).await.unwrap();
+        w.commit().await.unwrap();
+        up.id
+    }
+
+    /// `range` of an upload's bytes, read back through `read_upload`.
+    async fn read_back(storage: &FsStorage, id: &UploadId, range: Range<u64>) -> Vec<u8> {
+        let frames: Vec<Bytes> =
+            futures_util::TryStreamExt::try_collect(storage.read_upload(id, range).await.unwrap())
+                .await
+                .unwrap();
+        frames.concat()
+    }
+
+    /// The entries of `<root>/.tower-uploads/staging`.
+    fn staging_entries(root: &Path) -> usize {
+        fs::read_dir(root.join(RESERVED_DIR).join("staging"))
+            .unwrap()
+            .count()
     }
 
     /// Publishes `bytes` at `path` through a single upload written inline.
@@ -2023,17 +2039,14 @@ mod tests {
         bytes: &'static [u8],
         attrs: &'static [u8],
     ) {
-        let up = storage.open_upload(path, UploadSpec::Single).await.unwrap();
-        let mut w = storage.writer(&up.id, 0).await.unwrap();
-        w.write(Bytes::from_static(bytes)).await.unwrap();
-        w.commit().await.unwrap();
-        assert_eq!(storage.claim(&up.id).await.unwrap(), Claim::Won);
+        let id = stage_small(storage, path, bytes).await;
+        assert_eq!(storage.claim(&id).await.unwrap(), Claim::Won);
         let options = PublishOptions {
             attributes: Bytes::from_static(attrs),
             ..PublishOptions::default()
         };
         storage
-            .publish(&up.id, path, bytes.len() as u64, options)
+            .publish(&id, path, bytes.len() as u64, options)
             .await
             .unwrap();
     }
@@ -2078,12 +2091,7 @@ mod tests {
         for s in [&early, &files, &late] {
             assert!(s.inner.staged.lock().unwrap().is_empty());
         }
-        assert_eq!(
-            fs::read_dir(dir.path().join(RESERVED_DIR).join("staging"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(staging_entries(dir.path()), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2091,12 +2099,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = FsStorage::new(dir.path()).unwrap();
         let p = FilePath::new("part.bin").unwrap();
-        let up = storage.open_upload(&p, UploadSpec::Single).await.unwrap();
-        let mut w = storage.writer(&up.id, 0).await.unwrap();
-        w.write(Bytes::from_static(b"part")).await.unwrap();
-        w.commit().await.unwrap();
-        storage.keep_upload(&up.id).await.unwrap();
-        storage.keep_upload(&up.id).await.unwrap(); // idempotent
+        let id = stage_small(&storage, &p, b"part").await;
+        storage.keep_upload(&id).await.unwrap();
+        storage.keep_upload(&id).await.unwrap(); // idempotent
         assert!(storage.inner.staged.lock().unwrap().is_empty());
         // Another instance on the same directory (as another process) reads and publishes it.
         let other = FsStorage::new(dir.path()).unwrap();
@@ -2106,16 +2111,12 @@ mod tests {
                 .await
                 .unwrap()
                 .iter()
-                .any(|u| u.id == up.id)
+                .any(|u| u.id == id)
         );
-        let read: Vec<Bytes> =
-            futures_util::TryStreamExt::try_collect(other.read_upload(&up.id, 0..4).await.unwrap())
-                .await
-                .unwrap();
-        assert_eq!(read.concat(), b"part");
-        assert_eq!(other.claim(&up.id).await.unwrap(), Claim::Won);
+        assert_eq!(read_back(&other, &id, 0..4).await, b"part");
+        assert_eq!(other.claim(&id).await.unwrap(), Claim::Won);
         other
-            .publish(&up.id, &p, 4, PublishOptions::default())
+            .publish(&id, &p, 4, PublishOptions::default())
             .await
             .unwrap();
         assert_eq!(storage.head(&p).await.unwrap().unwrap().size, 4);
@@ -2126,29 +2127,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = FsStorage::new(dir.path()).unwrap();
         let p = FilePath::new("x.bin").unwrap();
-        let up = storage.open_upload(&p, UploadSpec::Single).await.unwrap();
-        let mut w = storage.writer(&up.id, 0).await.unwrap();
-        w.write(Bytes::from_static(b"abc")).await.unwrap();
-        w.commit().await.unwrap();
+        let id = stage_small(&storage, &p, b"abc").await;
         assert_eq!(storage.inner.staged.lock().unwrap().len(), 1);
         // Readable before publication (the probe of a file larger than its sniffed head).
-        let read: Vec<Bytes> = futures_util::TryStreamExt::try_collect(
-            storage.read_upload(&up.id, 1..3).await.unwrap(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(read.concat(), b"bc");
+        assert_eq!(read_back(&storage, &id, 1..3).await, b"bc");
         // Listed for the sweeper, named or not.
         let listed = storage.list_uploads().await.unwrap();
-        assert!(listed.iter().any(|u| u.id == up.id), "{listed:?}");
-        storage.abort(&up.id).await.unwrap();
+        assert!(listed.iter().any(|u| u.id == id), "{listed:?}");
+        storage.abort(&id).await.unwrap();
         assert!(storage.inner.staged.lock().unwrap().is_empty());
-        assert_eq!(
-            fs::read_dir(dir.path().join(RESERVED_DIR).join("staging"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(staging_entries(dir.path()), 0);
         assert!(storage.head(&p).await.unwrap().is_none());
     }
 
