@@ -19,19 +19,6 @@ declare -A URL PIDS
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
 [[ $MODE == small ]] || head -c 1073741824 /dev/urandom > "$W/payload"
-# One signed URL per small file: the demo server's `?expiry&method&signature` (key k1).
-small_urls() {
-  python3 - "$1" "$2" <<'PY'
-import sys, hmac, hashlib, base64, time
-base, r = sys.argv[1], sys.argv[2]
-exp = int(time.time()) + 3600
-for i in range(20000):
-    p = f"small/r{r}/{i}.bin"
-    m = f"{p}?expiry={exp}&method=put".encode()
-    s = base64.urlsafe_b64encode(hmac.new(b"k1", m, hashlib.sha256).digest()).rstrip(b"=").decode()
-    print(f"{base}/{p}?expiry={exp}&method=put&signature={s}")
-PY
-}
 i=0
 for b in "$@"; do
   i=$((i + 1)); d=$W/s$i; mkdir -p "$d"
@@ -50,7 +37,7 @@ for r in $(seq "${ROUNDS:-3}"); do
   for b in "$@"; do
     i=$((i + 1))
     if [[ $MODE == small ]]; then
-      small_urls "${URL[$i]}" "$r" > "$W/urls"
+      python3 "$ROOT/benches/tools/small_urls.py" "${URL[$i]}" k1 "$r" > "$W/urls"
       out=$("$CLIENT" small --url-file "$W/urls" --size 4096 --count 20000 --concurrency 32)
       rm -rf "$W/s$i/data/small"
       echo "$(basename "$b") round $r $(grep -o '"req_per_s":[0-9]*' <<< "$out")"

@@ -20,16 +20,7 @@ PID=$!
 for _ in $(seq 100); do grep -q "listening on" "$W/log" && break; sleep 0.05; done
 URL=$(grep -o 'http://[0-9.:]*' "$W/log" | head -1)
 for rep in 1 2 3 4; do
-  python3 - "$URL" k123 "$rep" > "$W/urls" <<'PY'
-import sys, hmac, hashlib, base64, time
-base, key, rep = sys.argv[1], sys.argv[2].encode(), sys.argv[3]
-exp = int(time.time()) + 3600
-for i in range(20000):
-    p = f"small/r{rep}/{i}.bin"
-    m = f"{p}?expiry={exp}&method=put".encode()
-    s = base64.urlsafe_b64encode(hmac.new(key, m, hashlib.sha256).digest()).rstrip(b"=").decode()
-    print(f"{base}/{p}?expiry={exp}&method=put&signature={s}")
-PY
+  python3 "$ROOT/benches/tools/small_urls.py" "$URL" k123 "$rep" > "$W/urls"
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$PID/stat")
   out=$("$CLIENT" small --url-file "$W/urls" --size 4096 --count 20000 --concurrency 32)
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$PID/stat")
