@@ -790,11 +790,15 @@ impl Inner {
         }
 
         let outcome = (|| {
-            let _stripe = self.lock_stripe(&key).map_err(io)?;
             // A plain overwrite needs the replaced version only to forget its record file:
             // without record files, the rename alone (which refuses a folder) decides.
             let blind = matches!(options.mode, PutMode::Overwrite)
                 && !self.meta_files.load(Ordering::Relaxed);
+            // An unnamed file that makes a new path is linked there without the stripe lock:
+            // `linkat` never replaces, so it cannot slip between another publisher's check of
+            // the path and its `rename` — an `Update` needs a file there, and a named `Create`
+            // renames with `RENAME_NOREPLACE` — and a `delete` finds either nothing or a file
+            // no link can replace.
             let linked = match &staged {
                 Some(Staged {
                     file, named: false, ..
@@ -803,6 +807,7 @@ impl Inner {
             };
             let mut current = None;
             if !linked {
+                let _stripe = self.lock_stripe(&key).map_err(io)?;
                 current = match (!blind).then(|| fs::metadata(&target)) {
                     None => None,
                     Some(Ok(md)) if md.is_file() => Some(etag_of(&md)),
@@ -820,8 +825,19 @@ impl Inner {
                     (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
                     _ => {}
                 }
-                creating_folders(&target, || fs::rename(&data_path, &target))
-                    .map_err(place_error)?;
+                let create = matches!(options.mode, PutMode::Create);
+                match creating_folders(&target, || {
+                    if create {
+                        rename_noreplace(&data_path, &target)
+                    } else {
+                        fs::rename(&data_path, &target)
+                    }
+                }) {
+                    Err(e) if create && e.kind() == ErrorKind::AlreadyExists => {
+                        return Err(StorageError::PreconditionFailed);
+                    }
+                    placed => placed.map_err(place_error)?,
+                }
             }
             if self.durability == Durability::Power
                 && let Some(parent) = target.parent()
@@ -1570,7 +1586,30 @@ fn creating_folders(to: &Path, place: impl Fn() -> io::Result<()>) -> io::Result
     }
 }
 
-/// Publishes an unnamed staging file under the stripe lock: to a new path (a plain overwrite
+/// Renames `from` to `to` unless something is at `to` (`AlreadyExists`): `renameat2` with
+/// `RENAME_NOREPLACE`, or, on a filesystem without it, a hard link and an unlink (both refuse
+/// to replace). The stripe lock is held; this guards against an unnamed file linked to `to`
+/// without it (see `Inner::publish`).
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        done => Ok(done?),
+    }
+}
+
+/// Without unnamed files nothing is linked outside the stripe lock: the caller's check under
+/// it stands.
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)
+}
+
+/// Publishes an unnamed staging file: to a new path (a plain overwrite
 /// that need not know the replaced version, or create-only) it is linked straight there —
 /// `linkat` never replaces, so it is create-only by nature — and `true` is returned. A file
 /// that replaces a version (or must be compared with it) is linked to `staging` instead, for
@@ -2120,6 +2159,22 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(storage.head(&p).await.unwrap().unwrap().size, 4);
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_an_existing_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"new").unwrap();
+        fs::write(&b, b"old").unwrap();
+        let err = rename_noreplace(&a, &b).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"old");
+        assert_eq!(fs::read(&a).unwrap(), b"new");
+        fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"new");
+        assert!(!a.exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
