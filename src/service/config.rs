@@ -52,8 +52,16 @@ impl Config {
 
     /// The public base URL for a request: the configured one, or `http://<Host><prefix>`.
     pub fn base_url(&self, headers: &HeaderMap) -> String {
+        let mut url = String::new();
+        self.push_base_url(&mut url, headers);
+        url
+    }
+
+    /// Appends [`Config::base_url`] to `url`.
+    fn push_base_url(&self, url: &mut String, headers: &HeaderMap) {
         if let Some(base) = &self.base_url {
-            return base.clone();
+            url.push_str(base);
+            return;
         }
         let host = headers
             .get(http::header::HOST)
@@ -64,12 +72,19 @@ impl Config {
                         .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
             })
             .unwrap_or("localhost");
-        format!("http://{host}{}", self.prefix)
+        url.push_str("http://");
+        url.push_str(host);
+        url.push_str(&self.prefix);
     }
 
     /// The absolute URL of a file.
     pub fn file_url(&self, headers: &HeaderMap, path: &FilePath) -> String {
-        format!("{}/{}", self.base_url(headers), path.to_uri_path())
+        let path = path.to_uri_path();
+        let mut url = String::with_capacity(64 + path.len());
+        self.push_base_url(&mut url, headers);
+        url.push('/');
+        url.push_str(&path);
+        url
     }
 
     /// The path under the mount prefix (with its leading `/`), if `path` is under it.
