@@ -33,7 +33,8 @@
 //! - **writes** are `pwrite`s into `data.<gen>`, batched (2 MiB to 256 KiB per hop to the
 //!   blocking pool, by the number of writers: `Buffers`; each batch written in `pwrite`s of at
 //!   most 256 KiB: `write_pieces`), each batch under a *shared* `flock` of the data file after
-//!   checking that the upload is neither claimed nor gone.
+//!   checking that the upload is neither claimed nor gone; one writer of an upload at a time
+//!   per process (`Inner::write_lock`: waiting, it sleeps instead of spinning on the inode).
 //! - **claim**: an *exclusive* `flock` of the data file (it waits for the batches in flight),
 //!   then `claimed` is created with `O_EXCL`. The claimer keeps the lock until it publishes
 //!   or aborts; if its process dies the kernel drops the lock, and the next claimer that
@@ -41,8 +42,10 @@
 //! - **publish**: under a striped lock (one of 64 lock files, chosen by the path), the
 //!   precondition is checked and the data file is `rename`d to the file's path: no byte is
 //!   copied, and readers see the old file or the new one. An unnamed small file going to a
-//!   new path is `linkat`ed there instead (create-only by nature, so `If-None-Match: *` needs
-//!   no lookup either); one replacing a version is linked into staging/ and renamed.
+//!   new path is `linkat`ed there instead, without the lock (create-only by nature, so
+//!   `If-None-Match: *` needs no lookup either, and it cannot slip between a locked
+//!   publisher's check and its rename: a named create-only publication renames with
+//!   `RENAME_NOREPLACE`); one replacing a version is linked into staging/ and renamed.
 //!
 //! # Durability
 //!
