@@ -26,6 +26,7 @@ use crate::path::FilePath;
 pub async fn run(storage: Arc<dyn Storage>) {
     single_upload_roundtrip(&*storage).await;
     overwrite_and_preconditions(&*storage).await;
+    create_only_race(storage.clone()).await;
     ranged_reads(&*storage).await;
     delete(&*storage).await;
     uncommitted_bytes_do_not_count(&*storage).await;
@@ -151,6 +152,41 @@ async fn overwrite_and_preconditions(storage: &dyn Storage) {
         storage.head(&missing).await.unwrap().is_none(),
         "nothing left behind"
     );
+}
+
+/// Create-only publications of one new path race: exactly one wins, whatever the sizes (a
+/// backend may stage and place small and large files differently — FsStorage links a small
+/// one without its publication lock), and the file is the winner's.
+async fn create_only_race(storage: Arc<dyn Storage>) {
+    for round in 0..6u8 {
+        let path = fresh("race.bin");
+        let tasks: Vec<_> = (0..6u8)
+            .map(|i| {
+                let (storage, path) = (storage.clone(), path.clone());
+                let len = if i % 2 == 0 { 1_000 } else { 200_000 };
+                let data = pattern(len, round * 16 + i);
+                tokio::spawn(async move {
+                    let result = put(&*storage, &path, &data, PutMode::Create).await;
+                    (result, data)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (result, data) = task.await.expect("publishing task");
+            match result {
+                Ok(_) => winners.push(data),
+                Err(StorageError::PreconditionFailed) => {}
+                Err(e) => panic!("create-only race: {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one create-only publication wins");
+        assert_eq!(
+            read_all(&*storage, &path, None).await,
+            winners[0],
+            "the file is the winner's"
+        );
+    }
 }
 
 async fn ranged_reads(storage: &dyn Storage) {

@@ -529,15 +529,29 @@ impl Inner {
 
     /// Takes a shared lock of an upload's data file and checks that the upload is still open.
     /// Does not wait for a finalizer that already holds the claim: the upload is closed.
+    ///
+    /// Never blocks on the lock: a claimer keeps its exclusive lock until it publishes, so a
+    /// writer that found the lock taken in the instant before the claimer's `claimed` marker
+    /// existed, and then waited for the lock, would wait for the publication — on an async
+    /// thread (the chunk's commit runs inline), possibly the one the publication needs. It
+    /// tries again instead, briefly, until the lock is free or the marker is there.
     fn lock_open<'f>(&self, file: &'f File, id: &UploadId) -> StorageResult<Unlock<'f>> {
-        match file.try_lock_shared() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                self.check_open(id)?;
-                // Someone is between taking the exclusive lock and marking the claim.
-                file.lock_shared().map_err(io)?;
+        let mut tries = 0u32;
+        loop {
+            match file.try_lock_shared() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    self.check_open(id)?;
+                    // Someone is between taking the exclusive lock and marking the claim.
+                    tries += 1;
+                    if tries < 16 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let guard = Unlock(file);
         self.check_open(id)?;
@@ -2251,6 +2265,46 @@ mod tests {
         assert!(storage.inner.staged.lock().unwrap().is_empty());
         assert_eq!(staging_entries(dir.path()), 0);
         assert!(storage.head(&p).await.unwrap().is_none());
+    }
+
+    /// A writer that finds the data file locked by a claimer which has not marked its claim
+    /// yet must not wait for the claimer's lock (held until publication): once the marker is
+    /// there, it is told the upload is closed. (It used to wait, on an async thread, for a
+    /// publication that needed that thread.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_never_waits_for_a_claimers_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let up = storage
+            .open_upload(
+                &FilePath::new("y.bin").unwrap(),
+                UploadSpec::Resumable { total: 3 },
+            )
+            .await
+            .unwrap();
+        let data = storage.inner.data_path(&up.id).unwrap();
+        let claimer = File::open(&data).unwrap();
+        claimer.lock().unwrap(); // the claimer, before its marker
+        let (inner, id) = (storage.inner.clone(), up.id.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let file = OpenOptions::new().write(true).open(&data).unwrap();
+            let outcome = inner.lock_open(&file, &id).map(|_| ());
+            let _ = tx.send(outcome);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let Parsed::Resumable { key, .. } = parse_id(&up.id).unwrap() else {
+            unreachable!()
+        };
+        File::create(storage.inner.upload_dir(key).join("claimed")).unwrap();
+        let outcome = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the writer gave up without waiting for the claimer's lock");
+        assert!(
+            matches!(outcome, Err(StorageError::UploadClosed)),
+            "{outcome:?}"
+        );
+        drop(claimer);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

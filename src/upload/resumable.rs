@@ -352,10 +352,20 @@ impl UploadWriter for RetryOrWrite {
     }
 }
 
+/// How often [`sink`] looks for the upload of a path before answering 409.
+const SINK_ATTEMPTS: u32 = 10;
+
+/// The wait before [`sink`] looks again at an upload that closed under it: 1 ms, doubling, at
+/// most 256 ms (about 0.8 s over all the attempts) — the time the completing chunk's request
+/// takes to probe and publish the file.
+fn sink_backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(1 << attempt.min(8))
+}
+
 /// Chooses where a chunk goes. Never creates an upload for a chunk that may be a retry.
 async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Result<Sink, ApiError> {
     let (start, total) = (limits.start, limits.total);
-    for _ in 0..4 {
+    for attempt in 0..SINK_ATTEMPTS {
         let found = cfg.storage.find_upload(path).await?;
         let info = match found {
             Some(info) => {
@@ -403,8 +413,13 @@ async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Resul
         check_total(&info, total)?;
         let received = match cfg.storage.received(&info.id).await {
             Ok(r) => r,
-            // Finished or discarded between the lookup and now: look again.
-            Err(StorageError::NotFound | StorageError::UploadClosed) => continue,
+            // Finished or discarded between the lookup and now, or being finalized by the
+            // chunk that completed it (claimed, not yet published): look again once the
+            // finalization has had time to publish, and this chunk compares with the file.
+            Err(StorageError::NotFound | StorageError::UploadClosed) => {
+                tokio::time::sleep(sink_backoff(attempt)).await;
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         let writer = Box::new(GapWriter::new(
