@@ -33,7 +33,8 @@
 //! - **writes** are `pwrite`s into `data.<gen>`, batched (2 MiB to 256 KiB per hop to the
 //!   blocking pool, by the number of writers: `Buffers`; each batch written in `pwrite`s of at
 //!   most 256 KiB: `write_pieces`), each batch under a *shared* `flock` of the data file after
-//!   checking that the upload is neither claimed nor gone; one writer of an upload at a time
+//!   checking that the upload is neither claimed nor gone (never waiting for the lock:
+//!   `Inner::lock_open`); one writer of an upload at a time
 //!   per process (`Inner::write_lock`: waiting, it sleeps instead of spinning on the inode).
 //! - **claim**: an *exclusive* `flock` of the data file (it waits for the batches in flight),
 //!   then `claimed` is created with `O_EXCL`. The claimer keeps the lock until it publishes
