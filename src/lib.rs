@@ -42,6 +42,11 @@
 //! # });
 //! ```
 //!
+//! It runs on tokio with the time driver on (`Builder::enable_all()` or `enable_time()`, as
+//! `#[tokio::main]` does): the body idle timeout, a chunk's short waits while another request
+//! finalizes the same upload, and the sweeper use tokio's timers; [`FsStorage`] uses its
+//! blocking pool.
+//!
 //! ## Where to start
 //!
 //! - [`guide`]: quick starts for axum, hyper and warp; the protocol at a glance; writing a
