@@ -203,9 +203,10 @@ impl<'a> Answer<'a> {
     }
 }
 
-/// A document's JSON, written into a buffer that fits an envelope with a File object (~650
-/// bytes) in one allocation, where `serde_json::to_vec` grows from 128 bytes in three steps.
-fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+/// A document's JSON, written into a buffer that fits an envelope or a record with a File
+/// object (~650–750 bytes) in one allocation, where `serde_json::to_vec` grows from 128
+/// bytes in three steps.
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(1024);
     serde_json::to_writer(&mut buf, value)?;
     Ok(buf)

@@ -56,7 +56,7 @@ impl Record {
         }
         let file =
             serde_json::value::to_raw_value(&self.file).map_err(|e| ApiError::internal(&e))?;
-        let bytes = serde_json::to_vec(&Raw {
+        let bytes = crate::response::to_json(&Raw {
             file: &file,
             upload: self.upload.as_deref(),
         })

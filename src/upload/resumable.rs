@@ -32,7 +32,8 @@ use crate::storage::{
     UploadInfo, UploadSpec, UploadWriter,
 };
 
-/// How long a request that lost the race to finalize waits for the winner's File object.
+/// How long a request waits for another one to finalize an upload: a loser of the race to
+/// finalize for the winner's File object, a chunk arriving meanwhile for the upload to go.
 const OUTCOME_WAIT: Duration = Duration::from_secs(30);
 
 /// The progress document of a `202 Accepted`.
@@ -352,20 +353,10 @@ impl UploadWriter for RetryOrWrite {
     }
 }
 
-/// How often [`sink`] looks for the upload of a path before answering 409.
-const SINK_ATTEMPTS: u32 = 10;
-
-/// The wait before [`sink`] looks again at an upload that closed under it: 1 ms, doubling, at
-/// most 256 ms (about 0.8 s over all the attempts) — the time the completing chunk's request
-/// takes to probe and publish the file.
-fn sink_backoff(attempt: u32) -> std::time::Duration {
-    std::time::Duration::from_millis(1 << attempt.min(8))
-}
-
 /// Chooses where a chunk goes. Never creates an upload for a chunk that may be a retry.
 async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Result<Sink, ApiError> {
     let (start, total) = (limits.start, limits.total);
-    for attempt in 0..SINK_ATTEMPTS {
+    for _ in 0..4 {
         let found = cfg.storage.find_upload(path).await?;
         let info = match found {
             Some(info) => {
@@ -414,10 +405,19 @@ async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Resul
         let received = match cfg.storage.received(&info.id).await {
             Ok(r) => r,
             // Finished or discarded between the lookup and now, or being finalized by the
-            // chunk that completed it (claimed, not yet published): look again once the
-            // finalization has had time to publish, and this chunk compares with the file.
+            // chunk that completed it (claimed, not yet published): look again once it is
+            // gone, and this chunk compares with the published file.
             Err(StorageError::NotFound | StorageError::UploadClosed) => {
-                tokio::time::sleep(sink_backoff(attempt)).await;
+                let mut wait = Finalizing::new();
+                while upload_exists(cfg, path, &info.id).await? {
+                    if !wait.pause().await {
+                        return Err(ApiError::new(
+                            ErrorKind::RangeConflict,
+                            "the upload of this path is still being finished by another \
+                             request; send this chunk again",
+                        ));
+                    }
+                }
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -731,8 +731,7 @@ async fn outcome(
     path: &FilePath,
     id: &UploadId,
 ) -> Result<crate::file::FileObject, ApiError> {
-    let deadline = tokio::time::Instant::now() + OUTCOME_WAIT;
-    let mut pause = Duration::from_millis(5);
+    let mut wait = Finalizing::new();
     loop {
         // Existence first, record second: a publication happens before its upload is
         // forgotten, so when the upload is seen gone here, the record read next shows
@@ -744,15 +743,39 @@ async fn outcome(
         {
             return Ok(record.file);
         }
-        if !still_open || tokio::time::Instant::now() >= deadline {
+        if !still_open || !wait.pause().await {
             return Err(ApiError::new(
                 ErrorKind::RangeConflict,
                 "the upload this chunk belonged to was finished or discarded meanwhile; \
                  send the chunk again to start a new upload",
             ));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// The pace of a request waiting for another one to finalize an upload: 5 ms, doubling up
+/// to 200 ms, for at most [`OUTCOME_WAIT`].
+struct Finalizing {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl Finalizing {
+    fn new() -> Self {
+        Finalizing {
+            deadline: tokio::time::Instant::now() + OUTCOME_WAIT,
+            pause: Duration::from_millis(5),
+        }
+    }
+
+    /// Sleeps before the next look; `false` (without sleeping) once the wait is over.
+    async fn pause(&mut self) -> bool {
+        if tokio::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(200));
+        true
     }
 }
 
