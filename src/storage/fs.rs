@@ -770,7 +770,6 @@ impl Inner {
         }
         let target = self.file_path(path)?;
         let data_path = self.data_path(id)?;
-        let key = path_key(path);
         // A small simple upload written inline is still open: no path lookups.
         let staged = match parsed {
             Parsed::Single(_) => self.take_staged(id),
@@ -825,7 +824,7 @@ impl Inner {
             };
         if !in_xattr {
             self.meta_files.store(true, Ordering::Relaxed);
-            let file = meta_file.insert(self.meta_file(&key, &etag));
+            let file = meta_file.insert(self.meta_file(&path_key(path), &etag));
             fs::write(file, &record).map_err(io)?;
         }
 
@@ -845,48 +844,22 @@ impl Inner {
                 }) => place_unnamed(file, &target, &data_path, &options.mode, blind)?,
                 _ => false,
             };
-            let mut current = None;
-            if !linked {
-                let _stripe = self.lock_stripe(&key).map_err(io)?;
-                current = match (!blind).then(|| fs::metadata(&target)) {
-                    None => None,
-                    Some(Ok(md)) if md.is_file() => Some(etag_of(&md)),
-                    Some(Ok(_)) => {
-                        return Err(StorageError::ReservedPath("a folder exists at this path"));
-                    }
-                    Some(Err(e)) if matches!(e.kind(), ErrorKind::NotFound) => None,
-                    Some(Err(e)) => return Err(place_error(e)),
-                };
-                match (&options.mode, &current) {
-                    (PutMode::Create, Some(_)) => return Err(StorageError::PreconditionFailed),
-                    (PutMode::Update(want), Some(have)) if want != have => {
-                        return Err(StorageError::PreconditionFailed);
-                    }
-                    (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
-                    _ => {}
-                }
-                let create = matches!(options.mode, PutMode::Create);
-                match creating_folders(&target, || {
-                    if create {
-                        rename_noreplace(&data_path, &target)
-                    } else {
-                        fs::rename(&data_path, &target)
-                    }
-                }) {
-                    Err(e) if create && e.kind() == ErrorKind::AlreadyExists => {
-                        return Err(StorageError::PreconditionFailed);
-                    }
-                    placed => placed.map_err(place_error)?,
-                }
-            }
+            // The path's key (a hash) only where the lock or a record file needs it.
+            let replaced_record = if linked {
+                None
+            } else {
+                let key = path_key(path);
+                self.place_named(&key, &target, &data_path, &options.mode, blind)?
+                    .map(|old| self.meta_file(&key, &old))
+            };
             if self.durability == Durability::Power
                 && let Some(parent) = target.parent()
             {
                 fsync_dir(parent).map_err(io)?;
             }
             // Forget the replaced version's record.
-            if let Some(old) = current {
-                let _ = fs::remove_file(self.meta_file(&key, &old));
+            if let Some(old) = replaced_record {
+                let _ = fs::remove_file(old);
             }
             Ok(())
         })();
@@ -911,6 +884,48 @@ impl Inner {
                 self.release_claim(id);
                 Err(e)
             }
+        }
+    }
+
+    /// Places a named data file at `target` under the path's stripe lock, after checking
+    /// `mode` against the version there (not looked up when `blind`); the replaced version's
+    /// etag, if one was looked up.
+    fn place_named(
+        &self,
+        key: &str,
+        target: &Path,
+        data_path: &Path,
+        mode: &PutMode,
+        blind: bool,
+    ) -> StorageResult<Option<String>> {
+        let _stripe = self.lock_stripe(key).map_err(io)?;
+        let current = match (!blind).then(|| fs::metadata(target)) {
+            None => None,
+            Some(Ok(md)) if md.is_file() => Some(etag_of(&md)),
+            Some(Ok(_)) => return Err(StorageError::ReservedPath("a folder exists at this path")),
+            Some(Err(e)) if matches!(e.kind(), ErrorKind::NotFound) => None,
+            Some(Err(e)) => return Err(place_error(e)),
+        };
+        match (mode, &current) {
+            (PutMode::Create, Some(_)) => return Err(StorageError::PreconditionFailed),
+            (PutMode::Update(want), Some(have)) if want != have => {
+                return Err(StorageError::PreconditionFailed);
+            }
+            (PutMode::Update(_), None) => return Err(StorageError::PreconditionFailed),
+            _ => {}
+        }
+        let create = matches!(mode, PutMode::Create);
+        match creating_folders(target, || {
+            if create {
+                rename_noreplace(data_path, target)
+            } else {
+                fs::rename(data_path, target)
+            }
+        }) {
+            Err(e) if create && e.kind() == ErrorKind::AlreadyExists => {
+                Err(StorageError::PreconditionFailed)
+            }
+            placed => placed.map_err(place_error).map(|()| current),
         }
     }
 
