@@ -5,26 +5,12 @@
 #
 # usage: benches/tools/alloc_small.sh limit|/path/to/server [N=2000]
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-CLIENT=$BENCH/client/target/release/upload-bench
 LIBC=$(ldconfig -p | awk '/libc.so.6 .*x86-64/ {print $NF; exit}')
 N=${2:-2000}
-W=$(mktemp -d /dev/shm/alloc.XXXX)
-PID=
-cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$W"; }
-trap cleanup EXIT
 for f in malloc realloc; do
   perf probe -l 2>/dev/null | grep -q "probe_libc:$f " || perf probe -q -x "$LIBC" "$f" >/dev/null
 done
-if [[ $1 == limit ]]; then
-  "$BENCH/limit-server/target/release/limit-server" --listen 127.0.0.1:0 --dir "$W/data" > "$W/log" 2>&1 &
-else
-  env RUST_LOG=warn "$1" --listen 127.0.0.1:0 --data "$W/data" --key k123 > "$W/log" 2>&1 &
-fi
-PID=$!
-for _ in $(seq 100); do grep -q "listening on" "$W/log" && break; sleep 0.05; done
-URL=$(grep -o 'http://[0-9.:]*' "$W/log" | head -1)
+source "$(dirname "${BASH_SOURCE[0]}")/small_server.sh"
 python3 "$ROOT/benches/tools/small_urls.py" "$URL" k123 1 > "$W/all"
 head -100 "$W/all" > "$W/urls"
 "$CLIENT" small --url-file "$W/urls" --size 4096 --count 100 --concurrency 4 > /dev/null

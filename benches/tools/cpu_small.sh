@@ -4,21 +4,7 @@
 #
 # usage: benches/tools/cpu_small.sh limit|/path/to/server     (LOG=warn by default)
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-CLIENT=$BENCH/client/target/release/upload-bench
-W=$(mktemp -d /dev/shm/cpu.XXXX)
-PID=
-cleanup() { [[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$W"; }
-trap cleanup EXIT
-if [[ $1 == limit ]]; then
-  "$BENCH/limit-server/target/release/limit-server" --listen 127.0.0.1:0 --dir "$W/data" > "$W/log" 2>&1 &
-else
-  env RUST_LOG="${LOG:-warn}" "$1" --listen 127.0.0.1:0 --data "$W/data" --key k123 > "$W/log" 2>&1 &
-fi
-PID=$!
-for _ in $(seq 100); do grep -q "listening on" "$W/log" && break; sleep 0.05; done
-URL=$(grep -o 'http://[0-9.:]*' "$W/log" | head -1)
+source "$(dirname "${BASH_SOURCE[0]}")/small_server.sh"
 for rep in 1 2 3 4; do
   python3 "$ROOT/benches/tools/small_urls.py" "$URL" k123 "$rep" > "$W/urls"
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$PID/stat")
