@@ -1437,6 +1437,48 @@ async fn expired_uploads_restart_and_are_swept() {
     assert_eq!(server.read(path).as_deref(), Some(&file[..]));
 }
 
+/// A status query treats an expired upload that no sweeper has reached as gone: nothing
+/// received, and no 409 for another total (PROTOCOL.md §4: "empty `ranges` for an unknown or
+/// expired upload").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_an_expired_upload_is_empty() {
+    let ttl = Duration::from_secs(1);
+    let server = start_with(|u| u.upload_ttl(ttl)).await;
+    let api = Api::new(&server);
+    let path = "ttl/status.bin";
+    let total = 128 * KIB;
+    let file = pattern(total, 67);
+    let chunks = plan(total, &[64 * KIB]);
+    progress(
+        &api.chunk(path, &file, chunks[0].clone()).await,
+        total,
+        None,
+    );
+    assert_eq!(
+        progress(&api.status(path, total).await, total, None),
+        merged(&[chunks[0].clone()])
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+
+    // Another total: the expired upload does not conflict.
+    let other = total + 1;
+    assert_eq!(
+        progress(&api.status(path, other).await, other, None),
+        Vec::<[u64; 2]>::new()
+    );
+    assert_eq!(
+        progress(&api.status(path, total).await, total, None),
+        Vec::<[u64; 2]>::new()
+    );
+    assert!(
+        upload_dir(&server, path).is_none(),
+        "the status query discarded the expired upload"
+    );
+    let done = upload_all(&api, path, &file, &chunks).await;
+    file_answer(&done, 201, total);
+    assert_eq!(server.read(path).as_deref(), Some(&file[..]));
+}
+
 /// `Uploads::spawn_sweeper` sweeps on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_sweeper_frees_expired_uploads() {

@@ -130,7 +130,7 @@ async fn status(
     conditions: &UploadConditions,
     answer: &Answer<'_>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    if let Some(info) = cfg.storage.find_upload(path).await? {
+    if let Some(info) = live_upload(cfg, path).await? {
         check_total(&info, total)?;
         let received = match cfg.storage.received(&info.id).await {
             Ok(r) => r,
@@ -148,6 +148,32 @@ async fn status(
         return Ok(file_response(answer, StatusCode::OK, &record.file));
     }
     Ok(progress(answer, total, &[]))
+}
+
+/// The path's upload in progress, unless it has expired: an expired upload the sweeper has
+/// not reached yet is discarded here, so that a status query reports nothing received and a
+/// chunk starts a new upload (PROTOCOL.md §4), whenever the sweeper runs.
+async fn live_upload(cfg: &Config, path: &FilePath) -> Result<Option<UploadInfo>, ApiError> {
+    for _ in 0..4 {
+        let Some(info) = cfg.storage.find_upload(path).await? else {
+            return Ok(None);
+        };
+        let idle = std::time::SystemTime::now()
+            .duration_since(info.updated)
+            .unwrap_or_default();
+        if idle <= cfg.upload_ttl {
+            return Ok(Some(info));
+        }
+        match cfg.storage.abort(&info.id).await {
+            // Gone already (swept, or finished by another request): look again.
+            Ok(()) | Err(StorageError::NotFound | StorageError::UploadClosed) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        ErrorKind::RangeConflict,
+        "the upload of this path kept changing while this request looked at it; send it again",
+    ))
 }
 
 /// The published file at `path`, if it has `total` bytes.
@@ -357,19 +383,9 @@ impl UploadWriter for RetryOrWrite {
 async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Result<Sink, ApiError> {
     let (start, total) = (limits.start, limits.total);
     for _ in 0..4 {
-        let found = cfg.storage.find_upload(path).await?;
+        let found = live_upload(cfg, path).await?;
         let info = match found {
-            Some(info) => {
-                let idle = std::time::SystemTime::now()
-                    .duration_since(info.updated)
-                    .unwrap_or_default();
-                if idle > cfg.upload_ttl {
-                    // Expired but not yet swept: this chunk starts a new upload.
-                    cfg.storage.abort(&info.id).await?;
-                    continue;
-                }
-                info
-            }
+            Some(info) => info,
             None => {
                 if let Some(record) = completed(cfg, path, total).await? {
                     let end = start.saturating_add(limits.max_len).min(total);
