@@ -18,7 +18,7 @@ use tower_service::Service;
 ///
 /// | request | check |
 /// |---|---|
-/// | any method on `<prefix>/store/single`, `<prefix>/store/resumable` (exactly these raw paths) | none (upload-session keys are checked by the endpoint) |
+/// | `PUT`/`POST` on `<prefix>/store/single`, `<prefix>/store/resumable` (exactly these raw paths) | none (upload-session keys are checked by the endpoint) |
 /// | `PUT` anything else | a bearer key or a `put` signed URL |
 /// | `POST <prefix>/signatures`, `POST <prefix>/uploads` | a bearer key only |
 /// | `GET`/`HEAD` | none, or a bearer key / `get` signed URL when [`private_delivery`](AuthPolicy::private_delivery) |
@@ -94,8 +94,11 @@ impl AuthPolicy {
         let trimmed = rest.trim_start_matches('/');
         // Loosen only on an exact, raw match: anything the inner service might read
         // differently is checked.
-        if rest.strip_prefix('/') == Some("store/single")
-            || rest.strip_prefix('/') == Some("store/resumable")
+        // Only the session endpoints' own methods: a `GET` there is a file's delivery (a
+        // session alias may name `store/single`), checked like any other.
+        if (method == Method::PUT || method == Method::POST)
+            && (rest.strip_prefix('/') == Some("store/single")
+                || rest.strip_prefix('/') == Some("store/resumable"))
         {
             return None;
         }
@@ -545,6 +548,17 @@ mod tests {
             )
             .await;
             assert_eq!(r.status, StatusCode::OK, "{path}");
+        }
+        // Reading a file at those paths is delivery: private delivery checks it.
+        for m in [Method::GET, Method::HEAD] {
+            let r = run(
+                policy().private_delivery(true),
+                req(m.clone(), "/store/single")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m}");
         }
         for path in [
             "/store/resumable2",
