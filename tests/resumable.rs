@@ -817,6 +817,7 @@ async fn refused_chunks_change_nothing() {
         )
         .await;
     assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.kind(), Some("digest_mismatch"), "{r:?}");
     unchanged(
         want_ranges.clone(),
         want_disk.clone(),

@@ -23,6 +23,9 @@
 //! - an empty header (or only whitespace) is an empty dictionary: no digest. A trailing or
 //!   empty member (`a=1,`, `a=1,,b=2`), an unterminated `:`, `"` or `(`, a control character
 //!   or a non-ASCII byte, or a header longer than 16 KiB makes it malformed.
+//!
+//! Both a malformed header and a digest that does not match answer 400 `digest_mismatch`
+//! (the message tells which): the protocol names that kind for a chunk that does not verify.
 
 use crate::error::{ApiError, ErrorKind};
 use base64::Engine as _;
@@ -52,13 +55,11 @@ pub enum DigestError {
 }
 
 impl From<DigestError> for ApiError {
-    /// 400 `bad_request` for a malformed header, 400 `digest_mismatch` for a mismatch.
+    /// 400 `digest_mismatch` for both: PROTOCOL.md §4 names that kind for a chunk whose
+    /// digest does not verify, and a malformed header cannot verify. The message tells the
+    /// two apart.
     fn from(e: DigestError) -> Self {
-        let kind = match e {
-            DigestError::Malformed => ErrorKind::BadRequest,
-            DigestError::Mismatch => ErrorKind::DigestMismatch,
-        };
-        ApiError::new(kind, e.to_string())
+        ApiError::new(ErrorKind::DigestMismatch, e.to_string())
     }
 }
 
@@ -392,8 +393,9 @@ mod tests {
     #[test]
     fn api_errors() {
         let e = ApiError::from(DigestError::Malformed);
-        assert_eq!(e.kind(), ErrorKind::BadRequest);
+        assert_eq!(e.kind(), ErrorKind::DigestMismatch);
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(e.message().contains("malformed"));
         assert!(e.message().contains("Content-Digest"));
         let e = ApiError::from(DigestError::Mismatch);
         assert_eq!(e.kind(), ErrorKind::DigestMismatch);
