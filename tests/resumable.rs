@@ -1438,6 +1438,80 @@ async fn expired_uploads_restart_and_are_swept() {
     assert_eq!(server.read(path).as_deref(), Some(&file[..]));
 }
 
+/// The record FsStorage keeps with a published file.
+const RECORD_XATTR: &str = "user.tower-uploads.record";
+
+/// A small simple upload whose File object can be derived again is published without one
+/// (no record beside the bytes); a status query with its size then answers the very object
+/// the upload answered, and delivery its type. A `Content-Type` hint that shaped the facts
+/// makes the upload store its object, and the same holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_simple_upload_is_derived_again() {
+    let server = start().await;
+    let api = Api::new(&server);
+    let content_type = |path: &str| {
+        let url = api.url(path);
+        async move {
+            let res = common::client().get(url).send().await.expect("GET");
+            res.headers()["content-type"].to_str().unwrap().to_owned()
+        }
+    };
+
+    // Recognised bytes, no hint: nothing stored but the bytes.
+    let png = common::tiny_png(3, 2);
+    let r = api.put("d/a.png", None, &[], png.clone()).await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let answered = r.data().clone();
+    assert_eq!(
+        (&answered["type"], &answered["width"], &answered["height"]),
+        (&json!("image/png"), &json!(3), &json!(2))
+    );
+    let on_disk = server.data.join("d/a.png");
+    assert_eq!(xattr::get(&on_disk, RECORD_XATTR).unwrap(), None);
+    let s = api.status("d/a.png", png.len()).await;
+    assert_eq!(s.status, 200, "{s:?}");
+    assert_eq!(s.data(), &answered, "the same File object");
+    assert_eq!(content_type("d/a.png").await, "image/png");
+    // Another total is another upload.
+    assert_eq!(api.status("d/a.png", png.len() + 1).await.status, 202);
+
+    // A new version is a new File.
+    let again = api.put("d/a.png", None, &[], png.clone()).await;
+    let second = again.data().clone();
+    assert_ne!(second["id"], answered["id"]);
+    assert_ne!(second["media_id"], answered["media_id"]);
+    assert_eq!(api.status("d/a.png", png.len()).await.data(), &second);
+
+    // Unrecognised bytes whose type the hint gave: the File object is stored.
+    let csv = b"a,b\n1,2\n".to_vec();
+    let hinted = [("content-type", "text/csv".to_owned())];
+    let r = api.put("d/b.bin", None, &hinted, csv.clone()).await;
+    let answered = r.data().clone();
+    assert_eq!(answered["type"], "text/csv");
+    assert!(
+        xattr::get(server.data.join("d/b.bin"), RECORD_XATTR)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(api.status("d/b.bin", csv.len()).await.data(), &answered);
+    assert_eq!(content_type("d/b.bin").await, "text/csv");
+
+    // A hint that agrees with the bytes changes nothing: not stored.
+    let png_hint = [("content-type", "image/png".to_owned())];
+    let r = api.put("d/c.png", None, &png_hint, png.clone()).await;
+    let answered = r.data().clone();
+    assert_eq!(
+        xattr::get(server.data.join("d/c.png"), RECORD_XATTR).unwrap(),
+        None
+    );
+    assert_eq!(api.status("d/c.png", png.len()).await.data(), &answered);
+
+    // A chunk upload of the same bytes is a retry of the published file: 200, that File.
+    let r = api.chunk("d/c.png", &png, 0..png.len()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.data(), &answered);
+}
+
 /// A status query treats an expired upload that no sweeper has reached as gone: nothing
 /// received, and no 409 for another total (PROTOCOL.md §4: "empty `ranges` for an unknown or
 /// expired upload").

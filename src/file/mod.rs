@@ -84,6 +84,49 @@ impl FileObject {
             status: "ready".into(),
         }
     }
+
+    /// The File object of a version published without a stored one (see
+    /// [`Storage::stable_meta`](crate::storage::Storage::stable_meta)): ids derived from the
+    /// path and the version's etag ([`version_id`]), `created` and `updated` from the
+    /// version's `modified`, the rest from `facts`. The same version always gives the same
+    /// object.
+    pub fn of_version(
+        path: &FilePath,
+        url: String,
+        meta: &crate::storage::ObjectMeta,
+        facts: &MediaFacts,
+    ) -> FileObject {
+        let mut file = FileObject::new(path, url, meta.size, facts);
+        file.id = version_id("file_", path, &meta.etag);
+        file.media_id = version_id("med_", path, &meta.etag);
+        file.created = rfc3339(meta.modified);
+        file.updated = file.created.clone();
+        file
+    }
+}
+
+/// An id derived from one published version: `prefix` + 16 characters of `[A-Za-z0-9]`
+/// from SHA-256 of the prefix, the path and the etag. Not a secret (the etag is in every
+/// delivery's `ETag`), and as unique as the storage's etags (see
+/// [`Storage::stable_meta`](crate::storage::Storage::stable_meta)).
+pub fn version_id(prefix: &str, path: &FilePath, etag: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut h = Sha256::new();
+    for part in [prefix, path.as_str(), etag] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    let digest = h.finalize();
+    let mut s = String::with_capacity(prefix.len() + 16);
+    s.push_str(prefix);
+    // 16 of the 32 bytes, each to one of 62 characters (a slight bias, no secret here).
+    s.extend(
+        digest[..16]
+            .iter()
+            .map(|&b| ALPHABET[b as usize % 62] as char),
+    );
+    s
 }
 
 /// A random id: `prefix` + 16 characters of `[A-Za-z0-9]`.
@@ -110,6 +153,21 @@ mod tests {
         assert_eq!(id.len(), 21);
         assert!(id[5..].bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(random_id("file_"), random_id("file_"));
+        let (a, b) = (
+            FilePath::new("a/b.png").unwrap(),
+            FilePath::new("a/c.png").unwrap(),
+        );
+        let id = version_id("file_", &a, "e1");
+        assert_eq!((id.len(), &id[..5]), (21, "file_"));
+        assert!(id[5..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(
+            id,
+            version_id("file_", &a, "e1"),
+            "the same version, the same id"
+        );
+        assert_ne!(id, version_id("file_", &a, "e2"), "another version");
+        assert_ne!(id, version_id("file_", &b, "e1"), "another path");
+        assert_ne!(id[5..], version_id("med_", &a, "e1")[4..], "another prefix");
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_735_689_600);
         assert_eq!(rfc3339(t), "2025-01-01T00:00:00Z");
     }

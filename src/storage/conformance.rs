@@ -26,6 +26,7 @@ use crate::path::FilePath;
 pub async fn run(storage: Arc<dyn Storage>) {
     single_upload_roundtrip(&*storage).await;
     overwrite_and_preconditions(&*storage).await;
+    empty_attributes_and_stable_meta(&*storage).await;
     create_only_race(storage.clone()).await;
     ranged_reads(&*storage).await;
     delete(&*storage).await;
@@ -59,12 +60,28 @@ async fn read_all(storage: &dyn Storage, path: &FilePath, range: Option<Range<u6
     frames.concat()
 }
 
-/// Publishes `data` at `path` through a single upload, in pieces of `piece` bytes.
+/// Publishes `data` at `path` through a single upload, in pieces of 100,000 bytes, with a
+/// test content type and attributes.
 async fn put(
     storage: &dyn Storage,
     path: &FilePath,
     data: &[u8],
     mode: PutMode,
+) -> Result<super::ObjectMeta, StorageError> {
+    let options = PublishOptions {
+        mode,
+        content_type: "application/x-test".into(),
+        attributes: Bytes::from_static(b"{\"a\":1}"),
+    };
+    put_with(storage, path, data, options).await
+}
+
+/// [`put`] with these publish options.
+async fn put_with(
+    storage: &dyn Storage,
+    path: &FilePath,
+    data: &[u8],
+    options: PublishOptions,
 ) -> Result<super::ObjectMeta, StorageError> {
     let upload = storage.open_upload(path, UploadSpec::Single).await?;
     assert!(upload.created_now, "a single upload is always new");
@@ -74,11 +91,6 @@ async fn put(
     }
     w.commit().await?;
     assert_eq!(storage.claim(&upload.id).await?, Claim::Won);
-    let options = PublishOptions {
-        mode,
-        content_type: "application/x-test".into(),
-        attributes: Bytes::from_static(b"{\"a\":1}"),
-    };
     let result = storage
         .publish(&upload.id, path, data.len() as u64, options)
         .await;
@@ -110,6 +122,44 @@ async fn single_upload_roundtrip(storage: &dyn Storage) {
         data,
         "bytes round-trip"
     );
+}
+
+/// Empty attributes round-trip with any content type (a backend may then store nothing
+/// beside the bytes), and [`Storage::stable_meta`] holds when claimed: `head` and `read` give
+/// the etag and time `publish` gave, and a new version gets a new etag.
+async fn empty_attributes_and_stable_meta(storage: &dyn Storage) {
+    for content_type in ["application/octet-stream", "image/png"] {
+        let path = fresh("stable/file.bin");
+        let data = pattern(5000, 9);
+        let options = || PublishOptions {
+            mode: PutMode::Overwrite,
+            content_type: content_type.into(),
+            attributes: Bytes::new(),
+        };
+        let meta = put_with(storage, &path, &data, options()).await.unwrap();
+        let head = storage.head(&path).await.unwrap().expect("published");
+        assert_eq!(
+            head.content_type, content_type,
+            "the content type round-trips"
+        );
+        assert!(head.attributes.is_empty(), "empty attributes round-trip");
+        assert_eq!(read_all(storage, &path, None).await, data);
+        if storage.stable_meta() {
+            let (read, _) = storage.read(&path, None).await.unwrap().expect("file");
+            for (what, m) in [("head", &head), ("read", &read)] {
+                assert_eq!(
+                    (&m.etag, m.modified),
+                    (&meta.etag, meta.modified),
+                    "stable_meta: {what} gives the etag and time publish gave"
+                );
+            }
+            let again = put_with(storage, &path, &data, options()).await.unwrap();
+            assert_ne!(
+                again.etag, meta.etag,
+                "stable_meta: a new version, a new etag"
+            );
+        }
+    }
 }
 
 async fn overwrite_and_preconditions(storage: &dyn Storage) {

@@ -284,6 +284,14 @@ fn path_key(path: &FilePath) -> String {
     hex::encode(&digest[..16])
 }
 
+/// The content type `head` gives a file without a record: from its name's extension, else
+/// `application/octet-stream`.
+fn guessed_type(path: &FilePath) -> &'static str {
+    mime_guess::from_path(path.filename())
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+}
+
 fn etag_of(md: &fs::Metadata) -> String {
     let mut h = Sha256::new();
     for n in [
@@ -607,10 +615,9 @@ impl Inner {
             None => self.read_meta(&path_key(path), &etag),
         };
         if attributes.is_empty() && content_type == "application/octet-stream" {
-            // A file put there by other means: guess from the name.
-            if let Some(m) = mime_guess::from_path(path.filename()).first_raw() {
-                content_type = m.to_owned();
-            }
+            // A file put there by other means, or published without a record (see
+            // `publish`): the type from the name.
+            content_type = guessed_type(path).to_owned();
         }
         ObjectMeta {
             size: md.size(),
@@ -803,29 +810,33 @@ impl Inner {
         let etag = etag_of(&md);
 
         let mut meta_file = None;
-        let record = encode_meta(&options.content_type, &options.attributes);
-        // The record travels with the bytes in an extended attribute (published by the same
-        // rename); a record file is the fallback for filesystems without user xattrs or for
-        // records too large for one.
-        let set_xattr = || match &staged {
-            Some(staged) => xattr::FileExt::set_xattr(&staged.file, RECORD_XATTR, &record),
-            None => xattr::set(&data_path, RECORD_XATTR, &record),
-        };
-        let in_xattr = self.xattrs.load(Ordering::Relaxed)
-            && match set_xattr() {
-                Ok(()) => true,
-                Err(e) => {
-                    if e.raw_os_error() == Some(95) {
-                        // EOPNOTSUPP: this filesystem has no user xattrs; stop trying.
-                        self.xattrs.store(false, Ordering::Relaxed);
-                    }
-                    false
-                }
+        // A record that would say only what `head` finds without one is not written: no
+        // attributes, and the type the name gives.
+        if !options.attributes.is_empty() || options.content_type != guessed_type(path) {
+            let record = encode_meta(&options.content_type, &options.attributes);
+            // The record travels with the bytes in an extended attribute (published by the
+            // same rename); a record file is the fallback for filesystems without user xattrs
+            // or for records too large for one.
+            let set_xattr = || match &staged {
+                Some(staged) => xattr::FileExt::set_xattr(&staged.file, RECORD_XATTR, &record),
+                None => xattr::set(&data_path, RECORD_XATTR, &record),
             };
-        if !in_xattr {
-            self.meta_files.store(true, Ordering::Relaxed);
-            let file = meta_file.insert(self.meta_file(&path_key(path), &etag));
-            fs::write(file, &record).map_err(io)?;
+            let in_xattr = self.xattrs.load(Ordering::Relaxed)
+                && match set_xattr() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        if e.raw_os_error() == Some(95) {
+                            // EOPNOTSUPP: this filesystem has no user xattrs; stop trying.
+                            self.xattrs.store(false, Ordering::Relaxed);
+                        }
+                        false
+                    }
+                };
+            if !in_xattr {
+                self.meta_files.store(true, Ordering::Relaxed);
+                let file = meta_file.insert(self.meta_file(&path_key(path), &etag));
+                fs::write(file, &record).map_err(io)?;
+            }
         }
 
         let outcome = (|| {
@@ -1033,6 +1044,13 @@ impl Inner {
 
 #[async_trait]
 impl Storage for FsStorage {
+    /// `true`: the etag is a hash of the data file's device, inode, size and modification
+    /// time, and `modified` its modification time, both read from the file that `publish`
+    /// places (a rename or link changes neither).
+    fn stable_meta(&self) -> bool {
+        true
+    }
+
     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
         let inner = self.inner.clone();
         let path = path.clone();

@@ -273,6 +273,18 @@ pub trait Storage: Send + Sync + 'static {
     /// Reads `range` of the upload's staged bytes (for probing before publication).
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;
 
+    /// Whether the `etag` and `modified` that [`publish`](Self::publish) returns are those
+    /// that [`head`](Self::head) and [`read`](Self::read) return for that version, for as
+    /// long as it is there, and whether an etag names one version of one path only, never
+    /// reused. The service then publishes a small simple upload whose File object it can
+    /// derive again (no hooks; media facts that do not depend on the request's
+    /// `Content-Type` hint) with empty `attributes`, and derives the object from the version
+    /// on reading (ids from the path and etag, times from `modified`, facts from the bytes)
+    /// instead of storing it. Default `false`: the service always stores the File object.
+    fn stable_meta(&self) -> bool {
+        false
+    }
+
     /// Publishes the first `size` bytes of a claimed upload at `path` atomically, then
     /// forgets the upload. Zero-copy where the backend allows (a rename for [`FsStorage`]).
     async fn publish(

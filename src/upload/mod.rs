@@ -65,6 +65,46 @@ impl Record {
     }
 }
 
+/// The media facts of a whole small file as they are derived again on reading: probed
+/// from its bytes, without a `Content-Type` hint.
+pub(crate) async fn version_facts(bytes: &[u8], path: &FilePath) -> MediaFacts {
+    let src = MemorySource::new(Bytes::copy_from_slice(bytes));
+    probe(&src, None, path.filename()).await
+}
+
+/// The record of a version published without one ([`Storage::stable_meta`]): its File
+/// object derived from the version and its bytes, exactly as the upload answered it.
+/// `None` when the version is not such a one (a file put there by other means, a large
+/// file, or a backend whose metadata is not stable), or when it was replaced meanwhile.
+pub(crate) async fn derived_record(
+    cfg: &Config,
+    headers: &HeaderMap,
+    path: &FilePath,
+    meta: &ObjectMeta,
+) -> Result<Option<Record>, ApiError> {
+    if !meta.attributes.is_empty() || !cfg.storage.stable_meta() || meta.size > SNIFF_BYTES as u64 {
+        return Ok(None);
+    }
+    let Some((read, mut stream)) = cfg.storage.read(path, None).await? else {
+        return Ok(None);
+    };
+    if read.etag != meta.etag {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(meta.size as usize);
+    while let Some(frame) = futures_util::StreamExt::next(&mut stream).await {
+        bytes.extend_from_slice(&frame?);
+        if bytes.len() as u64 > meta.size {
+            return Ok(None);
+        }
+    }
+    let facts = version_facts(&bytes, path).await;
+    Ok(Some(Record {
+        file: FileObject::of_version(path, cfg.file_url(headers, path), meta, &facts),
+        upload: None,
+    }))
+}
+
 /// The `PutMode` asked for by `If-None-Match: *` / `If-Match`.
 pub(crate) fn put_mode(headers: &HeaderMap) -> Result<PutMode, ApiError> {
     if let Some(v) = headers.get(header::IF_NONE_MATCH) {

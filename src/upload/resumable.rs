@@ -18,8 +18,8 @@ use super::body::{Comparer, PumpError, Taps, pump};
 use super::content_range::{self, ContentRange};
 use super::digest::{self, Sha256Check};
 use super::{
-    Record, check_conditions, conditions_of, content_length, file_response, head_check, new_record,
-    probe_staged, too_large,
+    Record, check_conditions, conditions_of, content_length, derived_record, file_response,
+    head_check, new_record, probe_staged, too_large,
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::{Facts, UploadConditions};
@@ -144,7 +144,7 @@ async fn status(
         }
         return Ok(progress(answer, total, &received));
     }
-    if let Some(record) = completed(cfg, path, total).await? {
+    if let Some(record) = completed(cfg, headers, path, total).await? {
         return Ok(file_response(answer, StatusCode::OK, &record.file));
     }
     Ok(progress(answer, total, &[]))
@@ -177,13 +177,21 @@ async fn live_upload(cfg: &Config, path: &FilePath) -> Result<Option<UploadInfo>
 }
 
 /// The published file at `path`, if it has `total` bytes.
-async fn completed(cfg: &Config, path: &FilePath, total: u64) -> Result<Option<Record>, ApiError> {
-    Ok(cfg
-        .storage
-        .head(path)
-        .await?
-        .filter(|m| m.size == total)
-        .and_then(|m| Record::from_meta(&m)))
+/// Its record is the one stored with it, or derived from the version when it was published
+/// without one (a small simple upload: [`derived_record`]).
+async fn completed(
+    cfg: &Config,
+    headers: &HeaderMap,
+    path: &FilePath,
+    total: u64,
+) -> Result<Option<Record>, ApiError> {
+    let Some(meta) = cfg.storage.head(path).await?.filter(|m| m.size == total) else {
+        return Ok(None);
+    };
+    match Record::from_meta(&meta) {
+        Some(record) => Ok(Some(record)),
+        None => derived_record(cfg, headers, path, &meta).await,
+    }
 }
 
 fn check_total(info: &UploadInfo, total: u64) -> Result<(), ApiError> {
@@ -380,14 +388,19 @@ impl UploadWriter for RetryOrWrite {
 }
 
 /// Chooses where a chunk goes. Never creates an upload for a chunk that may be a retry.
-async fn sink(cfg: &Arc<Config>, path: &FilePath, limits: &ChunkLimits) -> Result<Sink, ApiError> {
+async fn sink(
+    cfg: &Arc<Config>,
+    headers: &HeaderMap,
+    path: &FilePath,
+    limits: &ChunkLimits,
+) -> Result<Sink, ApiError> {
     let (start, total) = (limits.start, limits.total);
     for _ in 0..4 {
         let found = live_upload(cfg, path).await?;
         let info = match found {
             Some(info) => info,
             None => {
-                if let Some(record) = completed(cfg, path, total).await? {
+                if let Some(record) = completed(cfg, headers, path, total).await? {
                     let end = start.saturating_add(limits.max_len).min(total);
                     if start < end
                         && let Some((_, stored)) = cfg.storage.read(path, Some(start..end)).await?
@@ -498,7 +511,7 @@ where
     };
     let conditions = conditions_of(cfg, req.extensions());
     let (parts, body) = req.into_parts();
-    let mut sink = sink(cfg, path, &limits).await?;
+    let mut sink = sink(cfg, &parts.headers, path, &limits).await?;
     // The chunk holding offset 0 shows what the file is: check kind, type and dimensions as
     // soon as its first bytes are in.
     let head_phase = start == 0 && !conditions.is_empty();

@@ -1,20 +1,24 @@
 //! Simple upload: the whole file in one `PUT` body (PROTOCOL.md §3).
 
-use http::{Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body::Body;
 
 use super::body::{HeadCheck, Taps, pump};
 use super::{
-    AbortOnDrop, check_conditions, conditions_of, content_length, file_json_response, head_check,
-    new_record, precheck, probe_staged, put_mode, too_large,
+    AbortOnDrop, check_conditions, conditions_of, content_length, file_json_response,
+    file_response, head_check, new_record, precheck, probe_staged, put_mode, too_large,
+    version_facts,
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Facts;
 use crate::error::ApiError;
+use crate::file::FileObject;
+use crate::media::MediaFacts;
 use crate::path::FilePath;
 use crate::response::Answer;
 use crate::service::config::Config;
-use crate::storage::{Claim, PublishOptions, StorageError, UploadSpec};
+use crate::storage::{Claim, ObjectMeta, PublishOptions, StorageError, UploadId, UploadSpec};
 
 /// Answers a simple `PUT` whose credentials the auth layer has verified.
 pub(crate) async fn put_whole<B>(
@@ -56,7 +60,7 @@ where
     let (parts, body) = req.into_parts();
 
     let upload = cfg.storage.open_upload(path, UploadSpec::Single).await?;
-    let mut guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
+    let guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
     let mut writer = cfg.storage.writer(&upload.id, 0).await?;
     let mut head = Vec::new();
     let mut on_head = head_check(&conditions, &parts.headers, path, declared);
@@ -93,6 +97,19 @@ where
         guard.abort().await;
         return Err(e);
     }
+    if derivable(cfg, &parts.headers, path, size, &head, &facts).await {
+        // Nothing to store beside the bytes: the File object is the version's.
+        let options = PublishOptions {
+            mode,
+            content_type: facts.mime_type.clone(),
+            attributes: Bytes::new(),
+        };
+        let meta = publish(cfg, guard, &upload.id, path, size, options).await?;
+        tracing::info!(path = %path, bytes = size, kind = facts.kind.as_str(), "file published");
+        let url = cfg.file_url(&parts.headers, path);
+        let file = FileObject::of_version(path, url, &meta, &facts);
+        return Ok(file_response(answer, StatusCode::CREATED, &file));
+    }
     let mut record = new_record(cfg, &parts.headers, path, size, &facts, &upload.id);
     if let Err(e) =
         crate::hooks::decide(cfg.hooks(), &mut record.file, path, &parts.headers, None).await
@@ -106,23 +123,56 @@ where
         content_type: facts.mime_type.clone(),
         attributes,
     };
-    match cfg.storage.publish(&upload.id, path, size, options).await {
-        Ok(_) => {
+    publish(cfg, guard, &upload.id, path, size, options).await?;
+    tracing::info!(path = %path, bytes = size, kind = %record.file.kind, "file published");
+    if let Some(h) = cfg.hooks() {
+        h.on_published(&record.file).await;
+    }
+    Ok(file_json_response(
+        answer,
+        StatusCode::CREATED,
+        &*file_json,
+        &record.file.url,
+    ))
+}
+
+/// Publishes the upload, or discards it if that fails.
+async fn publish(
+    cfg: &Config,
+    mut guard: AbortOnDrop<'_>,
+    upload: &UploadId,
+    path: &FilePath,
+    size: u64,
+    options: PublishOptions,
+) -> Result<ObjectMeta, ApiError> {
+    match cfg.storage.publish(upload, path, size, options).await {
+        Ok(meta) => {
             guard.disarm();
-            tracing::info!(path = %path, bytes = size, kind = %record.file.kind, "file published");
-            if let Some(h) = cfg.hooks() {
-                h.on_published(&record.file).await;
-            }
-            Ok(file_json_response(
-                answer,
-                StatusCode::CREATED,
-                &*file_json,
-                &record.file.url,
-            ))
+            Ok(meta)
         }
         Err(e) => {
             guard.abort().await;
             Err(e.into())
         }
     }
+}
+
+/// Whether the File object of this upload can be derived again from the published version
+/// ([`Storage::stable_meta`](crate::storage::Storage::stable_meta)), so that none is stored
+/// (on tmpfs, not writing that record is a fifth of a small upload's server time:
+/// PERFORMANCE.md). It can when no hooks may change it, the whole file is in `head` (it is
+/// probed again from its bytes on reading: [`derived_record`](super::derived_record)), and
+/// the request's `Content-Type` hint did not shape its facts.
+async fn derivable(
+    cfg: &Config,
+    headers: &HeaderMap,
+    path: &FilePath,
+    size: u64,
+    head: &[u8],
+    facts: &MediaFacts,
+) -> bool {
+    if !cfg.storage.stable_meta() || cfg.hooks().is_some() || (head.len() as u64) < size {
+        return false;
+    }
+    !headers.contains_key(header::CONTENT_TYPE) || version_facts(head, path).await == *facts
 }
