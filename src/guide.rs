@@ -175,7 +175,11 @@
 //! 5. **`publish` is atomic** (readers see the old file or the new one), honours
 //!    [`PutMode`](crate::storage::PutMode) atomically, and stores the opaque `attributes`
 //!    with the bytes (the File object lives there). A stream from `read` keeps reading the
-//!    version it started on.
+//!    version it started on. Return `true` from
+//!    [`stable_meta`](crate::storage::Storage::stable_meta) only if `head` and `read` give
+//!    the etag and `modified` that `publish` returned, and an etag is never reused: the
+//!    service then stores no File object for small simple uploads and derives it from the
+//!    version instead.
 //! 6. **`list_uploads` finds every upload** (also a crashed request's private one) so that
 //!    the sweeper can `abort` it; `abort` is idempotent.
 //! 7. **Records** (`put_record` …) are small documents; `RecordMode::Create` has exactly one
