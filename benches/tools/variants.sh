@@ -9,6 +9,10 @@
 #   xattr  publish without writing the record (the File object) to the file's xattr
 #   probe  no media sniffing/probing (kind "other")
 #   json   no File-object/record serialisation (answers `{}` as data)
+#   (`xattr` and `json` act where the File object is stored. Since small simple uploads
+#   publish without one when it can be derived again (Storage::stable_meta), that is no
+#   longer the benchmark's PUTs; PERFORMANCE.md's table was measured at 68f3da2, whose
+#   version of this patch is in that commit.)
 #   floor  the handler drains the body into a file and renames it like limit-server
 #          (create, write, rename), answering a constant envelope: what the HTTP stack, the
 #          signature check and the routing cost without any of the upload path
