@@ -59,10 +59,22 @@ pub struct FileObject {
 impl FileObject {
     /// A File object for bytes published at `path`.
     pub fn new(path: &FilePath, url: String, filesize: u64, facts: &MediaFacts) -> FileObject {
-        let now = rfc3339(SystemTime::now());
+        let ids = (random_id("file_"), random_id("med_"));
+        FileObject::with(path, url, filesize, facts, ids, SystemTime::now())
+    }
+
+    fn with(
+        path: &FilePath,
+        url: String,
+        filesize: u64,
+        facts: &MediaFacts,
+        (id, media_id): (String, String),
+        created: SystemTime,
+    ) -> FileObject {
+        let now = rfc3339(created);
         FileObject {
-            id: random_id("file_"),
-            media_id: random_id("med_"),
+            id,
+            media_id,
             object: "source".into(),
             kind: facts.kind.as_str().into(),
             mime_type: facts.mime_type.clone(),
@@ -96,12 +108,11 @@ impl FileObject {
         meta: &crate::storage::ObjectMeta,
         facts: &MediaFacts,
     ) -> FileObject {
-        let mut file = FileObject::new(path, url, meta.size, facts);
-        file.id = version_id("file_", path, &meta.etag);
-        file.media_id = version_id("med_", path, &meta.etag);
-        file.created = rfc3339(meta.modified);
-        file.updated = file.created.clone();
-        file
+        let ids = (
+            version_id("file_", path, &meta.etag),
+            version_id("med_", path, &meta.etag),
+        );
+        FileObject::with(path, url, meta.size, facts, ids, meta.modified)
     }
 }
 
