@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interleaved A/B of server binaries (and limit-server) on one upload scenario: each round runs
-# every server once, in the given order; prints MiB/s per round and each server's VmHWM.
+# every server once, in the given order; prints MiB/s (or req/s) and the server's CPU time
+# (user/system, from /proc/PID/stat) per round, and each server's VmHWM.
 # Used for the "what each change bought" rows of PERFORMANCE.md (ratios to limit-server from
 # the same rounds, medians of the rounds).
 #
@@ -32,15 +33,22 @@ for b in "$@"; do
   for _ in $(seq 100); do grep -q "listening on" "$d/log" && break; sleep 0.05; done
   URL[$i]=$(grep -o 'http://[0-9.:]*' "$d/log" | head -1)
 done
+TCK=$(getconf CLK_TCK)
+# The server's CPU time (user/system, ms) since u0/s0 (clock ticks, /proc/PID/stat).
+cpu() {
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/${PIDS[$1]}/stat")
+  echo "user=$(( ($u1 - $2) * 1000 / TCK ))ms sys=$(( ($s1 - $3) * 1000 / TCK ))ms"
+}
 for r in $(seq "${ROUNDS:-3}"); do
   i=0
   for b in "$@"; do
     i=$((i + 1))
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/${PIDS[$i]}/stat")
     if [[ $MODE == small ]]; then
       python3 "$ROOT/benches/tools/small_urls.py" "${URL[$i]}" k1 "$r" > "$W/urls"
       out=$("$CLIENT" small --url-file "$W/urls" --size 4096 --count 20000 --concurrency 32)
       rm -rf "$W/s$i/data/small"
-      echo "$(basename "$b") round $r $(grep -o '"req_per_s":[0-9]*' <<< "$out")"
+      echo "$(basename "$b") round $r $(grep -o '"req_per_s":[0-9]*' <<< "$out") $(cpu "$i" "$u0" "$s0")"
       continue
     elif [[ $MODE == put ]]; then
       out=$("$CLIENT" put --url "${URL[$i]}/r$r.bin" --file "$W/payload" --header "Authorization: Bearer k1")
@@ -49,7 +57,7 @@ for r in $(seq "${ROUNDS:-3}"); do
         --parallel "$MODE" --header "Authorization: Bearer k1")
     fi
     rm -f "$W/s$i/data/r$r.bin"
-    echo "$(basename "$b") round $r $(grep -o '"mb_per_s":[0-9]*' <<< "$out")"
+    echo "$(basename "$b") round $r $(grep -o '"mb_per_s":[0-9]*' <<< "$out") $(cpu "$i" "$u0" "$s0")"
   done
 done
 i=0
