@@ -131,8 +131,9 @@
 //! | `POST /store/resumable?key=K` `{parts: [{index, etag}, …]}` | the session key | `200` Media object; a used or expired key: `410 upload_gone` |
 //!
 //! Request headers on uploads: `Content-Digest: sha-256=:<base64>:` (verified before a chunk
-//! counts; `400 digest_mismatch`), `If-None-Match: *` (create only) and `If-Match: <etag>`
-//! (`412 precondition_failed`), `Accept-Version: 2025-08-20` or later (bare objects instead
+//! counts; `400 digest_mismatch`, also for a malformed header), `If-None-Match: *` (create
+//! only) and `If-Match: <etag>` on a simple `PUT` (`412 precondition_failed`; chunks of a
+//! resumable upload ignore them), `Accept-Version: 2025-08-20` or later (bare objects instead
 //! of ittybit's `{meta, data, error, links}` envelope). A signed URL is
 //! `<base>/<path>?expiry=<unix secs>&method=<put|get>&signature=<base64url HMAC-SHA256 of
 //! "<path>?expiry=…&method=…">` ([`auth::Signer`](crate::auth::Signer)).
@@ -143,12 +144,14 @@
 //! | 401 | `token_missing`, `token_invalid` | no credentials; an unknown bearer key |
 //! | 403 | `signature_invalid`, `signature_expired`, `key_invalid` | a bad or expired signed URL; a tampered session key |
 //! | 404 | `file_not_found` | nothing stored there |
-//! | 409 | `range_conflict` | a chunk's total differs from its upload's |
+//! | 408 | `request_timeout` | no body byte for the idle timeout (`Uploads::body_idle_timeout`) |
+//! | 409 | `range_conflict` | a chunk's total differs from its upload's (also: another request's finalization of the upload outlasted 30 s, or the upload kept changing under the chunk: send it again) |
 //! | 410 | `upload_gone` | an upload-session key used or expired |
 //! | 412 | `precondition_failed` | `If-None-Match` / `If-Match` |
 //! | 413 | `file_too_large` | `Content-Length`, a chunk or a total over the limits |
 //! | 416 | `range_invalid`, `range_not_satisfiable` | a bad `Content-Range`; a `Range` past the end |
 //! | 422 | `conditions_failed` | the file breaks the upload conditions |
+//! | 429 | `too_many_uploads` | more resumable uploads in progress than `Uploads::max_incomplete_uploads` |
 //! | 500 / 507 | `internal_error` / `insufficient_storage` | the storage failed / is full |
 //!
 //! # Writing a storage backend
