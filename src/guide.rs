@@ -249,6 +249,9 @@
 //!         self.published.fetch_add(1, Ordering::Relaxed);
 //!         Ok(meta)
 //!     }
+//!     fn stable_meta(&self) -> bool {
+//!         self.inner.stable_meta() // a wrapper that changes no etag may pass it on
+//!     }
 //!     async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
 //!         self.inner.abort(upload).await
 //!     }
