@@ -510,7 +510,8 @@ async fn auth_rotated_keys() {
     let res = client()
         .post(srv.url("signatures"))
         .header("authorization", "Bearer second-key")
-        .body(r#"{"filename":"x.txt","expiry":2000000000}"#)
+        // A field this server does not know (a newer SDK's) is ignored.
+        .body(r#"{"filename":"x.txt","expiry":2000000000,"sdk_field":1}"#)
         .send()
         .await
         .unwrap();

@@ -18,8 +18,9 @@ use crate::service::config::Config;
 /// The largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The request body. Fields it does not know are ignored, so that a client sending one more
+/// field (an SDK newer than this crate) still gets its URL.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CreateSignature {
     filename: String,
     #[serde(default)]
