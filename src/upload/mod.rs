@@ -67,9 +67,8 @@ impl Record {
 
 /// The media facts of a whole small file as they are derived again on reading: probed
 /// from its bytes, without a `Content-Type` hint.
-pub(crate) async fn version_facts(bytes: &[u8], path: &FilePath) -> MediaFacts {
-    let src = MemorySource::new(Bytes::copy_from_slice(bytes));
-    probe(&src, None, path.filename()).await
+pub(crate) async fn version_facts(bytes: Bytes, path: &FilePath) -> MediaFacts {
+    probe(&MemorySource::new(bytes), None, path.filename()).await
 }
 
 /// The record of a version published without one ([`Storage::stable_meta`]): its File
@@ -98,7 +97,7 @@ pub(crate) async fn derived_record(
             return Ok(None);
         }
     }
-    let facts = version_facts(&bytes, path).await;
+    let facts = version_facts(bytes.into(), path).await;
     Ok(Some(Record {
         file: FileObject::of_version(path, cfg.file_url(headers, path), meta, &facts),
         upload: None,
@@ -238,7 +237,7 @@ pub(crate) async fn probe_staged(
     cfg: &Config,
     upload: &UploadId,
     size: u64,
-    head: Option<&[u8]>,
+    head: Option<Bytes>,
     headers: &HeaderMap,
     path: &FilePath,
 ) -> MediaFacts {
@@ -247,7 +246,7 @@ pub(crate) async fn probe_staged(
         .and_then(|v| v.to_str().ok());
     match head {
         Some(head) if head.len() as u64 >= size => {
-            let src = MemorySource::new(Bytes::copy_from_slice(head));
+            let src = MemorySource::new(head);
             probe(&src, hint, path.filename()).await
         }
         _ => {

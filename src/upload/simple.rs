@@ -92,7 +92,16 @@ where
         guard.abort().await;
         return Err(StorageError::UploadClosed.into());
     }
-    let facts = probe_staged(cfg, &upload.id, size, Some(&head), &parts.headers, path).await;
+    let head = Bytes::from(head);
+    let facts = probe_staged(
+        cfg,
+        &upload.id,
+        size,
+        Some(head.clone()),
+        &parts.headers,
+        path,
+    )
+    .await;
     if let Err(e) = check_conditions(&conditions, &Facts::complete(size, &facts)) {
         guard.abort().await;
         return Err(e);
@@ -168,11 +177,11 @@ async fn derivable(
     headers: &HeaderMap,
     path: &FilePath,
     size: u64,
-    head: &[u8],
+    head: &Bytes,
     facts: &MediaFacts,
 ) -> bool {
     if !cfg.storage.stable_meta() || cfg.hooks().is_some() || (head.len() as u64) < size {
         return false;
     }
-    !headers.contains_key(header::CONTENT_TYPE) || version_facts(head, path).await == *facts
+    !headers.contains_key(header::CONTENT_TYPE) || version_facts(head.clone(), path).await == *facts
 }
