@@ -1353,23 +1353,34 @@ async fn failed_first_chunk_keeps_the_chunks_of_others() {
     assert_eq!(server.read(path).as_deref(), Some(&file[..]));
 }
 
-/// `.upload_ttl(1 s)`: a chunk for an upload idle longer than that starts a new one, and
-/// `upload::sweep` removes an expired upload from disk.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expired_uploads_restart_and_are_swept() {
-    let ttl = Duration::from_secs(1);
-    let server = start_with(|u| u.upload_ttl(ttl)).await;
-    let api = Api::new(&server);
-    let path = "ttl/t.bin";
-    let total = 256 * KIB;
-    let file = pattern(total, 61);
-    let chunks = plan(total, &[64 * KIB]);
+/// The upload TTL of the expiry tests.
+const TTL: Duration = Duration::from_secs(1);
 
+/// A server whose uploads expire after [`TTL`], with the first 64 KiB chunk of a `total`-byte
+/// file (`pattern(total, seed)`) at `path` received; the file and its 64 KiB chunks.
+async fn first_chunk_with_ttl(
+    path: &str,
+    total: usize,
+    seed: u64,
+) -> (TestServer, Api, Vec<u8>, Vec<Range<usize>>) {
+    let server = start_with(|u| u.upload_ttl(TTL)).await;
+    let api = Api::new(&server);
+    let file = pattern(total, seed);
+    let chunks = plan(total, &[64 * KIB]);
     progress(
         &api.chunk(path, &file, chunks[0].clone()).await,
         total,
         None,
     );
+    (server, api, file, chunks)
+}
+
+/// `.upload_ttl(1 s)`: a chunk for an upload idle longer than that starts a new one, and
+/// `upload::sweep` removes an expired upload from disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_uploads_restart_and_are_swept() {
+    let (ttl, path, total) = (TTL, "ttl/t.bin", 256 * KIB);
+    let (server, api, file, chunks) = first_chunk_with_ttl(path, total, 61).await;
     let old_dir = upload_dir(&server, path).expect("upload dir");
     let old_entries = common::list_entries_under(&old_dir);
     assert!(
@@ -1517,18 +1528,8 @@ async fn small_simple_upload_is_derived_again() {
 /// expired upload").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_of_an_expired_upload_is_empty() {
-    let ttl = Duration::from_secs(1);
-    let server = start_with(|u| u.upload_ttl(ttl)).await;
-    let api = Api::new(&server);
-    let path = "ttl/status.bin";
-    let total = 128 * KIB;
-    let file = pattern(total, 67);
-    let chunks = plan(total, &[64 * KIB]);
-    progress(
-        &api.chunk(path, &file, chunks[0].clone()).await,
-        total,
-        None,
-    );
+    let (ttl, path, total) = (TTL, "ttl/status.bin", 128 * KIB);
+    let (server, api, file, chunks) = first_chunk_with_ttl(path, total, 67).await;
     assert_eq!(
         progress(&api.status(path, total).await, total, None),
         merged(&[chunks[0].clone()])
