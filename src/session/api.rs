@@ -28,7 +28,7 @@ use crate::service::config::Config;
 use crate::storage::{
     Claim, PublishOptions, PutMode, RecordKey, RecordMode, StorageError, UploadId, UploadSpec,
 };
-use crate::upload::body::{HeadCheck, PumpError, Taps, pump};
+use crate::upload::body::{Head, HeadCheck, PumpError, Taps, pump};
 use crate::upload::digest::Sha256Check;
 use crate::upload::{
     AbortOnDrop, Record, check_conditions, conditions_of, content_length, too_large,
@@ -303,7 +303,7 @@ where
     let upload = cfg.storage.open_upload(&target, UploadSpec::Single).await?;
     let guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
     let mut writer = cfg.storage.writer(&upload.id, 0).await?;
-    let mut head = Vec::new();
+    let mut head = Head::default();
     let mut on_head = head_check(&conditions, hint.as_deref(), &filename);
     let data = StreamBody::new(field.map_ok(Frame::data));
     let pumped = pump(
@@ -345,7 +345,7 @@ where
     let staged = Staged {
         upload: upload.id.clone(),
         size,
-        head: &head,
+        head: head.as_slice(),
         hint: hint.as_deref(),
         filename: &filename,
     };

@@ -257,7 +257,7 @@ fn rand_token() -> String {
 }
 
 /// Which of our kinds of upload an id names.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Parsed<'a> {
     Single(&'a str),
     Resumable { key: &'a str, gen_id: &'a str },
@@ -265,18 +265,23 @@ enum Parsed<'a> {
 }
 
 fn parse_id(id: &UploadId) -> StorageResult<Parsed<'_>> {
+    // A few times per request: bytes, not a `split` iterator.
     let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
     let bad = || StorageError::Other("not an upload id of this storage".into());
-    let mut parts = id.0.split('.');
-    let parsed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("s"), Some(r), None, None) if ok(r) => Parsed::Single(r),
-        (Some("r"), Some(key), Some(gen_id), None) if ok(key) && ok(gen_id) => {
-            Parsed::Resumable { key, gen_id }
-        }
-        (Some("t"), Some(r), None, None) if ok(r) => Parsed::Tmp(r),
+    let s = id.0.as_str();
+    let (tag, rest) = match s.as_bytes() {
+        [tag, b'.', ..] => (*tag, &s[2..]),
         _ => return Err(bad()),
     };
-    Ok(parsed)
+    match tag {
+        b's' if ok(rest) => Ok(Parsed::Single(rest)),
+        b't' if ok(rest) => Ok(Parsed::Tmp(rest)),
+        b'r' => match rest.split_once('.') {
+            Some((key, gen_id)) if ok(key) && ok(gen_id) => Ok(Parsed::Resumable { key, gen_id }),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
 }
 
 fn path_key(path: &FilePath) -> String {
@@ -1183,6 +1188,7 @@ impl Storage for FsStorage {
             resumable,
             start: offset,
             pos: offset,
+            first: Bytes::new(),
             pending: Vec::new(),
             spare: None,
             in_flight: None,
@@ -1567,6 +1573,9 @@ struct FsWriter {
     resumable: bool,
     start: u64,
     pos: u64,
+    /// The first frame of a simple upload, kept as it came while it is the only one (a small
+    /// file is written from where it arrived, without a copy into `pending`).
+    first: Bytes,
     pending: Vec<u8>,
     /// The other buffer, back from the last finished batch.
     spare: Option<Vec<u8>>,
@@ -1612,8 +1621,17 @@ impl FsWriter {
         Ok(())
     }
 
+    /// Moves a kept first frame into `pending`.
+    fn gather_first(&mut self) {
+        if !self.first.is_empty() {
+            let first = std::mem::take(&mut self.first);
+            self.pending.extend_from_slice(&first);
+        }
+    }
+
     /// Starts writing what is pending (after the previous batch has finished).
     async fn flush_pending(&mut self) -> StorageResult<()> {
+        self.gather_first();
         if self.pending.is_empty() {
             return self.wait_in_flight().await;
         }
@@ -1832,6 +1850,15 @@ impl Drop for Unlock<'_> {
 #[async_trait]
 impl UploadWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
+        if !self.resumable && self.pos == self.start && data.len() <= SMALL_GATHER {
+            self.pos = self
+                .pos
+                .checked_add(data.len() as u64)
+                .ok_or(StorageError::StorageFull)?;
+            self.first = data;
+            return Ok(());
+        }
+        self.gather_first();
         let mut rest = &data[..];
         while !rest.is_empty() {
             let so_far = (self.pos - self.start) as usize; // what this writer was given
@@ -1875,10 +1902,15 @@ impl UploadWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        let gathered: &[u8] = if self.first.is_empty() {
+            &self.pending
+        } else {
+            &self.first
+        };
         if !self.resumable
             && self.file.is_none()
             && self.in_flight.is_none()
-            && self.inner.inline(self.pending.len() as u64)
+            && self.inner.inline(gathered.len() as u64)
         {
             // The whole of a small simple upload: create and write it here (see `inline_io`),
             // and keep it open for `publish`.
@@ -1888,7 +1920,7 @@ impl UploadWriter for FsWriter {
             } else {
                 create_unnamed(&self.inner.staging).map_err(io)?
             };
-            file.write_all_at(&self.pending, self.start).map_err(io)?;
+            file.write_all_at(gathered, self.start).map_err(io)?;
             self.inner
                 .staged
                 .lock()
@@ -1969,6 +2001,47 @@ impl UploadWriter for FsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_ids_parse_from_a_table() {
+        use Parsed::*;
+        let good = [
+            ("s.abc123", Single("abc123")),
+            ("t.Z", Tmp("Z")),
+            (
+                "r.k1.g2",
+                Resumable {
+                    key: "k1",
+                    gen_id: "g2",
+                },
+            ),
+        ];
+        for (id, want) in good {
+            assert_eq!(parse_id(&UploadId(id.into())).unwrap(), want, "{id}");
+        }
+        let bad = [
+            "",
+            "s",
+            "s.",
+            ".abc",
+            "sabc",
+            "x.abc",
+            "s.a.b",
+            "s.a-b",
+            "t.",
+            "r.k1",
+            "r.k1.",
+            "r..g",
+            "r.k1.g2.x",
+            "r.k-1.g2",
+            "s.é",
+            "ss.abc",
+            "r.k1.g 2",
+        ];
+        for id in bad {
+            assert!(parse_id(&UploadId(id.into())).is_err(), "{id:?} parsed");
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn conformance() {
@@ -2124,6 +2197,48 @@ mod tests {
         storage.abort(&id).await.unwrap();
         assert!(storage.head(&folder).await.unwrap().is_none());
         assert!(storage.head(&nested).await.unwrap().is_none());
+    }
+
+    /// A simple upload's first frame is kept as it came while it is the only one: whatever
+    /// frames follow it (small, past the small-file gathering, none), the file holds them all
+    /// in order, written inline or through batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_frame_then_more_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let cases: [&[usize]; 6] = [
+            &[10],
+            &[10, 5],
+            &[10, 70_000, 5],
+            &[60_000, 60_000],
+            &[SMALL_GATHER, 1],
+            &[1, 200_000, 3],
+        ];
+        for (n, frames) in cases.into_iter().enumerate() {
+            let path = FilePath::new(format!("f{n}.bin")).unwrap();
+            let up = storage
+                .open_upload(&path, UploadSpec::Single)
+                .await
+                .unwrap();
+            let mut w = storage.writer(&up.id, 0).await.unwrap();
+            let mut at = 0;
+            for &len in frames {
+                w.write(Bytes::copy_from_slice(&bytes[at..at + len]))
+                    .await
+                    .unwrap();
+                at += len;
+            }
+            assert_eq!(w.commit().await.unwrap(), vec![0..at as u64], "{frames:?}");
+            storage.claim(&up.id).await.unwrap();
+            let options = PublishOptions::default();
+            storage
+                .publish(&up.id, &path, at as u64, options)
+                .await
+                .unwrap();
+            let stored = fs::read(dir.path().join(format!("f{n}.bin"))).unwrap();
+            assert!(stored == bytes[..at], "{frames:?}: the file differs");
+        }
     }
 
     /// A single upload for `path` holding `bytes`, committed (written inline: small).

@@ -176,11 +176,73 @@ impl Comparer {
     }
 }
 
+/// A body's first [`SNIFF_BYTES`] bytes, collected by [`pump`].
+///
+/// While the body has come in one frame, the head is that frame itself (no copy: a small
+/// upload's bytes are sniffed, probed and re-checked where they arrived). A second frame
+/// turns it into an owned copy, so a long upload does not hold the buffer of its first frame
+/// (a connection's read buffer) until it ends.
+#[derive(Default)]
+pub(crate) struct Head {
+    /// The first frame's bytes (up to [`SNIFF_BYTES`]), while `owned` is empty.
+    first: Bytes,
+    /// The head once a second frame arrived.
+    owned: Vec<u8>,
+}
+
+impl Head {
+    /// The bytes collected so far.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        if self.owned.is_empty() {
+            &self.first
+        } else {
+            &self.owned
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Takes what of `data` (the body's next frame) belongs to the head; true when this
+    /// frame completed it.
+    pub(crate) fn push(&mut self, data: &Bytes) -> bool {
+        let before = self.len();
+        if before == SNIFF_BYTES {
+            if self.owned.is_empty() {
+                // Full from the first frame, and more is coming: let that frame's buffer go.
+                self.owned = std::mem::take(&mut self.first).to_vec();
+            }
+            return false;
+        }
+        if before == 0 {
+            self.first = data.slice(..SNIFF_BYTES.min(data.len()));
+        } else {
+            if self.owned.is_empty() {
+                self.owned = Vec::with_capacity(SNIFF_BYTES.min(before + data.len()));
+                self.owned
+                    .extend_from_slice(&std::mem::take(&mut self.first));
+            }
+            let n = (SNIFF_BYTES - before).min(data.len());
+            self.owned.extend_from_slice(&data[..n]);
+        }
+        self.len() == SNIFF_BYTES
+    }
+
+    pub(crate) fn into_bytes(self) -> Bytes {
+        if self.owned.is_empty() {
+            self.first
+        } else {
+            Bytes::from(self.owned)
+        }
+    }
+}
+
 /// What to do with the body besides writing it.
 #[derive(Default)]
 pub(crate) struct Taps<'a> {
     /// Collects the first [`SNIFF_BYTES`] bytes.
-    pub sniff: Option<&'a mut Vec<u8>>,
+    pub sniff: Option<&'a mut Head>,
     /// Hashes everything.
     pub digest: Option<&'a mut Sha256Check>,
     /// Called once with the sniffed head when [`SNIFF_BYTES`] have arrived (with `sniff`).
@@ -218,15 +280,10 @@ where
             return Err(PumpError::TooLarge);
         }
         if let Some(sniff) = taps.sniff.as_deref_mut()
-            && sniff.len() < SNIFF_BYTES
+            && sniff.push(&data)
+            && let Some(check) = taps.on_head.take()
         {
-            let n = (SNIFF_BYTES - sniff.len()).min(data.len());
-            sniff.extend_from_slice(&data[..n]);
-            if sniff.len() == SNIFF_BYTES
-                && let Some(check) = taps.on_head.take()
-            {
-                check(sniff).map_err(PumpError::Rejected)?;
-            }
+            check(sniff.as_slice()).map_err(PumpError::Rejected)?;
         }
         if let Some(digest) = taps.digest.as_deref_mut() {
             digest.update(&data);
@@ -252,5 +309,84 @@ fn client_error<E: Into<BoxError>>(e: E) -> PumpError {
         PumpError::Limited
     } else {
         PumpError::Client(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The head is the first [`SNIFF_BYTES`] of the frames, however they are cut; it keeps
+    /// the first frame itself only while that frame is the only one.
+    #[test]
+    fn head_collects_the_first_bytes_of_any_frames() {
+        let body: Vec<u8> = (0..3 * SNIFF_BYTES as u32)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let cases: [&[usize]; 7] = [
+            &[],
+            &[10],
+            &[10, 20],
+            &[SNIFF_BYTES],
+            &[SNIFF_BYTES + 5, 7],
+            &[SNIFF_BYTES - 1, 2, 3],
+            &[1, SNIFF_BYTES, SNIFF_BYTES],
+        ];
+        for frames in cases {
+            let mut head = Head::default();
+            let mut at = 0;
+            for &len in frames {
+                let full = head.push(&Bytes::copy_from_slice(&body[at..at + len]));
+                assert_eq!(
+                    full,
+                    at < SNIFF_BYTES && at + len >= SNIFF_BYTES,
+                    "{frames:?}"
+                );
+                at += len;
+            }
+            let want = &body[..at.min(SNIFF_BYTES)];
+            assert!(head.as_slice() == want, "{frames:?}");
+            assert_eq!(head.owned.is_empty(), frames.len() <= 1, "{frames:?}");
+            assert!(head.into_bytes() == want, "{frames:?}");
+        }
+    }
+
+    /// Through `pump`: a head that was full from the first frame lets that frame go at the
+    /// second, and the conditions' check sees the head once.
+    #[tokio::test]
+    async fn pump_sniffs_and_checks_the_head_once() {
+        use crate::storage::{FsStorage, Storage, UploadSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let path = crate::path::FilePath::new("h.bin").unwrap();
+        let up = storage
+            .open_upload(&path, UploadSpec::Single)
+            .await
+            .unwrap();
+        let mut w = storage.writer(&up.id, 0).await.unwrap();
+        let frames = [vec![1u8; SNIFF_BYTES + 10], vec![2u8; 100]];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames
+                .iter()
+                .map(|f| Ok::<_, std::io::Error>(Frame::data(Bytes::copy_from_slice(f)))),
+        ));
+        let mut head = Head::default();
+        let mut checks = 0;
+        let mut check = |h: &[u8]| {
+            checks += 1;
+            assert!(h.len() == SNIFF_BYTES && h.iter().all(|&b| b == 1));
+            Ok(())
+        };
+        let taps = Taps {
+            sniff: Some(&mut head),
+            digest: None,
+            on_head: Some(&mut check),
+        };
+        let n = pump(body, &mut *w, u64::MAX, taps).await.unwrap();
+        assert_eq!(n, SNIFF_BYTES as u64 + 110);
+        assert_eq!(checks, 1);
+        assert!(!head.owned.is_empty() && head.first.is_empty());
+        assert_eq!(head.len(), SNIFF_BYTES);
+        storage.abort(&up.id).await.unwrap();
     }
 }

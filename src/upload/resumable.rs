@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::body::HeadCheck;
-use super::body::{Comparer, PumpError, Taps, pump};
+use super::body::{Comparer, Head, PumpError, Taps, pump};
 use super::content_range::{self, ContentRange};
 use super::digest::{self, Sha256Check};
 use super::{
@@ -515,7 +515,7 @@ where
     // The chunk holding offset 0 shows what the file is: check kind, type and dimensions as
     // soon as its first bytes are in.
     let head_phase = start == 0 && !conditions.is_empty();
-    let mut head = Vec::new();
+    let mut head = Head::default();
     let mut on_head = head_check(&conditions, &parts.headers, path, Some(total));
     let taps = Taps {
         sniff: head_phase.then_some(&mut head),
@@ -570,7 +570,7 @@ where
     let covered = range.resolve(len)?;
     if head_phase && head.len() < crate::media::SNIFF_BYTES {
         // A first chunk shorter than the sniff window: judge what it settles.
-        if let Err(e) = on_head(&head) {
+        if let Err(e) = on_head(head.as_slice()) {
             discard(cfg, sink).await;
             return Err(e);
         }

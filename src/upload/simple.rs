@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body::Body;
 
-use super::body::{HeadCheck, Taps, pump};
+use super::body::{Head, HeadCheck, Taps, pump};
 use super::{
     AbortOnDrop, check_conditions, conditions_of, content_length, file_json_response,
     file_response, head_check, new_record, precheck, probe_staged, put_mode, too_large,
@@ -62,7 +62,7 @@ where
     let upload = cfg.storage.open_upload(path, UploadSpec::Single).await?;
     let guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
     let mut writer = cfg.storage.writer(&upload.id, 0).await?;
-    let mut head = Vec::new();
+    let mut head = Head::default();
     let mut on_head = head_check(&conditions, &parts.headers, path, declared);
     let pumped = pump(
         body,
@@ -92,7 +92,7 @@ where
         guard.abort().await;
         return Err(StorageError::UploadClosed.into());
     }
-    let head = Bytes::from(head);
+    let head = head.into_bytes();
     let facts = probe_staged(
         cfg,
         &upload.id,
