@@ -1670,16 +1670,20 @@ impl FsWriter {
 }
 
 /// Runs `place` (a `rename` or `link` onto `to`); when it fails because `to`'s folders do
-/// not exist yet (not because its source is gone), creates them and runs it again.
+/// not exist, creates them and runs it again. The folders may also have been created by a
+/// publication beside this one since `place` failed: it runs again then too (a source that is
+/// gone fails the same way again).
 fn creating_folders(to: &Path, place: impl Fn() -> io::Result<()>) -> io::Result<()> {
     match place() {
-        Err(e) if e.kind() == ErrorKind::NotFound => match to.parent() {
-            Some(parent) if !parent.exists() => {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let Some(parent) = to.parent() else {
+                return Err(e);
+            };
+            if !parent.exists() {
                 fs::create_dir_all(parent)?;
-                place()
             }
-            _ => Err(e),
-        },
+            place()
+        }
         other => other,
     }
 }
@@ -2197,6 +2201,34 @@ mod tests {
         storage.abort(&id).await.unwrap();
         assert!(storage.head(&folder).await.unwrap().is_none());
         assert!(storage.head(&nested).await.unwrap().is_none());
+    }
+
+    /// Many publications into a folder that does not exist yet, at once: each creates the
+    /// folder or finds it created by another, and none fails (a placement that failed because
+    /// the folder was missing, and found it present when it looked, used to answer NotFound:
+    /// one 404 in 180 000 small PUTs of the benchmark).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_publications_create_one_new_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        for folder in 0..200 {
+            let tasks: Vec<_> = (0..32)
+                .map(|n| {
+                    let storage = storage.clone();
+                    tokio::spawn(async move {
+                        let path = FilePath::new(format!("f{folder}/a/{n}.bin")).unwrap();
+                        let id = stage_small(&storage, &path, b"bytes").await;
+                        storage.claim(&id).await.unwrap();
+                        let options = PublishOptions::default();
+                        storage.publish(&id, &path, 5, options).await
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let published = t.await.unwrap();
+                assert!(published.is_ok(), "folder {folder}: {published:?}");
+            }
+        }
     }
 
     /// A simple upload's first frame is kept as it came while it is the only one: whatever
