@@ -116,13 +116,15 @@ impl FileObject {
     }
 }
 
+/// The characters of ids.
+const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
 /// An id derived from one published version: `prefix` + 16 characters of `[A-Za-z0-9]`
 /// from SHA-256 of the prefix, the path and the etag. Not a secret (the etag is in every
 /// delivery's `ETag`), and as unique as the storage's etags (see
 /// [`Storage::stable_meta`](crate::storage::Storage::stable_meta)).
 pub fn version_id(prefix: &str, path: &FilePath, etag: &str) -> String {
     use sha2::{Digest as _, Sha256};
-    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut h = Sha256::new();
     for part in [prefix, path.as_str(), etag] {
         h.update((part.len() as u64).to_le_bytes());
@@ -140,12 +142,26 @@ pub fn version_id(prefix: &str, path: &FilePath, etag: &str) -> String {
     s
 }
 
-/// A random id: `prefix` + 16 characters of `[A-Za-z0-9]`.
+/// A random id: `prefix` + 16 characters of `[A-Za-z0-9]`, each uniform (from the thread's
+/// CSPRNG, a byte at a time, bytes of 248 and above drawn again).
 pub fn random_id(prefix: &str) -> String {
     let mut rng = rand::rng();
     let mut s = String::with_capacity(prefix.len() + 16);
     s.push_str(prefix);
-    s.extend((0..16).map(|_| rng.sample(rand::distr::Alphanumeric) as char));
+    // One draw of 32 bytes is almost always enough: each byte is kept with p = 248/256.
+    let mut pool = [0u8; 32];
+    let mut used = pool.len();
+    while s.len() < prefix.len() + 16 {
+        if used == pool.len() {
+            rng.fill(&mut pool);
+            used = 0;
+        }
+        let b = pool[used];
+        used += 1;
+        if b < 248 {
+            s.push(ALPHABET[usize::from(b % 62)] as char);
+        }
+    }
     s
 }
 
@@ -157,6 +173,29 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every character of a random id is uniform over the 62: a plain `byte % 62` would make
+    /// the first eight a quarter more frequent than the rest.
+    #[test]
+    fn random_ids_are_uniform() {
+        let mut counts = [0u32; 256];
+        for _ in 0..20_000 {
+            for b in random_id("").bytes() {
+                counts[usize::from(b)] += 1;
+            }
+        }
+        let expected = 20_000.0 * 16.0 / 62.0;
+        for &c in ALPHABET {
+            let n = f64::from(counts[usize::from(c)]);
+            assert!(
+                (n / expected - 1.0).abs() < 0.1,
+                "{}: {n} vs {expected}",
+                c as char
+            );
+        }
+        let total: u32 = counts.iter().sum();
+        assert_eq!(total, 20_000 * 16);
+    }
 
     #[test]
     fn ids_and_times() {
