@@ -32,6 +32,18 @@ fn check(p: &FilePath) {
     assert_eq!(FilePath::new(s).as_ref(), Ok(p));
     // The URL form is a valid URI path.
     assert!(format!("/{uri}").parse::<http::Uri>().is_ok(), "{uri:?}");
+    // Bytes that show nothing are typed by the name: mime_guess's type, whatever name the
+    // thread typed before (the sniffer remembers the last extension).
+    let name = p.filename();
+    let want = mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    for other in ["a.png", name, "b.PNG", name] {
+        let facts = tower_uploads::media::sniff(b"", None, other);
+        if other == name {
+            assert_eq!(facts.mime_type, want, "{name:?}");
+        }
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

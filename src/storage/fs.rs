@@ -286,15 +286,13 @@ fn parse_id(id: &UploadId) -> StorageResult<Parsed<'_>> {
 
 fn path_key(path: &FilePath) -> String {
     let digest = Sha256::digest(path.as_str().as_bytes());
-    hex::encode(&digest[..16])
+    hex_string(&digest[..16])
 }
 
 /// The content type `head` gives a file without a record: from its name's extension, else
 /// `application/octet-stream`.
 fn guessed_type(path: &FilePath) -> &'static str {
-    mime_guess::from_path(path.filename())
-        .first_raw()
-        .unwrap_or("application/octet-stream")
+    crate::media::type_by_name(path.filename()).unwrap_or("application/octet-stream")
 }
 
 fn etag_of(md: &fs::Metadata) -> String {
@@ -308,7 +306,14 @@ fn etag_of(md: &fs::Metadata) -> String {
     ] {
         h.update(n.to_le_bytes());
     }
-    hex::encode(&h.finalize()[..12])
+    hex_string(&h.finalize()[..12])
+}
+
+/// Lowercase hex (`hex::encode` goes a `char` at a time).
+fn hex_string(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; 2 * bytes.len()];
+    hex::encode_to_slice(bytes, &mut out).expect("two hex digits per byte");
+    String::from_utf8(out).expect("hex is ASCII")
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -2005,6 +2010,13 @@ impl UploadWriter for FsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_strings() {
+        for bytes in [&[][..], &[0x00, 0xff, 0x1a], &[0xab; 16], &[7; 40]] {
+            assert_eq!(hex_string(bytes), hex::encode(bytes));
+        }
+    }
 
     #[test]
     fn upload_ids_parse_from_a_table() {
