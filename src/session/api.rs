@@ -21,7 +21,7 @@ use crate::body::{BoxError, ResponseBody};
 use crate::conditions::{Facts, UploadConditions};
 use crate::error::{ApiError, ErrorKind};
 use crate::file::{FileObject, random_id};
-use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, UploadSource, probe, sniff};
+use crate::media::{MediaFacts, SNIFF_BYTES, sniff};
 use crate::path::FilePath;
 use crate::response::Answer;
 use crate::service::config::Config;
@@ -31,7 +31,7 @@ use crate::storage::{
 use crate::upload::body::{Head, HeadCheck, PumpError, Taps, pump};
 use crate::upload::digest::Sha256Check;
 use crate::upload::{
-    AbortOnDrop, Record, check_conditions, conditions_of, content_length, too_large,
+    AbortOnDrop, Record, check_conditions, conditions_of, content_length, probe_upload, too_large,
 };
 
 fn now_secs() -> u64 {
@@ -345,7 +345,7 @@ where
     let staged = Staged {
         upload: upload.id.clone(),
         size,
-        head: head.as_slice(),
+        head: head.into_bytes(),
         hint: hint.as_deref(),
         filename: &filename,
     };
@@ -366,7 +366,8 @@ where
 struct Staged<'a> {
     upload: UploadId,
     size: u64,
-    head: &'a [u8],
+    /// The first bytes (all of them for a small file).
+    head: Bytes,
     hint: Option<&'a str>,
     filename: &'a str,
 }
@@ -389,13 +390,15 @@ async fn finish(
         guard.abort().await;
         return Err(StorageError::UploadClosed.into());
     }
-    let facts: MediaFacts = if staged.head.len() as u64 >= staged.size {
-        let src = MemorySource::new(Bytes::copy_from_slice(staged.head));
-        probe(&src, staged.hint, staged.filename).await
-    } else {
-        let src = UploadSource::new(storage.clone(), staged.upload.clone(), staged.size);
-        probe(&src, staged.hint, staged.filename).await
-    };
+    let facts: MediaFacts = probe_upload(
+        cfg,
+        &staged.upload,
+        staged.size,
+        Some(staged.head),
+        staged.hint,
+        staged.filename,
+    )
+    .await;
     if let Err(e) = check_conditions(conditions, &Facts::complete(staged.size, &facts)) {
         guard.abort().await;
         return Err(e);
@@ -727,7 +730,7 @@ where
     let staged = Staged {
         upload: upload.id.clone(),
         size: total,
-        head: &head,
+        head: Bytes::from(head),
         hint: None,
         filename: &filename,
     };

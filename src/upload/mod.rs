@@ -231,8 +231,8 @@ pub(crate) fn settled_by_head(facts: &MediaFacts, full_head: bool) -> bool {
     !container && (full_head || (facts.recognised && facts.kind != crate::media::Kind::Other))
 }
 
-/// The media facts of a staged upload of `size` bytes: probed with bounded ranged reads
-/// (from `head` alone when it holds the whole file).
+/// The media facts of a staged upload of `size` bytes, with the request's `Content-Type` hint
+/// and the path's filename ([`probe_upload`]).
 pub(crate) async fn probe_staged(
     cfg: &Config,
     upload: &UploadId,
@@ -244,14 +244,26 @@ pub(crate) async fn probe_staged(
     let hint = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    probe_upload(cfg, upload, size, head, hint, path.filename()).await
+}
+
+/// The media facts of a staged upload of `size` bytes: probed with bounded ranged reads
+/// (from `head` alone when it holds the whole file).
+pub(crate) async fn probe_upload(
+    cfg: &Config,
+    upload: &UploadId,
+    size: u64,
+    head: Option<Bytes>,
+    hint: Option<&str>,
+    filename: &str,
+) -> MediaFacts {
     match head {
         Some(head) if head.len() as u64 >= size => {
-            let src = MemorySource::new(head);
-            probe(&src, hint, path.filename()).await
+            probe(&MemorySource::new(head), hint, filename).await
         }
         _ => {
             let src = UploadSource::new(cfg.storage.clone(), upload.clone(), size);
-            probe(&src, hint, path.filename()).await
+            probe(&src, hint, filename).await
         }
     }
 }
