@@ -27,11 +27,11 @@ WT=${VARIANT_WORKTREE:-/tmp/tu-variants}
 export CARGO_TARGET_DIR=${VARIANT_TARGET:-/tmp/tu-variants-target}
 rm -rf "$WT"; git -C "$ROOT" worktree prune
 git -C "$ROOT" worktree add -q --detach "$WT" HEAD
+FLOOR=$(mktemp -d /dev/shm/floor.XXXX)
 trap 'git -C "$ROOT" worktree remove --force "$WT"; rm -rf "$FLOOR"' EXIT
 git -C "$WT" apply "$ROOT/benches/tools/variants.patch"
 (cd "$WT" && cargo build -q --release --example server)
 BIN=$CARGO_TARGET_DIR/release/examples/server
-FLOOR=$(mktemp -d /dev/shm/floor.XXXX)
 for _ in $(seq "$ROUNDS"); do
   for v in $VARS; do
     if [[ $v == limit ]]; then o=$("$ROOT/benches/tools/cpu_small.sh" limit | sed -n 2,3p)
