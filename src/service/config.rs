@@ -42,6 +42,9 @@ pub(crate) struct Config {
     /// At most this many resumable uploads in progress at once; a chunk that would start
     /// one more gets 429 (`None`: no cap).
     pub max_incomplete_uploads: Option<usize>,
+    /// Private delivery: a write credential must learn nothing of a published file
+    /// (PROTOCOL.md §4).
+    pub private: bool,
 }
 
 impl Config {

@@ -281,6 +281,7 @@ impl Uploads {
             conditions: self.conditions.clone(),
             body_idle_timeout: self.body_idle_timeout,
             max_incomplete_uploads: self.max_incomplete_uploads,
+            private: self.private,
         };
         (Arc::new(cfg), policy)
     }

@@ -7,9 +7,14 @@ pub mod content_range;
 pub mod digest;
 
 pub(crate) mod body;
+mod chunk_state;
+mod finalize;
 mod resumable;
 mod simple;
+mod sinks;
 mod sweeper;
+
+pub use sinks::MAX_UPLOAD_RANGES;
 
 pub use sweeper::{SweepReport, spawn_sweeper, spawn_sweeper_with, sweep, sweep_with};
 

@@ -11,15 +11,19 @@ use http_body::Body;
 use serde::Serialize;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
+
+use subtle::ConstantTimeEq;
 
 use super::body::HeadCheck;
 use super::body::{Comparer, Head, PumpError, Taps, pump};
+use super::chunk_state::ChunkState;
 use super::content_range::{self, ContentRange};
 use super::digest::{self, Sha256Check};
+use super::finalize::{Finalizing, finalize, forget, raced, upload_exists};
+use super::sinks::{GapWriter, MAX_UPLOAD_RANGES, RetryOrWrite};
 use super::{
     Record, check_conditions, conditions_of, content_length, derived_record, file_response,
-    head_check, new_record, probe_staged, too_large,
+    head_check, precheck, put_mode, too_large,
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::{Facts, UploadConditions};
@@ -28,13 +32,8 @@ use crate::path::FilePath;
 use crate::response::Answer;
 use crate::service::config::Config;
 use crate::storage::{
-    Claim, PublishOptions, PutMode, RangeSet, Storage, StorageError, StorageResult, UploadId,
-    UploadInfo, UploadSpec, UploadWriter,
+    PutMode, RangeSet, StorageError, UploadId, UploadInfo, UploadSpec, UploadWriter,
 };
-
-/// How long a request waits for another one to finalize an upload: a loser of the race to
-/// finalize for the winner's File object, a chunk arriving meanwhile for the upload to go.
-const OUTCOME_WAIT: Duration = Duration::from_secs(30);
 
 /// The progress document of a `202 Accepted`.
 #[derive(Serialize)]
@@ -102,21 +101,25 @@ where
                 &Facts::declared(Some(total)),
             )?;
             let mut max_len = range.max_len().min(cfg.max_request_size);
-            if let Some(len) = content_length(req.headers())? {
+            let len = content_length(req.headers())?;
+            if let Some(len) = len {
                 if len > cfg.max_request_size {
                     return Err(too_large(cfg.max_request_size, "chunk"));
                 }
-                range.resolve(len)?; // 400/416 before a byte is read
                 max_len = len;
             } else if end - start > cfg.max_request_size {
                 return Err(too_large(cfg.max_request_size, "chunk"));
             }
-            let limits = ChunkLimits {
-                start,
-                total,
-                max_len,
+            // 400/416 before a byte is read
+            let limits = ChunkLimits::new(&range, len, max_len)?;
+            let ctx = ChunkCtx {
+                cfg,
+                path,
+                range,
+                limits,
+                answer,
             };
-            chunk(cfg, req, path, range, limits, answer).await
+            chunk(ctx, req).await
         }
     }
 }
@@ -144,7 +147,11 @@ async fn status(
         }
         return Ok(progress(answer, total, &received));
     }
-    if let Some(record) = completed(cfg, headers, path, total).await? {
+    // With private delivery a write credential learns nothing of a published file
+    // (PROTOCOL.md §4): no upload in progress reads as an unknown upload.
+    if !cfg.private
+        && let Some(record) = completed(cfg, headers, path, total).await?
+    {
         return Ok(file_response(answer, StatusCode::OK, &record.file));
     }
     Ok(progress(answer, total, &[]))
@@ -212,90 +219,52 @@ struct ChunkLimits {
     total: u64,
     /// The most bytes the body may have.
     max_len: u64,
+    /// The ranges it may cover: the one its length settles, or, without a `Content-Length`,
+    /// both readings of its `Content-Range` that fit (inclusive and exclusive end).
+    candidates: Vec<Range<u64>>,
 }
 
-/// Writes a chunk only into the parts of its range that were not received when it arrived,
-/// each part through a storage writer of its own. Nothing counts before [`commit`], which the
-/// caller calls only once the whole chunk is verified (length, digest): a corrupted or short
-/// retry never overwrites bytes that count.
-///
-/// [`commit`]: UploadWriter::commit
-struct GapWriter {
-    storage: Arc<dyn Storage>,
-    upload: UploadId,
-    received: RangeSet,
-    /// Absolute offset of the next byte.
-    pos: u64,
-    /// The writer of the gap being written.
-    current: Option<Box<dyn UploadWriter>>,
-    /// Writers of finished gaps (flushed), committed at the end.
-    done: Vec<Box<dyn UploadWriter>>,
-}
-
-impl GapWriter {
-    fn new(
-        storage: Arc<dyn Storage>,
-        upload: UploadId,
-        received: Vec<Range<u64>>,
-        start: u64,
-    ) -> Self {
-        GapWriter {
-            storage,
-            upload,
-            received: RangeSet::new(received),
-            pos: start,
-            current: None,
-            done: Vec::new(),
-        }
+impl ChunkLimits {
+    fn new(range: &ContentRange, len: Option<u64>, max_len: u64) -> Result<Self, ApiError> {
+        let ContentRange::Chunk { start, end, total } = *range else {
+            return Err(content_range::RangeError::Invalid.into());
+        };
+        let candidates = match len {
+            Some(len) => vec![range.resolve(len)?],
+            None => [
+                (end < total).then(|| start..end + 1),
+                (start < end && end <= total).then_some(start..end),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        Ok(ChunkLimits {
+            start,
+            total,
+            max_len,
+            candidates,
+        })
     }
 
-    async fn close_gap(&mut self) -> StorageResult<()> {
-        if let Some(mut w) = self.current.take() {
-            w.flush().await?;
-            self.done.push(w);
+    /// `409` when every reading of the chunk would leave its upload in more than
+    /// [`MAX_UPLOAD_RANGES`] separate received ranges.
+    fn check_fragments(&self, writer: &GapWriter) -> Result<(), ApiError> {
+        if self.candidates.iter().all(|c| writer.fragments(c)) {
+            return Err(too_fragmented());
         }
         Ok(())
     }
 }
 
-#[async_trait::async_trait]
-impl UploadWriter for GapWriter {
-    async fn write(&mut self, mut data: bytes::Bytes) -> StorageResult<()> {
-        while !data.is_empty() {
-            if let Some(r) = self.received.containing(self.pos) {
-                let skip = (r.end - self.pos).min(data.len() as u64) as usize;
-                self.close_gap().await?;
-                let _ = data.split_to(skip);
-                self.pos += skip as u64;
-                continue;
-            }
-            let gap_end = self.received.next_start_after(self.pos).unwrap_or(u64::MAX);
-            let n = (gap_end - self.pos).min(data.len() as u64) as usize;
-            if self.current.is_none() {
-                self.current = Some(self.storage.writer(&self.upload, self.pos).await?);
-            }
-            if let Some(w) = self.current.as_mut() {
-                w.write(data.split_to(n)).await?;
-            }
-            self.pos += n as u64;
-        }
-        Ok(())
-    }
-
-    async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
-        if let Some(w) = self.current.take() {
-            self.done.push(w);
-        }
-        let mut ranges = None;
-        for w in self.done {
-            ranges = Some(w.commit().await?);
-        }
-        match ranges {
-            Some(r) => Ok(r),
-            // Everything was received already: report the current state.
-            None => self.storage.received(&self.upload).await,
-        }
-    }
+fn too_fragmented() -> ApiError {
+    ApiError::new(
+        ErrorKind::RangeConflict,
+        format!(
+            "this chunk would leave the upload in more than {MAX_UPLOAD_RANGES} separate \
+             received ranges (the limit); send chunks that fill the gaps between them"
+        ),
+    )
 }
 
 /// Where a chunk's bytes go.
@@ -306,128 +275,44 @@ enum Sink {
         writer: Box<GapWriter>,
     },
     /// No upload in progress and a published file of this total: maybe a retry of the
-    /// upload that produced it.
+    /// upload that produced it (public delivery: compared with the published file).
     Compare {
         record: Box<Record>,
         writer: RetryOrWrite,
     },
+    /// Private delivery, no upload in progress, and the published file's upload received a
+    /// chunk of this range: maybe a retry of that chunk. Its bytes are staged apart until
+    /// their SHA-256 says whether they are that chunk's ([`chunk_state`]); only then do they
+    /// go into a new upload.
+    Stage {
+        record: Box<Record>,
+        staging: UploadId,
+        writer: Box<dyn UploadWriter>,
+    },
 }
 
-/// Compares a chunk with the published file as it streams in. At the first byte that
-/// differs it opens the path's upload (a new one, or one somebody else started meanwhile),
-/// copies the identical prefix from the published file, and writes from there on. A chunk
-/// that matches to its end leaves no state at all.
-struct RetryOrWrite {
-    cfg: Arc<Config>,
-    path: FilePath,
-    total: u64,
-    start: u64,
-    /// End of the prefix known to equal the published file.
-    pos: u64,
-    comparer: Comparer,
-    opened: Option<(UploadInfo, Box<GapWriter>)>,
-    /// The total of an upload started meanwhile, when it differs (→ 409).
-    conflict: Option<u64>,
-}
-
-impl RetryOrWrite {
-    async fn diverge(&mut self) -> StorageResult<()> {
-        let storage = &self.cfg.storage;
-        let info = storage
-            .open_upload(&self.path, UploadSpec::Resumable { total: self.total })
-            .await?;
-        if info.total != Some(self.total) {
-            self.conflict = info.total;
-            return Err(StorageError::UploadClosed);
-        }
-        let received = storage.received(&info.id).await?;
-        let mut writer = Box::new(GapWriter::new(
-            storage.clone(),
-            info.id.clone(),
-            received,
-            self.start,
-        ));
-        if self.pos > self.start {
-            let Some((_, prefix)) = storage.read(&self.path, Some(self.start..self.pos)).await?
-            else {
-                return Err(StorageError::NotFound);
-            };
-            let mut prefix = prefix;
-            while let Some(frame) = futures_util::StreamExt::next(&mut prefix).await {
-                writer.write(frame?).await?;
-            }
-        }
-        self.opened = Some((info, writer));
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl UploadWriter for RetryOrWrite {
-    async fn write(&mut self, data: bytes::Bytes) -> StorageResult<()> {
-        if self.opened.is_none() {
-            self.comparer.feed(&data).await;
-            if self.comparer.equal() {
-                self.pos += data.len() as u64;
-                return Ok(());
-            }
-            self.diverge().await?;
-        }
-        match &mut self.opened {
-            Some((_, writer)) => writer.write(data).await,
-            None => Err(StorageError::UploadClosed),
-        }
-    }
-
-    async fn commit(self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
-        match self.opened {
-            Some((_, writer)) => writer.commit().await,
-            None => Ok(Vec::new()),
-        }
-    }
-}
-
-/// Chooses where a chunk goes. Never creates an upload for a chunk that may be a retry.
+/// Chooses where a chunk goes, holding it to its precondition (`mode`) when it joins or
+/// creates an upload. Never creates an upload for a chunk that may be a retry.
 async fn sink(
     cfg: &Arc<Config>,
     headers: &HeaderMap,
     path: &FilePath,
     limits: &ChunkLimits,
+    mode: &PutMode,
 ) -> Result<Sink, ApiError> {
     let (start, total) = (limits.start, limits.total);
     for _ in 0..4 {
         let found = live_upload(cfg, path).await?;
         let info = match found {
-            Some(info) => info,
-            None => {
-                if let Some(record) = completed(cfg, headers, path, total).await? {
-                    let end = start.saturating_add(limits.max_len).min(total);
-                    if start < end
-                        && let Some((_, stored)) = cfg.storage.read(path, Some(start..end)).await?
-                    {
-                        return Ok(Sink::Compare {
-                            record: Box::new(record),
-                            writer: RetryOrWrite {
-                                cfg: cfg.clone(),
-                                path: path.clone(),
-                                total,
-                                start,
-                                pos: start,
-                                comparer: Comparer::new(stored),
-                                opened: None,
-                                conflict: None,
-                            },
-                        });
-                    }
-                }
-                let info = cfg
-                    .storage
-                    .open_upload(path, UploadSpec::Resumable { total })
-                    .await?;
-                if info.created_now {
-                    within_cap(cfg, &info.id).await?;
-                }
+            Some(info) => {
+                precheck(&*cfg.storage, path, mode.clone()).await?;
                 info
+            }
+            None => {
+                if let Some(sink) = maybe_retry(cfg, headers, path, limits, mode).await? {
+                    return Ok(sink);
+                }
+                create(cfg, path, total, mode).await?
             }
         };
         check_total(&info, total)?;
@@ -457,12 +342,138 @@ async fn sink(
             received,
             start,
         ));
+        limits.check_fragments(&writer)?;
         return Ok(Sink::Join { info, writer });
     }
     Err(ApiError::new(
         ErrorKind::RangeConflict,
         "the upload of this path kept changing while this chunk arrived; send it again",
     ))
+}
+
+/// The sink of a chunk that may be a retry of the upload that published the file at `path`
+/// (of the same total), or `None` when it cannot be one.
+async fn maybe_retry(
+    cfg: &Arc<Config>,
+    headers: &HeaderMap,
+    path: &FilePath,
+    limits: &ChunkLimits,
+    mode: &PutMode,
+) -> Result<Option<Sink>, ApiError> {
+    let (start, total) = (limits.start, limits.total);
+    if cfg.private {
+        // Never compared with the stored bytes: only a chunk of a range that the published
+        // file's own upload received may be its retry.
+        let Some(meta) = cfg.storage.head(path).await?.filter(|m| m.size == total) else {
+            return Ok(None);
+        };
+        let Some(record) = Record::from_meta(&meta) else {
+            return Ok(None);
+        };
+        let Some(upload) = record.upload.clone() else {
+            return Ok(None);
+        };
+        let state = ChunkState::of(&*cfg.storage, &UploadId(upload))?;
+        if !state.has_range(&limits.candidates, cfg.upload_ttl).await? {
+            return Ok(None);
+        }
+        let staging = cfg.storage.open_upload(path, UploadSpec::Single).await?;
+        let writer = match cfg.storage.writer(&staging.id, 0).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = cfg.storage.abort(&staging.id).await;
+                return Err(e.into());
+            }
+        };
+        return Ok(Some(Sink::Stage {
+            record: Box::new(record),
+            staging: staging.id,
+            writer,
+        }));
+    }
+    let Some(record) = completed(cfg, headers, path, total).await? else {
+        return Ok(None);
+    };
+    let end = start.saturating_add(limits.max_len).min(total);
+    if start >= end {
+        return Ok(None);
+    }
+    let Some((_, stored)) = cfg.storage.read(path, Some(start..end)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Sink::Compare {
+        record: Box::new(record),
+        writer: RetryOrWrite {
+            cfg: cfg.clone(),
+            path: path.clone(),
+            total,
+            start,
+            pos: start,
+            comparer: Comparer::new(stored),
+            opened: None,
+            conflict: None,
+            mode: mode.clone(),
+        },
+    }))
+}
+
+/// Opens (creates, or joins when another request just did) the path's upload for a chunk that
+/// passed its precondition; a new upload counts toward the cap and records the precondition.
+async fn create(
+    cfg: &Config,
+    path: &FilePath,
+    total: u64,
+    mode: &PutMode,
+) -> Result<UploadInfo, ApiError> {
+    let mode = precheck(&*cfg.storage, path, mode.clone()).await?;
+    let info = cfg
+        .storage
+        .open_upload(path, UploadSpec::Resumable { total })
+        .await?;
+    if info.created_now {
+        within_cap(cfg, &info.id).await?;
+        if let Err(e) = ChunkState::of(&*cfg.storage, &info.id)?
+            .set_precondition(&mode)
+            .await
+        {
+            let _ = cfg.storage.abort(&info.id).await;
+            return Err(e.into());
+        }
+    }
+    Ok(info)
+}
+
+/// A staged chunk ([`Sink::Stage`]) that was not a retry: its bytes go into the path's
+/// upload (a new one, unless another request started one meanwhile), and the staging is
+/// discarded.
+async fn adopt(
+    cfg: &Arc<Config>,
+    path: &FilePath,
+    limits: &ChunkLimits,
+    mode: &PutMode,
+    staging: &UploadId,
+    covered: &Range<u64>,
+) -> Result<(UploadInfo, Box<GapWriter>), ApiError> {
+    let info = create(cfg, path, limits.total, mode).await?;
+    check_total(&info, limits.total)?;
+    let received = cfg.storage.received(&info.id).await?;
+    let mut writer = Box::new(GapWriter::new(
+        cfg.storage.clone(),
+        info.id.clone(),
+        received,
+        covered.start,
+    ));
+    if writer.fragments(covered) {
+        return Err(too_fragmented());
+    }
+    let mut staged = cfg
+        .storage
+        .read_upload(staging, 0..covered.end - covered.start)
+        .await?;
+    while let Some(frame) = futures_util::StreamExt::next(&mut staged).await {
+        writer.write(frame?).await?;
+    }
+    Ok((info, writer))
 }
 
 /// Refuses (429) and discards an upload just created when the storage now holds more
@@ -492,26 +503,62 @@ async fn within_cap(cfg: &Config, id: &UploadId) -> Result<(), ApiError> {
     ))
 }
 
-async fn chunk<B>(
-    cfg: &Arc<Config>,
-    req: Request<B>,
-    path: &FilePath,
+/// What a chunk's handling needs beside its body.
+struct ChunkCtx<'a> {
+    cfg: &'a Arc<Config>,
+    path: &'a FilePath,
     range: ContentRange,
     limits: ChunkLimits,
-    answer: &Answer<'_>,
+    answer: &'a Answer<'a>,
+}
+
+async fn chunk<B>(ctx: ChunkCtx<'_>, req: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let (cfg, path) = (ctx.cfg, ctx.path);
+    let expected = match req.headers().get("content-digest") {
+        Some(v) => digest::parse_sha256(v.as_bytes())?,
+        None => None,
+    };
+    let mode = put_mode(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let sink = sink(cfg, &parts.headers, path, &ctx.limits, &mode).await?;
+    let staging = match &sink {
+        Sink::Stage { staging, .. } => Some(staging.clone()),
+        _ => None,
+    };
+    let result = receive(&ctx, &parts, body, sink, expected, &mode).await;
+    if let Some(id) = staging {
+        match cfg.storage.abort(&id).await {
+            Ok(()) | Err(StorageError::NotFound | StorageError::UploadClosed) => {}
+            Err(e) => tracing::warn!(upload = %id, error = %e, "could not discard a staged chunk"),
+        }
+    }
+    result
+}
+
+/// Streams a chunk into its sink, verifies it, and counts it: `202` with the progress, or the
+/// File object when it completed the upload (or was a retry of a completed one).
+async fn receive<B>(
+    ctx: &ChunkCtx<'_>,
+    parts: &http::request::Parts,
+    body: B,
+    mut sink: Sink,
+    expected: Option<[u8; 32]>,
+    mode: &PutMode,
 ) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let (start, total, max_len) = (limits.start, limits.total, limits.max_len);
-    let mut digest = match req.headers().get("content-digest") {
-        Some(v) => digest::parse_sha256(v.as_bytes())?.map(Sha256Check::new),
-        None => None,
-    };
-    let conditions = conditions_of(cfg, req.extensions());
-    let (parts, body) = req.into_parts();
-    let mut sink = sink(cfg, &parts.headers, path, &limits).await?;
+    let (cfg, path, answer) = (ctx.cfg, ctx.path, ctx.answer);
+    let (start, total, max_len) = (ctx.limits.start, ctx.limits.total, ctx.limits.max_len);
+    let conditions = conditions_of(cfg, &parts.extensions);
+    // With private delivery every chunk's SHA-256 is recorded, for retries ([`chunk_state`]).
+    let mut hasher =
+        (expected.is_some() || cfg.private).then(|| Sha256Check::new(expected.unwrap_or_default()));
     // The chunk holding offset 0 shows what the file is: check kind, type and dimensions as
     // soon as its first bytes are in.
     let head_phase = start == 0 && !conditions.is_empty();
@@ -519,12 +566,13 @@ where
     let mut on_head = head_check(&conditions, &parts.headers, path, Some(total));
     let taps = Taps {
         sniff: head_phase.then_some(&mut head),
-        digest: digest.as_mut(),
+        digest: hasher.as_mut(),
         on_head: head_phase.then_some(&mut on_head as &mut HeadCheck<'_>),
     };
     let pumped = match &mut sink {
         Sink::Join { writer, .. } => pump(body, &mut **writer, max_len, taps).await,
         Sink::Compare { writer, .. } => pump(body, writer, max_len, taps).await,
+        Sink::Stage { writer, .. } => pump(body, &mut **writer, max_len, taps).await,
     };
     let len = match pumped {
         Ok(len) => len,
@@ -558,7 +606,7 @@ where
                         },
                     ..
                 } => raced(cfg, path, &info.id, answer).await,
-                Sink::Compare { .. } => Err(StorageError::UploadClosed.into()),
+                Sink::Compare { .. } | Sink::Stage { .. } => Err(StorageError::UploadClosed.into()),
             };
         }
         Err(PumpError::Rejected(e)) => {
@@ -567,7 +615,7 @@ where
         }
         Err(PumpError::Storage(e)) => return Err(e.into()),
     };
-    let covered = range.resolve(len)?;
+    let covered = ctx.range.resolve(len)?;
     if head_phase && head.len() < crate::media::SNIFF_BYTES {
         // A first chunk shorter than the sniff window: judge what it settles.
         if let Err(e) = on_head(head.as_slice()) {
@@ -575,15 +623,16 @@ where
             return Err(e);
         }
     }
-    if let Some(check) = digest
-        && !check.finish()
+    let chunk_digest = hasher.map(Sha256Check::into_digest);
+    if let (Some(want), Some(got)) = (expected, chunk_digest)
+        && !bool::from(want.ct_eq(&got))
     {
         return Err(ApiError::new(
             ErrorKind::DigestMismatch,
             "the chunk's Content-Digest does not match its bytes; it was not counted",
         ));
     }
-    let (info, writer): (UploadInfo, Box<dyn UploadWriter>) = match sink {
+    let (info, writer): (UploadInfo, Box<GapWriter>) = match sink {
         Sink::Compare {
             record,
             writer: RetryOrWrite { opened: None, .. },
@@ -600,7 +649,27 @@ where
             ..
         } => (info, writer),
         Sink::Join { info, writer } => (info, writer),
+        Sink::Stage {
+            record,
+            staging,
+            writer,
+        } => {
+            writer.commit().await?;
+            let upload = UploadId(record.upload.clone().unwrap_or_default());
+            let digest = chunk_digest.unwrap_or_default();
+            if ChunkState::of(&*cfg.storage, &upload)?
+                .received_chunk(&covered, &digest, cfg.upload_ttl)
+                .await?
+            {
+                // Exactly a chunk the finished upload received: a retry, nothing new.
+                return Ok(file_response(answer, StatusCode::OK, &record.file));
+            }
+            adopt(cfg, path, &ctx.limits, mode, &staging, &covered).await?
+        }
     };
+    if writer.fragments(&covered) {
+        return Err(too_fragmented());
+    }
     let received = match writer.commit().await {
         Ok(r) => r,
         Err(StorageError::UploadClosed | StorageError::NotFound) => {
@@ -608,6 +677,16 @@ where
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(digest) = chunk_digest.filter(|_| cfg.private) {
+        // Best effort: without it, a retry of this chunk after completion starts a new upload.
+        let recorded = match ChunkState::of(&*cfg.storage, &info.id) {
+            Ok(state) => state.record_chunk(&covered, &digest).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(upload = %info.id, error = %e, "could not record a chunk's digest");
+        }
+    }
     tracing::debug!(path = %path, start = covered.start, end = covered.end, total, "chunk received");
     if !RangeSet::new(received.clone()).covers(total) {
         if let Some(h) = cfg.hooks() {
@@ -643,184 +722,24 @@ async fn discard(cfg: &Config, sink: Sink) {
                 },
             ..
         } => info.id,
-        Sink::Compare { .. } => return,
+        // A staged chunk is discarded by its caller.
+        Sink::Compare { .. } | Sink::Stage { .. } => return,
     };
     if let Err(e) = cfg.storage.abort(&id).await {
         tracing::warn!(upload = %id, error = %e, "could not discard a rejected upload");
     }
-}
-
-/// A chunk whose upload was claimed (or discarded) while it streamed in: its bytes were not
-/// needed. Answers the finished upload's File object.
-async fn raced(
-    cfg: &Arc<Config>,
-    path: &FilePath,
-    id: &UploadId,
-    answer: &Answer<'_>,
-) -> Result<Response<ResponseBody>, ApiError> {
-    let file = outcome(cfg, path, id).await?;
-    Ok(file_response(answer, StatusCode::OK, &file))
-}
-
-/// Claims and publishes a complete upload, in a task of its own so that a client going away
-/// never strands a won claim. Returns whether this call published it, and the File object.
-async fn finalize(
-    cfg: &Arc<Config>,
-    headers: &HeaderMap,
-    path: &FilePath,
-    id: &UploadId,
-    total: u64,
-    conditions: &UploadConditions,
-) -> Result<(bool, crate::file::FileObject), ApiError> {
-    let task = {
-        let (cfg, headers, path, id) = (cfg.clone(), headers.clone(), path.clone(), id.clone());
-        let conditions = conditions.clone();
-        tokio::spawn(async move {
-            match cfg.storage.claim(&id).await? {
-                Claim::Won => match publish(&cfg, &headers, &path, &id, total, &conditions).await {
-                    Ok(file) => Ok(Some(file)),
-                    // Discarded: nothing to finish later.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::ConditionsFailed | ErrorKind::UploadRejected
-                        ) =>
-                    {
-                        Err(e)
-                    }
-                    Err(e) => {
-                        // Let a later request (a retry, a status query) finish it.
-                        if let Err(e) = cfg.storage.unclaim(&id).await {
-                            tracing::warn!(upload = %id, error = %e, "could not give up a claim");
-                        }
-                        Err(e)
-                    }
-                },
-                Claim::Lost => Ok(None),
-            }
-        })
-    };
-    let won: Result<Option<_>, ApiError> = task
-        .await
-        .map_err(|e| ApiError::internal(&format!("finalize task: {e}")))?;
-    match won? {
-        Some(file) => Ok((true, file)),
-        None => Ok((false, outcome(cfg, path, id).await?)),
-    }
-}
-
-async fn publish(
-    cfg: &Config,
-    headers: &HeaderMap,
-    path: &FilePath,
-    id: &UploadId,
-    total: u64,
-    conditions: &UploadConditions,
-) -> Result<crate::file::FileObject, ApiError> {
-    let result: Result<_, ApiError> = async {
-        let facts = probe_staged(cfg, id, total, None, headers, path).await;
-        if let Err(e) = check_conditions(conditions, &Facts::complete(total, &facts)) {
-            cfg.storage.abort(id).await?;
-            return Err(e);
-        }
-        let mut record = new_record(cfg, headers, path, total, &facts, id);
-        if let Err(e) =
-            crate::hooks::decide(cfg.hooks(), &mut record.file, path, headers, None).await
-        {
-            cfg.storage.abort(id).await?;
-            return Err(e);
-        }
-        let attributes = serde_json::to_vec(&record)
-            .map_err(|e| ApiError::internal(&e))?
-            .into();
-        let options = PublishOptions {
-            mode: PutMode::Overwrite,
-            content_type: facts.mime_type.clone(),
-            attributes,
-        };
-        cfg.storage.publish(id, path, total, options).await?;
-        Ok(record.file)
-    }
-    .await;
-    match &result {
-        Ok(file) => {
-            tracing::info!(path = %path, bytes = total, kind = %file.kind, "upload assembled and published");
-            if let Some(h) = cfg.hooks() {
-                h.on_published(file).await;
-            }
-        }
-        Err(e) => tracing::warn!(path = %path, error = %e, "could not publish a complete upload"),
-    }
-    result
-}
-
-/// Waits for the File object published from upload `id` (another request is finalizing it).
-async fn outcome(
-    cfg: &Config,
-    path: &FilePath,
-    id: &UploadId,
-) -> Result<crate::file::FileObject, ApiError> {
-    let mut wait = Finalizing::new();
-    loop {
-        // Existence first, record second: a publication happens before its upload is
-        // forgotten, so when the upload is seen gone here, the record read next shows
-        // whether it was published.
-        let still_open = upload_exists(cfg, path, id).await?;
-        if let Some(meta) = cfg.storage.head(path).await?
-            && let Some(record) = Record::from_meta(&meta)
-            && record.upload.as_deref() == Some(id.0.as_str())
-        {
-            return Ok(record.file);
-        }
-        if !still_open || !wait.pause().await {
-            return Err(ApiError::new(
-                ErrorKind::RangeConflict,
-                "the upload this chunk belonged to was finished or discarded meanwhile; \
-                 send the chunk again to start a new upload",
-            ));
-        }
-    }
-}
-
-/// The pace of a request waiting for another one to finalize an upload: 5 ms, doubling up
-/// to 200 ms, for at most [`OUTCOME_WAIT`].
-struct Finalizing {
-    deadline: tokio::time::Instant,
-    pause: Duration,
-}
-
-impl Finalizing {
-    fn new() -> Self {
-        Finalizing {
-            deadline: tokio::time::Instant::now() + OUTCOME_WAIT,
-            pause: Duration::from_millis(5),
-        }
-    }
-
-    /// Sleeps before the next look; `false` (without sleeping) once the wait is over.
-    async fn pause(&mut self) -> bool {
-        if tokio::time::Instant::now() >= self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.pause).await;
-        self.pause = (self.pause * 2).min(Duration::from_millis(200));
-        true
-    }
-}
-
-async fn upload_exists(cfg: &Config, path: &FilePath, id: &UploadId) -> StorageResult<bool> {
-    Ok(cfg
-        .storage
-        .find_upload(path)
-        .await?
-        .is_some_and(|u| u.id == *id))
+    forget(cfg, &id).await;
 }
 
 /// `202 Accepted` with `Range: bytes=a-b,…` and `{total, ranges}`.
 fn progress(answer: &Answer<'_>, total: u64, received: &[Range<u64>]) -> Response<ResponseBody> {
+    // Racing chunks may leave a few more pieces than the limit: an answer names at most
+    // MAX_UPLOAD_RANGES of them (telling less than was received is always safe: the client
+    // sends those bytes again).
     let ranges: Vec<[u64; 2]> = received
         .iter()
         .filter(|r| r.start < r.end)
+        .take(MAX_UPLOAD_RANGES)
         .map(|r| [r.start, r.end - 1])
         .collect();
     let mut res = answer.data(

@@ -50,6 +50,8 @@ pub async fn sweep_with(
             report.kept += 1;
         }
     }
+    // The records of uploads that are gone, and of completions older than the TTL.
+    super::chunk_state::sweep(storage, ttl).await?;
     let sessions = crate::session::sweep_sessions(storage, ttl).await?;
     report.sessions = sessions.len();
     if let Some(h) = hooks {
