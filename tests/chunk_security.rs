@@ -125,7 +125,13 @@ async fn a_put_url_learns_nothing_of_a_private_file() {
             "position {k}: no File"
         );
     }
-    assert_eq!(get_private(&server, path).await, (200, secret));
+    assert_eq!(get_private(&server, path).await, (200, secret.clone()));
+    eprintln!(
+        "FIGURES chunk_security: private file: {} status queries and {} 1-byte chunk probes, \
+         every answer 202 without a File object",
+        2 * secret.len(),
+        2 * (secret.len() - 1)
+    );
 }
 
 /// A client whose `201` was lost sends chunks of the finished upload again: with private
@@ -220,6 +226,8 @@ async fn fragmentation_is_bounded() {
     let listed = last.range.as_deref().unwrap().matches(',').count() + 1;
     assert_eq!(listed, MAX_UPLOAD_RANGES);
 
+    let header_len = last.range.as_deref().unwrap().len();
+    let body_len = last.body.to_string().len();
     let refused = send(one(2 * MAX_UPLOAD_RANGES)).await;
     assert_eq!(refused.status, 409, "{:?}", refused.body);
     assert_eq!(kind(&refused.body), Some("range_conflict"));
@@ -246,6 +254,11 @@ async fn fragmentation_is_bounded() {
     );
     let r = send(one(2 * MAX_UPLOAD_RANGES)).await;
     assert_eq!(r.status, 202, "room again: {:?}", r.body);
+    eprintln!(
+        "FIGURES chunk_security: fragmentation: {MAX_UPLOAD_RANGES} separate 1-byte ranges \
+         accepted, the next refused (409); largest answer: Range header {header_len} B, \
+         JSON body {body_len} B"
+    );
 }
 
 /// Finding 8: `If-None-Match: *` and `If-Match` hold on the chunk that creates an upload and
