@@ -1,11 +1,13 @@
-//! Security findings 9 (SECURITY.md), each over a real server on loopback:
+//! Security findings 9, 6 (SECURITY.md), each over a real server on loopback:
 //!
-//! - 9: a simple `PUT` with a wrong `Content-Digest` gets 400 and keeps nothing.
+//! - 9: a simple `PUT` with a wrong `Content-Digest` gets 400 and keeps nothing;
+//! - 6: one signature designates exactly one stored path.
 
 mod common;
 
-use common::{KEY, json, kind, start};
+use common::{KEY, data, json, kind, now, start, start_with};
 use std::time::Duration;
+use tower_uploads::auth::SignedMethod;
 
 /// Prints a figure of SECURITY.md.
 fn figure(what: &str, value: impl std::fmt::Display) {
@@ -76,4 +78,95 @@ async fn simple_put_checks_content_digest() {
     assert_eq!(status, 400, "{v}");
     assert!(server.read("d/bad.txt").is_none());
     figure("simple PUT Content-Digest", "4 cases");
+}
+
+/// `POST /signatures` for `path` and `method`; the signed URL's query.
+async fn signed_query(
+    server: &common::TestServer,
+    folder: &str,
+    filename: &str,
+    method: &str,
+) -> String {
+    let (status, _, body) = json(
+        common::client()
+            .post(server.url("signatures"))
+            .bearer_auth(KEY)
+            .body(format!(
+                r#"{{"folder":"{folder}","filename":"{filename}","method":"{method}"}}"#
+            ))
+            .send()
+            .await
+            .expect("POST /signatures"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let url = data(&body)["url"].as_str().expect("url").to_owned();
+    url.split_once('?').expect("a query").1.to_owned()
+}
+
+/// Finding 6: the signature `POST /signatures` makes for `a/cat one.png` (URL path
+/// `a/cat%20one.png`) is refused on `a/cat%2520one.png` (the file literally named
+/// `a/cat%20one.png`), for `put` and, with private delivery, for `get`; the URLs clients
+/// really send still work (ours, and an SDK's plain-path signature sent encoded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_signature_designates_one_path() {
+    let server = start_with(|u| u.private(true)).await;
+    let put_q = signed_query(&server, "a", "cat one.png", "put").await;
+    let get_q = signed_query(&server, "a", "cat one.png", "get").await;
+
+    // The borrowed signature writes nothing.
+    let res = common::client()
+        .put(server.url(&format!("a/cat%2520one.png?{put_q}")))
+        .body("second file")
+        .send()
+        .await
+        .expect("PUT");
+    let (status, _, body) = json(res).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(kind(&body), Some("signature_invalid"));
+    assert!(server.read("a/cat%20one.png").is_none());
+
+    // The signed URL itself works.
+    let res = common::client()
+        .put(server.url(&format!("a/cat%20one.png?{put_q}")))
+        .body("the cat")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(res.status().as_u16(), 201);
+    assert_eq!(
+        server.read("a/cat one.png").as_deref(),
+        Some(&b"the cat"[..])
+    );
+
+    // A file literally named `a/cat%20one.png` (uploaded with the bearer key) cannot be read
+    // with the `get` signature of `a/cat one.png`.
+    assert_eq!(
+        server.put("a/cat%2520one.png", "literal").await.status(),
+        201
+    );
+    let res = server.get(&format!("a/cat%2520one.png?{get_q}")).await;
+    assert_eq!(res.status().as_u16(), 403);
+    let res = server.get(&format!("a/cat%20one.png?{get_q}")).await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.text().await.expect("body"), "the cat");
+
+    // An SDK-style URL: the plain path signed, sent percent-encoded.
+    let expiry = now() + 600;
+    let sig = tower_uploads::auth::signature(KEY.as_bytes(), "a/dog two.png", expiry, Some("put"));
+    let res = common::client()
+        .put(server.url(&format!(
+            "a/dog%20two.png?expiry={expiry}&method=put&signature={sig}"
+        )))
+        .body("the dog")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(res.status().as_u16(), 201);
+    // …and the literal file's own signed URL (its percent-encoded path) works too.
+    let url = server.sign("a/cat%20one.png", SignedMethod::Get, now() + 600);
+    let res = common::client().get(url).send().await.expect("GET");
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.text().await.expect("body"), "literal");
+    figure("one signature, one path", "5 cases");
 }
