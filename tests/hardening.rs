@@ -1,7 +1,9 @@
-//! Security findings 9, 6 (SECURITY.md), each over a real server on loopback:
+//! Security findings 9, 6, 10 (SECURITY.md), each over a real server on loopback:
 //!
 //! - 9: a simple `PUT` with a wrong `Content-Digest` gets 400 and keeps nothing;
-//! - 6: one signature designates exactly one stored path.
+//! - 6: one signature designates exactly one stored path;
+//! - 10: uploaded scripts and style sheets are delivered with an inert type unless the app
+//!   opts in.
 
 mod common;
 
@@ -169,4 +171,59 @@ async fn one_signature_designates_one_path() {
     assert_eq!(res.status().as_u16(), 200);
     assert_eq!(res.text().await.expect("body"), "literal");
     figure("one signature, one path", "5 cases");
+}
+
+/// Finding 10: `.js`, `.mjs` and `.css` uploads are delivered as `text/plain` (with
+/// `nosniff`), so that no page of the app's origin can run them, while their File object's
+/// `type` says what they are; `Uploads::active_types(true)` delivers their own types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_and_styles_are_delivered_inert() {
+    let cases: [(&str, &str, &str); 4] = [
+        ("s/x.js", "", "text/javascript"),
+        ("s/x.mjs", "", "application/javascript"),
+        ("s/x.css", "", "text/css"),
+        (
+            "s/hinted.txt",
+            "application/javascript",
+            "application/javascript",
+        ),
+    ];
+    for active in [false, true] {
+        let server = start_with(|u| u.active_types(active)).await;
+        for (path, hint, stored) in cases {
+            let mut req = common::client()
+                .put(server.url(path))
+                .bearer_auth(KEY)
+                .body("alert(document.domain)");
+            if !hint.is_empty() {
+                req = req.header("content-type", hint);
+            }
+            let (status, _, file) = json(req.send().await.expect("PUT")).await;
+            assert_eq!(status, 201, "{path}: {file}");
+            let ty = data(&file)["type"].as_str().unwrap_or("").to_owned();
+            assert!(ty.starts_with(stored), "{path}: File type {ty}");
+            for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+                let res = common::client()
+                    .request(method.clone(), server.url(path))
+                    .send()
+                    .await
+                    .expect("GET");
+                assert_eq!(res.status().as_u16(), 200);
+                let delivered = res.headers()["content-type"].to_str().unwrap().to_owned();
+                if active {
+                    assert!(
+                        delivered.starts_with(stored),
+                        "{path} {method}: {delivered}"
+                    );
+                } else {
+                    assert_eq!(delivered, "text/plain; charset=utf-8", "{path} {method}");
+                }
+                assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+            }
+        }
+    }
+    figure(
+        "scripts and styles delivered inert",
+        "4 types, GET and HEAD, both settings",
+    );
 }

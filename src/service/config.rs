@@ -42,6 +42,8 @@ pub(crate) struct Config {
     /// At most this many resumable uploads in progress at once; a chunk that would start
     /// one more gets 429 (`None`: no cap).
     pub max_incomplete_uploads: Option<usize>,
+    /// How files are delivered (scripts and style sheets inert unless the app opts in).
+    pub delivery: crate::delivery::DeliveryOptions,
 }
 
 impl Config {
