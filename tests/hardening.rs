@@ -1,14 +1,24 @@
-//! Security findings 9, 6, 10 (SECURITY.md), each over a real server on loopback:
+//! Security findings 4, 6, 9 and 10 (SECURITY.md), each over a real server on loopback:
 //!
 //! - 9: a simple `PUT` with a wrong `Content-Digest` gets 400 and keeps nothing;
 //! - 6: one signature designates exactly one stored path;
 //! - 10: uploaded scripts and style sheets are delivered with an inert type unless the app
-//!   opts in.
+//!   opts in;
+//! - 4: connections that send nothing, or only the HTTP/2 preface, or a request head that
+//!   never ends, are closed after `--header-read-timeout`, and the demo server keeps
+//!   accepting when it runs out of descriptors (these run the demo server binary: `cargo
+//!   build --examples` first when running this file alone).
 
 mod common;
 
+use common::process::DemoServer as Demo;
 use common::{KEY, data, json, kind, now, start, start_with};
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tower_uploads::auth::SignedMethod;
 
 /// Prints a figure of SECURITY.md.
@@ -225,5 +235,209 @@ async fn scripts_and_styles_are_delivered_inert() {
     figure(
         "scripts and styles delivered inert",
         "4 types, GET and HEAD, both settings",
+    );
+}
+/// The HTTP/2 connection preface and an empty `SETTINGS` frame.
+const H2_PREFACE_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+/// A `HEADERS` frame on stream 1 (`:method: GET`, HPACK index 2) without `END_HEADERS`: the
+/// server waits for a `CONTINUATION` that never comes.
+const H2_UNENDED_HEADERS: &[u8] = b"\x00\x00\x01\x01\x00\x00\x00\x00\x01\x82";
+
+/// Opens a connection, writes `bytes`, then reads (discarding whatever the server sends,
+/// e.g. its HTTP/2 `SETTINGS`) until the server closes it; returns how long after the
+/// connect that was, or `None` if it was still open at `limit`.
+async fn closed_after(addr: SocketAddr, bytes: &[u8], limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    if !bytes.is_empty() {
+        s.write_all(bytes).await.expect("write");
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.checked_sub(t0.elapsed())?;
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Finding 4: the demo server (`--header-read-timeout 1`) closes every connection that has
+/// not sent a complete request head within a second (silent, HTTP/2 preface only, HTTP/2
+/// `HEADERS` without end, fewer bytes than tell HTTP/1 from HTTP/2), and a keep-alive
+/// connection idle after its request, while serving a normal client meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_request_are_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = Demo::start(&dir.path().join("data"), &["--header-read-timeout", "1"]);
+    let addr = demo.addr;
+    let limit = Duration::from_secs(6);
+    let mut h2_headers = H2_PREFACE_SETTINGS.to_vec();
+    h2_headers.extend_from_slice(H2_UNENDED_HEADERS);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("silent", Vec::new()),
+        (
+            "HTTP/2 preface and SETTINGS only",
+            H2_PREFACE_SETTINGS.to_vec(),
+        ),
+        ("HTTP/2 HEADERS without END_HEADERS", h2_headers),
+        ("8 bytes of an HTTP/1 request line", b"GET / HT".to_vec()),
+        (
+            "HTTP/1 head without its end",
+            b"GET /x HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        ),
+    ];
+    let mut tasks = Vec::new();
+    for (name, bytes) in &cases {
+        // Several of each, at once.
+        for _ in 0..10 {
+            let bytes = bytes.clone();
+            let name = *name;
+            tasks.push(tokio::spawn(async move {
+                (name, closed_after(addr, &bytes, limit).await)
+            }));
+        }
+    }
+    // An idle keep-alive connection after a complete request and its response.
+    let keep_alive = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /missing.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.expect("response");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 404"), "{:?}", &buf[..n]);
+        loop {
+            match tokio::time::timeout(limit, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+                Ok(Ok(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    });
+    // Meanwhile a normal client is served.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = common::client()
+        .put(demo.url("ok/a.txt"))
+        .bearer_auth(KEY)
+        .body("hello")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(res.status().as_u16(), 201);
+
+    let mut slowest = std::collections::BTreeMap::<&str, Duration>::new();
+    let mut open = Vec::new();
+    for t in tasks {
+        let (name, closed) = t.await.expect("task");
+        match closed {
+            Some(after) => {
+                let e = slowest.entry(name).or_default();
+                *e = (*e).max(after);
+            }
+            None => open.push(name),
+        }
+    }
+    match keep_alive.await.expect("task") {
+        Some(after) => {
+            slowest.insert("idle keep-alive after a 404", after);
+        }
+        None => open.push("idle keep-alive"),
+    }
+    assert!(
+        open.is_empty(),
+        "still open after {limit:?} with a 1 s timeout: {open:?}"
+    );
+    for (name, after) in &slowest {
+        figure(
+            &format!("closed with a 1 s timeout, slowest of its kind: {name}"),
+            format!("{after:.2?}"),
+        );
+    }
+    let slowest = slowest.into_values().max().unwrap_or_default();
+    assert!(slowest < Duration::from_secs(4), "{slowest:?}");
+}
+
+/// Finding 4: with 256 descriptors (`prlimit`; the storage holds about 70 of them), 250
+/// silent connections exhaust the demo server's descriptors; it keeps accepting, cuts them
+/// after `--header-read-timeout 1`, and a legitimate upload queued behind them succeeds. Its
+/// log does not fill with `accept failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_the_server_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(common::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--key", KEY, "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--header-read-timeout", "1"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn prlimit (util-linux) and the demo server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("address");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(child);
+
+    // The kernel completes a handshake into the listen backlog (128) whether the server
+    // accepts it or not: about 180 accepted ones take every free descriptor, the rest wait.
+    let mut held = Vec::new();
+    while held.len() < 250 {
+        match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => panic!("connect: {e}"),
+            Err(_) => break, // the backlog is full
+        }
+    }
+    let silent = held.len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let res = common::client_with_timeout(Duration::from_secs(15))
+        .put(format!("http://{addr}/ok/after-exhaustion.txt"))
+        .bearer_auth(KEY)
+        .body("still here")
+        .send()
+        .await;
+    let took = t0.elapsed();
+    let status = res.map(|r| r.status().as_u16());
+    assert!(
+        matches!(status, Ok(201)),
+        "a legitimate upload behind {silent} silent connections at 256 descriptors: {status:?} after {took:?}"
+    );
+    drop(held);
+    drop(child);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let accept_lines = log.lines().filter(|l| l.contains("accept failed")).count();
+    figure(
+        "256 descriptors, silent connections before a legitimate PUT",
+        format!(
+            "{silent}; the PUT answered 201 after {took:?}; {accept_lines} 'accept failed' log lines"
+        ),
+    );
+    assert!(
+        accept_lines <= 2 + took.as_secs() as usize,
+        "{accept_lines} accept-failure lines in {took:?}"
     );
 }
