@@ -14,22 +14,28 @@
 //! `--store URL` (instead of `--data`: `file:///dir` is the same as `--data /dir`;
 //! `s3://bucket[/prefix]` keeps everything in an S3 bucket, configured by the standard
 //! `AWS_*` environment variables, with feature `object-store`).
-//! Against hostile clients and faults (SECURITY.md): `--header-read-timeout SECS` (default 30),
+//! Against hostile clients and faults (SECURITY.md): `--header-read-timeout SECS` (default 30;
+//! a connection, HTTP/1 or HTTP/2, with no request in progress for that long is closed: one
+//! that sends nothing, or not a whole request head, or stays idle between requests),
 //! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
 //! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
 //! process: see `Durability`), `--inline-io BYTES` (`FsStorage::inline_io`, default 65536; 0 on
 //! NFS or FUSE). Prints `listening on http://ADDR` once it accepts connections.
 
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tower_uploads::storage::{Durability, Storage};
-use tower_uploads::{FsStorage, Uploads};
+use tower_uploads::{FsStorage, Uploads, UploadsService};
 
 const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
 [--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
@@ -233,30 +239,127 @@ async fn main() {
     let service = uploads.service();
 
     println!("listening on http://{addr}");
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of descriptors (EMFILE, ENFILE) or memory, or a connection reset before
+                // it was accepted: wait a little (connections that time out free descriptors)
+                // and go on accepting; log once a second at most.
+                accept_errors.failed(&e);
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let service = service.clone();
+        tokio::spawn(serve(stream, service, header_read_timeout));
+    }
+}
+
+/// How long the accept loop waits after a failed `accept` (out of descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a connection shut down for idleness may take to say goodbye (HTTP/2 `GOAWAY`)
+/// before it is dropped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection, HTTP/1 or HTTP/2, and closes it once it has had no request in
+/// progress for `idle` (SECURITY.md): from the moment it was accepted until a complete
+/// request head arrives, and again between requests.
+///
+/// hyper's own `header_read_timeout` covers HTTP/1 only, and only once the protocol is known:
+/// hyper-util's auto builder first waits, with no timeout, for the 24 bytes that tell HTTP/1
+/// from HTTP/2, and HTTP/2 has no such timeout at all, so a connection that sends nothing,
+/// or only the HTTP/2 preface and `SETTINGS`, or a `HEADERS` frame that never ends, would
+/// hold its descriptor forever. Here a request counts as in progress from the moment the
+/// service is called (its head is complete) until its response body is done or dropped.
+async fn serve(stream: tokio::net::TcpStream, service: UploadsService, idle: Duration) {
+    let (busy, mut watch) = tokio::sync::watch::channel(0usize);
+    let busy = Arc::new(busy);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let guard = Busy::start(&busy);
+        let call = service.clone().oneshot(req);
+        async move {
+            let res = call.await?;
+            // The guard lives as long as the response body: a long download is not idle.
+            Ok::<_, Infallible>(res.map(|body| {
+                body.map_frame(move |frame| {
+                    let _in_progress = &guard;
+                    frame
+                })
+            }))
+        }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // A peer that stops answering pings is gone, also while a request is in progress
+        // (which the idle timer below leaves alone).
+        .keep_alive_interval(idle)
+        .keep_alive_timeout(idle);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        let in_progress = *watch.borrow_and_update();
+        let timed_out = tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
             }
-        });
+            Ok(()) = watch.changed() => false,
+            () = tokio::time::sleep(idle), if in_progress == 0 => true,
+        };
+        if timed_out {
+            break;
+        }
+    }
+    tracing::debug!(?idle, "closing a connection with no request in progress");
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+}
+
+/// One request in progress on a connection (see [`serve`]).
+struct Busy(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Busy {
+    fn start(count: &Arc<tokio::sync::watch::Sender<usize>>) -> Busy {
+        count.send_modify(|n| *n += 1);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Logs failed `accept`s at most once a second, with how many there were.
+#[derive(Default)]
+struct AcceptErrors {
+    since: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, e: &std::io::Error) {
+        self.count += 1;
+        if self
+            .since
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(error = %e, failures = self.count, "accept failed; retrying");
+            self.since = Some(std::time::Instant::now());
+            self.count = 0;
+        }
     }
 }
 

@@ -55,7 +55,14 @@
 //!     .service();
 //! let server = tokio::spawn(async move {
 //!     loop {
-//!         let Ok((stream, _)) = listener.accept().await else { continue };
+//!         let stream = match listener.accept().await {
+//!             Ok((stream, _)) => stream,
+//!             Err(_) => {
+//!                 // Out of descriptors, say: wait for some to close, and go on accepting.
+//!                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+//!                 continue;
+//!             }
+//!         };
 //!         let service = TowerToHyperService::new(service.clone());
 //!         tokio::spawn(async move {
 //!             let _ = auto::Builder::new(TokioExecutor::new())
@@ -79,6 +86,14 @@
 //! server.abort();
 //! # });
 //! ```
+//!
+//! Facing the internet, a server must also close connections that never send a request
+//! (SECURITY.md): hyper's `header_read_timeout` covers HTTP/1 only, and only once the
+//! protocol is known, while hyper-util's auto builder waits with no timeout for the bytes that
+//! tell HTTP/1 from HTTP/2, and HTTP/2 has no such timeout. `serve` in `examples/server.rs`
+//! is the connection code to copy: it closes a connection, HTTP/1 or HTTP/2, that has had no
+//! request in progress for the timeout (from its start until a whole request head arrives,
+//! and between requests).
 //!
 //! # Quick start: warp
 //!

@@ -10,6 +10,13 @@
 //! - [`SignatureLayer`] / [`Signature`]: a tower middleware applying an [`AuthPolicy`] in front
 //!   of any service.
 //!
+//! A signature designates exactly one stored path: the signed path string, percent-decoded
+//! once. A request's path is checked as sent and, failing that, as decoded only when the
+//! decoded form has no `%XX` escape left, so that `a/cat%2520one.png` cannot borrow the
+//! signature of `a/cat%20one.png` (the file `a/cat one.png`). URLs from [`Signer`] and ittybit
+//! SDK URLs (plain `folder/filename` signed, sent percent-encoded) verify as before; see
+//! [`Verifier::verify`] for the rule and the reading of PROTOCOL.md §2 it settles.
+//!
 //! ```
 //! use http::Method;
 //! use tower_uploads::auth::{

@@ -127,6 +127,25 @@ impl Verifier {
     ///
     /// A signed URL whose signature holds but whose path is not a valid
     /// [`FilePath`] is 400 `path_invalid`.
+    ///
+    /// **Which path a signature designates.** The path signed is a string `S`; the path it
+    /// grants is `S` percent-decoded once, the way the request's own path is decoded into
+    /// the path served. So the signature is checked over the request's path as sent (then
+    /// `S` is that path and the two agree), and else over the path as decoded, but the
+    /// latter only when the decoded path has no percent-escape left in it (`%` and two hex
+    /// digits), so that decoding it again would not change it. PROTOCOL.md §2 says "as sent,
+    /// and if that fails, as decoded" without saying what a decoded form that still holds
+    /// escapes means; read naively, a signature for `a/cat%20one.png` (the file `a/cat one.png`)
+    /// would also hold for the request path `a/cat%2520one.png`, which serves the file
+    /// literally named `a/cat%20one.png`. Under this rule a signature designates exactly
+    /// one stored path:
+    ///
+    /// - URLs made by [`Signer`](super::Signer) (which signs the percent-encoded path, as it
+    ///   appears in the URL) verify as sent;
+    /// - ittybit's SDKs sign the plain `folder/filename` and send it percent-encoded: that
+    ///   verifies as decoded, for every path without a literal `%XX` in it;
+    /// - a plain-signed path that contains a literal `%XX` (a file named `100%25.txt`) is
+    ///   ambiguous and refused (403): sign the percent-encoded form (`100%2525.txt`) instead.
     pub fn verify(&self, req: &VerifyInput<'_>, now_unix: u64) -> Result<Verified, ApiError> {
         if let Some(header) = req.authorization {
             return self.verify_bearer(header);
@@ -198,12 +217,13 @@ impl Verifier {
         };
         let method_text = method.map(|m| m.as_str().as_bytes());
 
-        // The path as sent, then as decoded.
+        // The path as sent, then as decoded; either way the signed string, percent-decoded
+        // once, is the path served (see `verify`): one signature, one stored path.
         let raw_path = req.raw_path.strip_prefix('/').unwrap_or(req.raw_path);
         let mut valid = self.check(&signature, raw_path.as_bytes(), &expiry_text, method_text);
         if !valid {
             let decoded: Cow<'_, [u8]> = percent_decode_str(raw_path).into();
-            if *decoded != *raw_path.as_bytes() {
+            if *decoded != *raw_path.as_bytes() && !has_escape(&decoded) {
                 valid = self.check(&signature, &decoded, &expiry_text, method_text);
             }
         }
@@ -272,6 +292,15 @@ impl<'a> QueryParams<'a> {
         }
         params
     }
+}
+
+/// Whether `path` holds a percent-escape (`%` and two hex digits), that is, whether decoding
+/// it again would change it. A signature over such a decoded path designates the path it
+/// decodes to, not the one served for this request: `a/cat%2520one.png` decodes to
+/// `a/cat%20one.png` (a file literally so named), whose signed form designates `a/cat one.png`.
+fn has_escape(path: &[u8]) -> bool {
+    path.windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 /// A query value, percent-decoded (`+` is kept as `+`).
@@ -831,6 +860,28 @@ mod tests {
                 enc,
                 Some(format!("expiry={FUTURE}&method=put&signature={sig_plus}")),
                 Err(SignatureInvalid),
+            ),
+            // Finding 6: one signature, one stored path.
+            row(
+                "double-encoded path, signature of its decoded form",
+                put.clone(),
+                "a/cat%2520one.png",
+                Some(q("a/cat%20one.png", FUTURE, "put", K1)),
+                Err(SignatureInvalid),
+            ),
+            row(
+                "double-encoded path signed as sent",
+                put.clone(),
+                "a/cat%2520one.png",
+                Some(q("a/cat%2520one.png", FUTURE, "put", K1)),
+                Ok(SignedUrl),
+            ),
+            row(
+                "literal '%' without hex digits, signed decoded",
+                put.clone(),
+                "50%25off.png",
+                Some(q("50%off.png", FUTURE, "put", K1)),
+                Ok(SignedUrl),
             ),
             row(
                 "valid signature, invalid path",

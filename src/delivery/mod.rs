@@ -16,6 +16,16 @@
 //!
 //! `HEAD` answers exactly what `GET` would, ranges included, with no body (its
 //! `Content-Length` is that of the body a `GET` would get).
+//!
+//! Scripts and style sheets are delivered inert: a stored type that a browser would run as a
+//! script or apply as a style sheet (a JavaScript MIME type, `text/css`) is sent as
+//! `text/plain; charset=utf-8` ([`inert_content_type`]), unless the app opts in
+//! ([`DeliveryOptions::active_types`], `Uploads::active_types`). The sandboxing
+//! `Content-Security-Policy` every answer carries governs a file opened as a document
+//! (HTML, SVG, XML: markup is active only as a document, where the sandbox applies); it does
+//! not apply when another page of the app's origin includes the file with `<script src>` or
+//! `<link rel=stylesheet>`, where only the type (with `nosniff`) keeps it from running. The
+//! File object's `type` still says what the bytes are.
 
 use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +44,74 @@ use crate::storage::{ObjectMeta, Storage};
 /// The `Content-Security-Policy` of every delivered file: no script, no subresource, and a
 /// unique origin for whatever the browser renders.
 pub const DELIVERY_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
+/// The type a script or style sheet is delivered with ([`inert_content_type`]).
+pub const INERT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// How a file is delivered ([`deliver_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryOptions {
+    /// Deliver scripts and style sheets with their stored type, so that a page of the app's
+    /// origin can run them (`<script src>`, `<link rel=stylesheet>`, workers). Default
+    /// `false`: they are delivered as [`INERT_CONTENT_TYPE`] (see the [module docs](self)).
+    pub active_types: bool,
+}
+
+impl DeliveryOptions {
+    /// Sets [`active_types`](Self::active_types).
+    #[must_use]
+    pub fn active_types(mut self, on: bool) -> Self {
+        self.active_types = on;
+        self
+    }
+}
+
+/// The type to deliver instead of `content_type` when that one is active on the app's
+/// origin as a subresource: a JavaScript MIME type (WHATWG MIME Sniffing's list, e.g.
+/// `text/javascript`, `application/javascript`, `application/x-javascript`) or `text/css`,
+/// whatever its parameters and letter case. `None` for every other type.
+///
+/// ```
+/// use tower_uploads::delivery::inert_content_type;
+///
+/// assert_eq!(inert_content_type("text/javascript"), Some("text/plain; charset=utf-8"));
+/// assert_eq!(inert_content_type("Text/CSS; charset=utf-8"), Some("text/plain; charset=utf-8"));
+/// assert_eq!(inert_content_type("image/png"), None);
+/// ```
+pub fn inert_content_type(content_type: &str) -> Option<&'static str> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim_matches([' ', '\t']);
+    ACTIVE_TYPES
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(essence))
+        .then_some(INERT_CONTENT_TYPE)
+}
+
+/// The types a browser runs or applies as a subresource: `text/css` and the JavaScript MIME
+/// types of WHATWG MIME Sniffing.
+const ACTIVE_TYPES: &[&str] = &[
+    "text/css",
+    "application/ecmascript",
+    "application/javascript",
+    "application/x-ecmascript",
+    "application/x-javascript",
+    "text/ecmascript",
+    "text/javascript",
+    "text/javascript1.0",
+    "text/javascript1.1",
+    "text/javascript1.2",
+    "text/javascript1.3",
+    "text/javascript1.4",
+    "text/javascript1.5",
+    "text/jscript",
+    "text/livescript",
+    "text/x-ecmascript",
+    "text/x-javascript",
+];
+
 /// How often [`deliver`] starts over when the file is replaced while it is being opened.
 const ATTEMPTS: usize = 3;
 
@@ -281,6 +359,8 @@ fn if_range_holds(headers: &HeaderMap, meta: &ObjectMeta) -> bool {
 /// for a missing file (`404 file_not_found`, also when it disappears while being opened),
 /// a failed `If-Match`/`If-Unmodified-Since` (`412`), another method (`405`) and storage
 /// failures.
+///
+/// Scripts and style sheets are delivered inert; [`deliver_with`] can opt out.
 pub async fn deliver(
     storage: &dyn Storage,
     path: &FilePath,
@@ -288,6 +368,28 @@ pub async fn deliver(
     headers: &HeaderMap,
     style: ResponseStyle,
     facts: &RequestFacts,
+) -> Result<Response<ResponseBody>, ApiError> {
+    deliver_with(
+        storage,
+        path,
+        method,
+        headers,
+        style,
+        facts,
+        DeliveryOptions::default(),
+    )
+    .await
+}
+
+/// [`deliver`] with [`DeliveryOptions`].
+pub async fn deliver_with(
+    storage: &dyn Storage,
+    path: &FilePath,
+    method: &Method,
+    headers: &HeaderMap,
+    style: ResponseStyle,
+    facts: &RequestFacts,
+    options: DeliveryOptions,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if *method != Method::GET && *method != Method::HEAD {
         return Err(ApiError::new(
@@ -310,7 +412,7 @@ pub async fn deliver(
             Decision::Unsatisfiable => return Ok(unsatisfiable(&meta, style, facts)),
         };
         if *method == Method::HEAD || (range.is_none() && meta.size == 0) {
-            return Ok(content(&meta, range, ResponseBody::empty()));
+            return Ok(content(&meta, range, ResponseBody::empty(), options));
         }
         let read = match storage.read(path, range.clone()).await {
             Ok(read) => read,
@@ -332,7 +434,7 @@ pub async fn deliver(
         };
         if now.etag == meta.etag && now.size == meta.size {
             let body = ResponseBody::new(StreamBody::new(stream.map_ok(Frame::data)));
-            return Ok(content(&now, range, body));
+            return Ok(content(&now, range, body, options));
         }
         // Replaced between head and read: decide again for the version that was opened.
         meta = now;
@@ -371,13 +473,20 @@ fn content(
     meta: &ObjectMeta,
     range: Option<Range<u64>>,
     body: ResponseBody,
+    options: DeliveryOptions,
 ) -> Response<ResponseBody> {
     let mut res = Response::new(body);
     let h = res.headers_mut();
-    let content_type = HeaderValue::from_str(&meta.content_type)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    let inert = (!options.active_types)
+        .then(|| inert_content_type(&meta.content_type))
+        .flatten();
+    let content_type = match inert {
+        Some(inert) => HeaderValue::from_static(inert),
+        None => HeaderValue::from_str(&meta.content_type)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream")),
+    };
     h.insert(header::CONTENT_TYPE, content_type);
     let length = match &range {
         Some(r) => {
@@ -617,6 +726,32 @@ mod tests {
                 want,
                 "row {i}: {method} {list:?}"
             );
+        }
+    }
+
+    #[test]
+    fn active_types_are_made_inert() {
+        for t in [
+            "text/javascript",
+            "application/javascript; charset=utf-8",
+            "Application/X-JavaScript",
+            " text/css ;charset=utf-8",
+            "text/javascript1.5",
+            "text/ecmascript",
+        ] {
+            assert_eq!(inert_content_type(t), Some(INERT_CONTENT_TYPE), "{t}");
+        }
+        for t in [
+            "",
+            "text/plain",
+            "text/html",
+            "image/svg+xml",
+            "application/json",
+            "text/cssx",
+            "text/javascript2",
+            "application/octet-stream",
+        ] {
+            assert_eq!(inert_content_type(t), None, "{t}");
         }
     }
 

@@ -45,6 +45,8 @@ pub(crate) struct Config {
     /// Private delivery: a write credential must learn nothing of a published file
     /// (PROTOCOL.md §4).
     pub private: bool,
+    /// How files are delivered (scripts and style sheets inert unless the app opts in).
+    pub delivery: crate::delivery::DeliveryOptions,
 }
 
 impl Config {

@@ -190,13 +190,14 @@ where
                     res
                 }
                 Route::Deliver(path) => {
-                    match crate::delivery::deliver(
+                    match crate::delivery::deliver_with(
                         &*cfg.storage,
                         &path,
                         req.method(),
                         req.headers(),
                         style,
                         &facts,
+                        cfg.delivery,
                     )
                     .await
                     {
@@ -205,13 +206,14 @@ where
                             // `<media id>/original` of a media published under its alias.
                             let aliased = match crate::session::resolve_media(&cfg, &path).await {
                                 Some(target) => Some(
-                                    crate::delivery::deliver(
+                                    crate::delivery::deliver_with(
                                         &*cfg.storage,
                                         &target,
                                         req.method(),
                                         req.headers(),
                                         style,
                                         &facts,
+                                        cfg.delivery,
                                     )
                                     .await,
                                 ),

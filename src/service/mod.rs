@@ -64,6 +64,7 @@ pub struct Uploads {
     conditions: Option<Arc<Conditions>>,
     body_idle_timeout: Option<Duration>,
     max_incomplete_uploads: Option<usize>,
+    active_types: bool,
 }
 
 impl std::fmt::Debug for Uploads {
@@ -105,6 +106,7 @@ impl Uploads {
             conditions: None,
             body_idle_timeout: Some(config::DEFAULT_BODY_IDLE_TIMEOUT),
             max_incomplete_uploads: None,
+            active_types: false,
         }
     }
 
@@ -237,6 +239,20 @@ impl Uploads {
         self
     }
 
+    /// Deliver uploaded scripts and style sheets with their own type (`text/javascript`,
+    /// `text/css`, …), so that pages of the app's origin can include them with
+    /// `<script src>` or `<link rel=stylesheet>`. Default `false`: they are delivered as
+    /// `text/plain; charset=utf-8`, which browsers (with the `nosniff` every delivery
+    /// carries) neither run nor apply, since an uploaded script included by a page of the
+    /// app's origin would get around a `script-src 'self'` policy (PROTOCOL.md §8,
+    /// SECURITY.md). The File object's `type` says what the bytes are either way. Opt in
+    /// only when every uploader is trusted with script on the app's origin, or when files
+    /// are delivered from another origin.
+    pub fn active_types(mut self, on: bool) -> Uploads {
+        self.active_types = on;
+        self
+    }
+
     /// The storage.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
@@ -282,6 +298,7 @@ impl Uploads {
             body_idle_timeout: self.body_idle_timeout,
             max_incomplete_uploads: self.max_incomplete_uploads,
             private: self.private,
+            delivery: crate::delivery::DeliveryOptions::default().active_types(self.active_types),
         };
         (Arc::new(cfg), policy)
     }

@@ -5,6 +5,7 @@ use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body::Body;
 
 use super::body::{Head, HeadCheck, Taps, pump};
+use super::digest::{self, Sha256Check};
 use super::{
     AbortOnDrop, check_conditions, conditions_of, content_length, file_json_response,
     file_response, head_check, new_record, precheck, probe_staged, put_mode, too_large,
@@ -12,7 +13,7 @@ use super::{
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Facts;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::MediaFacts;
 use crate::path::FilePath;
@@ -54,6 +55,12 @@ where
     {
         return Err(too_large(limit, "body"));
     }
+    // `Content-Digest: sha-256=…` (PROTOCOL.md §3): checked before anything is published.
+    // Parsed first, so that a malformed one is refused before the body is read.
+    let mut digest = match req.headers().get("content-digest") {
+        Some(v) => digest::parse_sha256(v.as_bytes())?.map(Sha256Check::new),
+        None => None,
+    };
     let conditions = conditions_of(cfg, req.extensions());
     check_conditions(&conditions, &Facts::declared(declared))?;
     let mode = precheck(&*cfg.storage, path, put_mode(req.headers())?).await?;
@@ -70,7 +77,7 @@ where
         limit,
         Taps {
             sniff: Some(&mut head),
-            digest: None,
+            digest: digest.as_mut(),
             on_head: (!conditions.is_empty()).then_some(&mut on_head as &mut HeadCheck<'_>),
         },
     )
@@ -83,6 +90,16 @@ where
             return Err(e.into_api(limit, "request body"));
         }
     };
+    if let Some(check) = digest
+        && !check.finish()
+    {
+        drop(writer);
+        guard.abort().await;
+        return Err(ApiError::new(
+            ErrorKind::DigestMismatch,
+            "the body's Content-Digest does not match its bytes; nothing was kept",
+        ));
+    }
     let committed = writer.commit().await;
     if let Err(e) = committed {
         guard.abort().await;
