@@ -169,9 +169,10 @@ struct Live {
     record: SessionRecord,
 }
 
-/// Verifies the `?key=` and finds its session: 401 without a key, 403 for a tampered one,
-/// 410 when expired, swept or already used.
-async fn open_session(cfg: &Config, uri: &Uri) -> Result<Live, ApiError> {
+/// Verifies the `?key=` and finds its session: 401 without a key, 403 for a tampered one or
+/// one made for the other endpoint (`resumable` says which this is), 410 when expired, swept
+/// or already used.
+async fn open_session(cfg: &Config, uri: &Uri, resumable: bool) -> Result<Live, ApiError> {
     let Some(raw) = query_key(uri) else {
         return Err(ApiError::new(
             ErrorKind::TokenMissing,
@@ -180,6 +181,16 @@ async fn open_session(cfg: &Config, uri: &Uri) -> Result<Live, ApiError> {
     };
     let key = SessionKey::decode(&raw, &cfg.keys)
         .map_err(|_| ApiError::new(ErrorKind::KeyInvalid, "the upload key is not valid"))?;
+    if key.resumable != resumable {
+        return Err(ApiError::new(
+            ErrorKind::KeyInvalid,
+            if key.resumable {
+                "this upload key is for /store/resumable (parts), not /store/single"
+            } else {
+                "this upload key is for /store/single (one form), not /store/resumable"
+            },
+        ));
+    }
     if now_secs() > key.expiry {
         return Err(gone("this upload key has expired"));
     }
@@ -187,6 +198,12 @@ async fn open_session(cfg: &Config, uri: &Uri) -> Result<Live, ApiError> {
         return Err(gone("this upload session no longer exists"));
     };
     let record: SessionRecord = serde_json::from_slice(&bytes).map_err(internal_json)?;
+    if record.resumable != resumable {
+        return Err(ApiError::new(
+            ErrorKind::KeyInvalid,
+            "this upload key is not for this endpoint",
+        ));
+    }
     if cfg.storage.get_record(&done_key(&key.id)?).await?.is_some() {
         return Err(gone(
             "this upload key was already used: it is valid for one upload",
@@ -270,7 +287,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError> + Send,
 {
-    let live = open_session(cfg, req.uri()).await?;
+    let live = open_session(cfg, req.uri(), false).await?;
     if let Some(len) = content_length(req.headers())?
         && len > cfg.max_request_size
     {
@@ -525,7 +542,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let live = open_session(cfg, req.uri()).await?;
+    let live = open_session(cfg, req.uri(), true).await?;
     let Some(index) = req.headers().get("x-upload-index") else {
         return Err(ApiError::new(
             ErrorKind::PartInvalid,
@@ -663,7 +680,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let live = open_session(cfg, req.uri()).await?;
+    let live = open_session(cfg, req.uri(), true).await?;
     let conditions = conditions_for(cfg, req.extensions(), &live.record);
     let (parts, body) = req.into_parts();
     let listed = parse_complete(&crate::api::read_small(body, MAX_COMPLETE_BODY).await?)?;

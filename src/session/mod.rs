@@ -13,7 +13,10 @@
 //!
 //! - **Keys** ([`SessionKey`]) are HMACs over the session id, expiry and kind, verified with
 //!   any key of the app's key set; a tampered key is 403 `key_invalid`, an expired one 410
-//!   `upload_gone`. The session itself (conditions, alias, metadata) is a record in the
+//!   `upload_gone`. A key works only on the endpoint of its kind: a simple session's key on
+//!   `/store/resumable`, or a resumable one's on `/store/single`, is 403 `key_invalid` (the
+//!   key is not valid *for this request*; PROTOCOL.md names no code for it), checked before
+//!   its expiry. The session itself (conditions, alias, metadata) is a record in the
 //!   [`Storage`] (`sessions/<id>`), so any process sharing the
 //!   storage serves it.
 //! - **Single use**: the upload that completes first creates the record
