@@ -5,9 +5,13 @@
 
 mod common;
 
+use common::process::DemoServer;
 use common::*;
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 /// A session's upload URL, made with the bearer key.
 async fn session(base: &str, body: Value) -> String {
@@ -44,6 +48,14 @@ fn form_with(before: &[u8], file: &[u8], after: &[u8]) -> Vec<u8> {
     b
 }
 
+fn text_part(name: &str, value: &[u8]) -> Vec<u8> {
+    let mut b =
+        format!("--bb\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").into_bytes();
+    b.extend_from_slice(value);
+    b.extend_from_slice(b"\r\n");
+    b
+}
+
 async fn post_form(url: &str, body: Vec<u8>, digest: Option<String>) -> (u16, Value) {
     let mut req = client()
         .post(url)
@@ -69,6 +81,191 @@ async fn put_part(url: &str, index: u32, body: Vec<u8>, digest: Option<String>) 
 async fn assemble(url: &str) -> (u16, Value) {
     let (status, _, v) = json(client().post(url).send().await.expect("POST assemble")).await;
     (status, v)
+}
+
+/// Sends `POST <url>` whose form's first part header never ends (`X-Pad: aaaa…`, `pad`
+/// bytes, no blank line), from a task that writes as fast as the server reads. Returns the
+/// response's status and error kind, and how many body bytes had been written when it
+/// arrived (the writer is stopped then).
+async fn never_ending_header(
+    addr: std::net::SocketAddr,
+    url: &str,
+    pad: u64,
+) -> (u16, String, u64) {
+    let target = url.split_once("://").unwrap().1;
+    let target = &target[target.find('/').unwrap()..];
+    let opening =
+        b"--bb\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\nX-Pad: ";
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=bb\r\n\
+         Content-Length: {}\r\n\r\n",
+        opening.len() as u64 + pad
+    );
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let written = Arc::new(AtomicU64::new(0));
+    let w = written.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        wr.write_all(opening).await?;
+        w.fetch_add(opening.len() as u64, Ordering::SeqCst);
+        let block = vec![b'a'; 64 * 1024];
+        let mut left = pad;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            wr.write_all(&block[..n]).await?;
+            w.fetch_add(n as u64, Ordering::SeqCst);
+            left -= n as u64;
+        }
+        std::io::Result::Ok(wr)
+    });
+    let res = read_response(&mut rd, Duration::from_secs(60)).await;
+    let at = written.load(Ordering::SeqCst);
+    writer.abort();
+    (res.status, err_kind(&res.json()).to_owned(), at)
+}
+
+/// Finding 3: a part header that never ends is refused once it passes 16 KiB, before the
+/// rest of the body is read, instead of being buffered up to the request limit (64 MiB).
+#[tokio::test]
+async fn a_never_ending_part_header_is_refused_early() {
+    let server = start().await;
+    let url = session(&server.base, json!({})).await;
+    let pad = 60 << 20;
+    let (status, kind, written) = never_ending_header(server.addr, &url, pad).await;
+    assert_eq!((status, kind.as_str()), (400, "multipart_invalid"));
+    // Loopback socket buffers take a few MiB; the server itself reads ~16 KiB past the
+    // header's start before refusing.
+    assert!(
+        written < 16 << 20,
+        "the answer came only after {written} of {pad} bytes were sent"
+    );
+    assert!(server.wait_bookkeeping_empty(Duration::from_secs(5)).await);
+    // The key is unspent.
+    let (s, v) = post_form(&url, form_with(b"", b"hello", b""), None).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Finding 3, as reported: twelve concurrent never-ending headers against the demo server
+/// (one key). Its peak RSS must stay within 24 MiB of what it was before (it reached
+/// 469–570 MiB when the headers were buffered).
+#[tokio::test]
+async fn concurrent_never_ending_headers_cost_bounded_memory() {
+    let (_sandbox, data) = sandbox();
+    let server = DemoServer::start(&data, &[]);
+    let url = session(&server.base, json!({})).await;
+    let before = server.peak_rss_kib();
+    let started = Instant::now();
+    let runs = (0..12).map(|_| never_ending_header(server.addr, &url, 60 << 20));
+    let results = futures_util::future::join_all(runs).await;
+    let peak = server.peak_rss_kib();
+    eprintln!(
+        "12 × 60 MiB never-ending part headers: peak RSS {before} KiB → {peak} KiB \
+         (+{} KiB) in {:?}; bytes written per request when answered: {:?}",
+        peak - before,
+        started.elapsed(),
+        results.iter().map(|r| r.2).collect::<Vec<_>>()
+    );
+    for (status, kind, _) in &results {
+        assert_eq!((*status, kind.as_str()), (400, "multipart_invalid"));
+    }
+    assert!(
+        peak - before < 24 * 1024,
+        "peak RSS grew by {} KiB",
+        peak - before
+    );
+}
+
+/// Finding 3: the preamble, the count of parts and of headers, and the parts other than
+/// the file are bounded; a refused form keeps nothing and leaves the key unspent.
+#[tokio::test]
+async fn form_structure_limits() {
+    let server = start().await;
+    let url = session(&server.base, json!({})).await;
+    let before = server.entries();
+    let big_text = text_part("note", &vec![b'x'; 100 * 1024]);
+    let many_headers = {
+        let mut b =
+            b"--bb\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n".to_vec();
+        for i in 0..40 {
+            b.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        b.extend_from_slice(b"\r\nabc\r\n--bb--\r\n");
+        b
+    };
+    let many_parts: Vec<u8> = (0..70)
+        .flat_map(|i| text_part(&format!("p{i}"), b"1"))
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a 100 KiB text part before the file",
+            form_with(&big_text, b"abc", b""),
+            413,
+            "file_too_large",
+        ),
+        (
+            "a 100 KiB text part after the file",
+            form_with(b"", b"abc", &big_text),
+            413,
+            "file_too_large",
+        ),
+        (
+            "a 20 KiB preamble",
+            form_with(&vec![b'p'; 20 * 1024], b"abc", b""),
+            400,
+            "multipart_invalid",
+        ),
+        (
+            "40 headers in a part",
+            many_headers,
+            400,
+            "multipart_invalid",
+        ),
+        (
+            "70 parts",
+            form_with(&many_parts, b"abc", b""),
+            400,
+            "multipart_invalid",
+        ),
+        (
+            "a 20 KiB header line",
+            form_with(
+                format!(
+                    "--bb\r\nContent-Disposition: form-data; name=\"n\"\r\nX-Pad: {}\r\n\r\n1\r\n",
+                    "a".repeat(20 * 1024)
+                )
+                .as_bytes(),
+                b"abc",
+                b"",
+            ),
+            400,
+            "multipart_invalid",
+        ),
+    ];
+    for (what, body, status, kind) in cases {
+        let (s, v) = post_form(&url, body, None).await;
+        assert_eq!((s, err_kind(&v)), (status, kind), "{what}: {v}");
+        assert!(server.wait_bookkeeping_empty(Duration::from_secs(5)).await);
+        assert_eq!(server.entries(), before, "{what}");
+    }
+    // Within the limits (small text parts, a 1 KiB preamble, a 4 KiB header line): stored.
+    let ok = form_with(
+        &[
+            vec![b'p'; 1024],
+            text_part("note", &vec![b'x'; 60 * 1024]),
+            format!(
+                "--bb\r\nContent-Disposition: form-data; name=\"n\"\r\nX-Pad: {}\r\n\r\n1\r\n",
+                "a".repeat(4 * 1024)
+            )
+            .into_bytes(),
+        ]
+        .concat(),
+        &pattern(300_000, 3),
+        &text_part("after", b"tail"),
+    );
+    let (s, v) = post_form(&url, ok, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["filesize"], 300_000);
 }
 
 /// Finding 7: a key works only on the endpoint it was made for: 403 `key_invalid`

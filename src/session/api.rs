@@ -16,7 +16,9 @@ use super::model::{
     CreateSession, MAX_COMPLETE_BODY, MAX_CREATE_BODY, MediaObject, MediaRecord, PartRecord,
     PartRef, SessionRecord, parse_complete, parse_index,
 };
-use super::multipart::{FormLimits, form_type, from_boxed, next_file_part, open_form};
+use super::multipart::{
+    FormLimits, form_type, from_boxed, next_file_part, open_form_tapped, skip_rest,
+};
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::{Facts, UploadConditions};
 use crate::error::{ApiError, ErrorKind};
@@ -306,7 +308,7 @@ where
         body: cfg.max_request_size,
         file: file_limit,
     };
-    let mut form = open_form(form, Box::pin(stream), limits).await?;
+    let (mut form, _) = open_form_tapped(form, Box::pin(stream), limits, false).await?;
     let Some(field) = next_file_part(&mut form).await? else {
         return Err(ApiError::new(
             ErrorKind::MultipartInvalid,
@@ -343,18 +345,7 @@ where
         }
     };
     // Read the rest of the form (other parts are ignored) so the connection stays usable.
-    while let Some(mut other) = form
-        .next_field()
-        .await
-        .map_err(|e| super::multipart::from_multer(&e))?
-    {
-        while other
-            .chunk()
-            .await
-            .map_err(|e| super::multipart::from_multer(&e))?
-            .is_some()
-        {}
-    }
+    skip_rest(&mut form).await?;
     if let Err(e) = writer.commit().await {
         guard.abort().await;
         return Err(e.into());

@@ -25,9 +25,13 @@
 //!   (422) does not spend the key.
 //! - **Multipart** bodies stream through [`multer`] into the storage (bounded memory); the
 //!   part named `file` (else the first part with a filename) is stored, other parts are read
-//!   and ignored (each within the file-size limit, all within the request limit). A `Content-Type: multipart/form-data` without a
-//!   boundary (what ittybit's XHR snippet makes browsers send) is read from the body's first
-//!   line.
+//!   and ignored, each within [`MAX_OTHER_PART`](multipart::MAX_OTHER_PART) (64 KiB; 413
+//!   `file_too_large`), all within the request limit. A form's structure is bounded before
+//!   `multer` buffers it ([`FormScanner`](multipart::FormScanner)): a part's header block
+//!   over 16 KiB, a preamble over 16 KiB, more than 64 parts or more than 32 headers in a
+//!   part is 400 `multipart_invalid` (PROTOCOL.md names no code for it). A
+//!   `Content-Type: multipart/form-data` without a boundary (what ittybit's XHR snippet makes
+//!   browsers send) is read from the body's first line.
 //! - **Parts** are kept as private uploads of the storage, one record each
 //!   (`sessions/<id>/parts/<i>`: upload, size, SHA-256 etag); a retried part replaces the
 //!   previous one. Assembly copies each listed part once into a new upload, in ascending
