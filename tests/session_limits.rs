@@ -83,6 +83,19 @@ async fn assemble(url: &str) -> (u16, Value) {
     (status, v)
 }
 
+/// The count of files staged (uploads in progress, session parts).
+fn staged(data: &std::path::Path) -> usize {
+    list_files(&data.join(RESERVED).join("staging")).len()
+}
+
+/// The count of session part holds and part records kept in an FsStorage data directory.
+fn session_records(data: &std::path::Path, what: &str) -> usize {
+    list_files(&data.join(RESERVED).join("records"))
+        .iter()
+        .filter(|f| f.split('/').any(|s| s == what))
+        .count()
+}
+
 /// Sends `POST <url>` whose form's first part header never ends (`X-Pad: aaaa…`, `pad`
 /// bytes, no blank line), from a task that writes as fast as the server reads. Returns the
 /// response's status and error kind, and how many body bytes had been written when it
@@ -295,4 +308,126 @@ async fn keys_are_bound_to_their_endpoint() {
     );
     assert_eq!(put_part(&resumable, 0, pattern(10, 1), None).await.0, 200);
     assert_eq!(assemble(&resumable).await.0, 200);
+}
+
+/// Finding 7: a session's parts together are held to the file-size limit as they arrive
+/// (a retried part replaces its predecessor in the count; a part without Content-Length is
+/// held to the room left), and refused parts keep nothing.
+#[tokio::test]
+async fn parts_are_held_to_the_file_size_limit() {
+    let server = start_with(|u| u.max_file_size(1_000_000)).await;
+    let url = session(&server.base, json!({"resumable": true})).await;
+    assert_eq!(put_part(&url, 0, pattern(600_000, 0), None).await.0, 200);
+    let (s, v) = put_part(&url, 1, pattern(600_000, 1), None).await;
+    assert_eq!((s, err_kind(&v)), (413, "file_too_large"), "{v}");
+    // A retry of part 0 replaces it: not counted twice.
+    let (s, v) = put_part(&url, 0, pattern(600_000, 2), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(put_part(&url, 1, pattern(400_000, 1), None).await.0, 200);
+    let (s, v) = put_part(&url, 2, vec![7], None).await;
+    assert_eq!((s, err_kind(&v)), (413, "file_too_large"), "{v}");
+    // Chunked (no Content-Length): no room left.
+    let chunked =
+        reqwest::Body::wrap_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes(b"x"),
+        )]));
+    let res = client()
+        .put(&url)
+        .header("x-upload-index", "2")
+        .body(chunked)
+        .send()
+        .await
+        .unwrap();
+    let (s, _, v) = json(res).await;
+    assert_eq!((s, err_kind(&v)), (413, "file_too_large"), "{v}");
+    assert_eq!(staged(&server.data), 2, "only parts 0 and 1 are kept");
+    assert_eq!(session_records(&server.data, "held"), 2);
+    let (s, v) = assemble(&url).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["filesize"], 1_000_000);
+    assert_eq!(session_records(&server.data, "held"), 0);
+    assert_eq!(session_records(&server.data, "parts"), 0);
+}
+
+/// Finding 7, racing: sixteen parts of 300,000 bytes at once into a session limited to
+/// 1,000,000 bytes: at most three are kept, whatever the interleaving.
+#[tokio::test]
+async fn racing_parts_never_pass_the_limit_together() {
+    let server = start_with(|u| u.max_file_size(1_000_000)).await;
+    let url = session(&server.base, json!({"resumable": true})).await;
+    let runs = (0..16u32).map(|i| put_part(&url, i, pattern(300_000, u64::from(i)), None));
+    let results = futures_util::future::join_all(runs).await;
+    let kept = results.iter().filter(|r| r.0 == 200).count();
+    for (s, v) in &results {
+        assert!(
+            *s == 200 || (*s, err_kind(v)) == (413, "file_too_large"),
+            "{s} {v}"
+        );
+    }
+    assert!(
+        (1..=3).contains(&kept),
+        "{kept} parts of 300,000 bytes kept"
+    );
+    // Refused parts leave neither bytes nor holds behind.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (staged(&server.data) != kept || session_records(&server.data, "held") != kept)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(staged(&server.data), kept);
+    assert_eq!(session_records(&server.data, "held"), kept);
+}
+
+/// Finding 7: a session with parts is an upload in progress for `max_incomplete_uploads`,
+/// beside resumable uploads; its own later parts go on.
+#[tokio::test]
+async fn parts_count_as_uploads_in_progress() {
+    let server = start_with(|u| u.max_incomplete_uploads(1)).await;
+    let a = session(&server.base, json!({"resumable": true})).await;
+    let b = session(&server.base, json!({"resumable": true})).await;
+    assert_eq!(put_part(&a, 0, pattern(1000, 0), None).await.0, 200);
+    let (s, v) = put_part(&b, 0, pattern(1000, 1), None).await;
+    assert_eq!((s, err_kind(&v)), (429, "too_many_uploads"), "{v}");
+    assert_eq!(session_records(&server.data, "held"), 1);
+    assert_eq!(put_part(&a, 1, pattern(1000, 2), None).await.0, 200);
+    assert_eq!(assemble(&a).await.0, 200);
+    // A finished session frees its place.
+    assert_eq!(put_part(&b, 0, pattern(1000, 1), None).await.0, 200);
+    assert_eq!(assemble(&b).await.0, 200);
+
+    // A resumable Content-Range upload in progress takes the place too.
+    let c = session(&server.base, json!({"resumable": true})).await;
+    let res = client()
+        .put(server.url("big.bin"))
+        .header("authorization", server.bearer())
+        .header("content-range", "bytes 0-999/5000")
+        .body(pattern(1000, 9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let (s, v) = put_part(&c, 0, pattern(1000, 1), None).await;
+    assert_eq!((s, err_kind(&v)), (429, "too_many_uploads"), "{v}");
+}
+
+/// Finding 7: an assembly refused as too large frees its parts at once (here a second
+/// process with a lower file-size limit assembles what the first accepted).
+#[tokio::test]
+async fn a_refused_assembly_frees_its_parts() {
+    let (_sandbox, data) = sandbox();
+    let big = DemoServer::start(&data, &["--max-file-size", "2000000"]);
+    let small = DemoServer::start(&data, &["--max-file-size", "1000000"]);
+    let url = session(&big.base, json!({"resumable": true})).await;
+    for i in 0..2 {
+        let (s, v) = put_part(&url, i, pattern(700_000, u64::from(i)), None).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let staging = || staged(&data);
+    assert_eq!(staging(), 2);
+    let (s, v) = assemble(&url.replace(&big.base, &small.base)).await;
+    assert_eq!((s, err_kind(&v)), (413, "file_too_large"), "{v}");
+    assert_eq!(staging(), 0, "the refused parts are freed");
+    assert_eq!(session_records(&data, "parts"), 0);
+    assert_eq!(session_records(&data, "held"), 0);
 }

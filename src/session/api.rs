@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::budget;
 use super::key::SessionKey;
 use super::model::{
     CreateSession, MAX_COMPLETE_BODY, MAX_CREATE_BODY, MediaObject, MediaRecord, PartRecord,
@@ -534,6 +535,7 @@ where
     B::Error: Into<BoxError>,
 {
     let live = open_session(cfg, req.uri(), true).await?;
+    let id = live.key.id.as_str();
     let Some(index) = req.headers().get("x-upload-index") else {
         return Err(ApiError::new(
             ErrorKind::PartInvalid,
@@ -542,13 +544,28 @@ where
     };
     let index = parse_index(index.as_bytes())?;
     let limit = cfg.max_request_size.min(cfg.max_file_size);
-    if let Some(len) = content_length(req.headers())?
+    let declared = content_length(req.headers())?;
+    if let Some(len) = declared
         && len > limit
     {
         return Err(too_large(limit, "part"));
     }
-    let part_path = FilePath::new(format!("{}/part-{index}", live.key.id))
-        .map_err(|e| ApiError::internal(&e))?;
+    let k = part_key(id, index)?;
+    let previous = cfg
+        .storage
+        .get_record(&k)
+        .await?
+        .and_then(|b| serde_json::from_slice::<PartRecord>(&b).ok());
+    let replaces = previous.as_ref().and_then(|p| p.hold.as_deref());
+    // The part's hold on the session's budget, taken before any byte is read: its declared
+    // length, else all the room left.
+    let wanted = match declared {
+        Some(len) => len,
+        None => budget::room(cfg, id, replaces).await?.min(limit),
+    };
+    let hold = budget::reserve(cfg, id, wanted, replaces).await?;
+    let part_path =
+        FilePath::new(format!("{id}/part-{index}")).map_err(|e| ApiError::internal(&e))?;
     let upload = cfg
         .storage
         .open_upload(&part_path, UploadSpec::Single)
@@ -559,7 +576,7 @@ where
     let pumped = pump(
         req.into_body(),
         &mut *writer,
-        limit,
+        hold.bytes,
         Taps {
             digest: Some(&mut sha),
             ..Taps::default()
@@ -571,7 +588,13 @@ where
         Err(e) => {
             drop(writer);
             guard.abort().await;
-            return Err(e.into_api(limit, "part"));
+            let room = hold.bytes;
+            hold.release().await;
+            return Err(match e {
+                // Past the room left in the session rather than the request limit.
+                PumpError::TooLarge if room < limit => session_full(cfg, room),
+                e => e.into_api(limit, "part"),
+            });
         }
     };
     // A part outlives this request (any process may assemble it): it needs a lasting name.
@@ -581,15 +604,22 @@ where
     };
     if let Err(e) = committed {
         guard.abort().await;
+        hold.release().await;
         return Err(e.into());
     }
+    let hold = match budget::shrink(cfg, id, hold, size).await {
+        Ok(hold) => hold,
+        Err(e) => {
+            guard.abort().await;
+            return Err(e);
+        }
+    };
     let etag = hex::encode(sha.into_digest());
-    let k = part_key(&live.key.id, index)?;
-    let previous = cfg.storage.get_record(&k).await?;
     let rec = PartRecord {
         upload: upload.id.0.clone(),
         size,
         etag: etag.clone(),
+        hold: Some(hold.name.clone()),
     };
     let bytes = serde_json::to_vec(&rec).map_err(internal_json)?;
     if let Err(e) = cfg
@@ -598,18 +628,36 @@ where
         .await
     {
         guard.abort().await;
+        hold.release().await;
         return Err(e.into());
     }
     guard.disarm();
-    // The last upload of an index wins; the bytes it replaces are freed.
-    if let Some(prev) = previous.and_then(|b| serde_json::from_slice::<PartRecord>(&b).ok())
+    hold.keep();
+    // The last upload of an index wins; the bytes it replaces, and their hold, are freed.
+    if let Some(prev) = previous
         && prev.upload != rec.upload
-        && let Err(e) = cfg.storage.abort(&UploadId(prev.upload)).await
     {
-        tracing::warn!(error = %e, "could not free a replaced part");
+        if let Err(e) = cfg.storage.abort(&UploadId(prev.upload)).await {
+            tracing::warn!(error = %e, "could not free a replaced part");
+        }
+        if let Some(h) = &prev.hold {
+            budget::release_named(&*cfg.storage, id, h).await;
+        }
     }
-    tracing::debug!(session = %live.key.id, index, bytes = size, "session part stored");
+    tracing::debug!(session = %id, index, bytes = size, "session part stored");
     Ok(PartAnswer { index, etag })
+}
+
+/// 413 for a part that does not fit in the room its session has left.
+fn session_full(cfg: &Config, room: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::FileTooLarge,
+        format!(
+            "the session's parts would be larger than the file-size limit of {} bytes \
+             (this part had {room} bytes of room left)",
+            cfg.max_file_size
+        ),
+    )
 }
 
 /// Every part record of a session, by index.
@@ -633,7 +681,7 @@ async fn uploaded_parts(cfg: &Config, id: &str) -> Result<BTreeMap<u32, PartReco
     Ok(out)
 }
 
-/// Frees every part of a session (after assembly or rejection).
+/// Frees every part of a session (after assembly or rejection), and their holds.
 async fn discard_parts(cfg: &Config, id: &str, parts: &BTreeMap<u32, PartRecord>) {
     for (index, rec) in parts {
         if let Err(e) = cfg.storage.abort(&UploadId(rec.upload.clone())).await {
@@ -641,6 +689,9 @@ async fn discard_parts(cfg: &Config, id: &str, parts: &BTreeMap<u32, PartRecord>
         }
         if let Ok(k) = part_key(id, *index) {
             let _ = cfg.storage.delete_record(&k).await;
+        }
+        if let Some(h) = &rec.hold {
+            budget::release_named(&*cfg.storage, id, h).await;
         }
     }
 }
@@ -684,6 +735,8 @@ where
         .iter()
         .fold(0u64, |t, (_, p)| t.saturating_add(p.size));
     if total > cfg.max_file_size {
+        // Refused for good: the parts are freed rather than left to the sweeper.
+        discard_parts(cfg, &live.key.id, &uploaded).await;
         return Err(too_large(cfg.max_file_size, "file"));
     }
     if let Err(e) = check_conditions(&conditions, &Facts::declared(Some(total))) {

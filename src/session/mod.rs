@@ -39,6 +39,24 @@
 //!   [`FsStorage`](crate::storage::FsStorage)). An **empty assembly body** assembles every
 //!   uploaded part, numbered from 0 without gaps: ittybit's reference snippet puts its JSON
 //!   inside `headers`, so its request arrives without a body.
+//! - **Limits on parts** (see `budget.rs`): a session's parts together are held to the
+//!   file-size limit as they arrive: a part takes a hold of its `Content-Length` (else of
+//!   all the room left) before its first byte is read, and is refused with 413
+//!   `file_too_large` when the session's holds would pass the limit (a retried index
+//!   replaces its predecessor's hold). A session with parts counts as one upload in
+//!   progress for [`max_incomplete_uploads`](crate::Uploads::max_incomplete_uploads), beside
+//!   the storage's resumable uploads: the first part of one more session than the cap
+//!   allows is 429 `too_many_uploads`. An assembly refused for good (413 past the
+//!   file-size limit, 422 by the conditions) frees the session's parts at once.
+//!
+//!   The storage's records offer create-only writes but no compare-and-swap, so the checks
+//!   are made *after* the hold is created: of racing parts, at least the last to count sees
+//!   every hold, so the holds never sum past the limit together (both may be refused).
+//!   What remains racy: two *first* parts of one session racing may each see the other's
+//!   hold and skip the cap check, passing the cap by one session; two retries of one index
+//!   racing may leave the loser's bytes (and hold, which then counts against the session)
+//!   until the session is swept; a part without `Content-Length` holds all the room left
+//!   while it streams, so such parts sent in parallel may be refused 413.
 //! - **Media URL**: the file is published at `<alias>` when the session has one (create-only:
 //!   an existing file there is 409 `alias_taken`), else at `<media id>/original`;
 //!   `<media id>/original` of an aliased media is resolved through the record
@@ -47,6 +65,7 @@
 //!   swept by [`sweep`](crate::upload::sweep) one upload TTL after the key expired.
 
 mod api;
+mod budget;
 pub mod key;
 pub mod model;
 pub mod multipart;
