@@ -5,9 +5,11 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::process::DemoServer;
 use common::*;
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -81,6 +83,14 @@ async fn put_part(url: &str, index: u32, body: Vec<u8>, digest: Option<String>) 
 async fn assemble(url: &str) -> (u16, Value) {
     let (status, _, v) = json(client().post(url).send().await.expect("POST assemble")).await;
     (status, v)
+}
+
+/// `sha-256=:<base64>:` of `bytes`.
+fn content_digest(bytes: &[u8]) -> String {
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+    )
 }
 
 /// The count of files staged (uploads in progress, session parts).
@@ -430,4 +440,62 @@ async fn a_refused_assembly_frees_its_parts() {
     assert_eq!(staging(), 0, "the refused parts are freed");
     assert_eq!(session_records(&data, "parts"), 0);
     assert_eq!(session_records(&data, "held"), 0);
+}
+
+/// Finding 9 (session paths): a part whose `Content-Digest` does not match is refused with
+/// 400 `digest_mismatch` and nothing is kept; a matching one is stored (its etag is the
+/// digest).
+#[tokio::test]
+async fn part_digests_are_verified() {
+    let server = start().await;
+    let url = session(&server.base, json!({"resumable": true})).await;
+    let part = pattern(200_000, 4);
+    let wrong = content_digest(b"something else");
+    let (s, v) = put_part(&url, 0, part.clone(), Some(wrong)).await;
+    assert_eq!((s, err_kind(&v)), (400, "digest_mismatch"), "{v}");
+    let (s, v) = put_part(&url, 0, part.clone(), Some("sha-256=:nope:".into())).await;
+    assert_eq!((s, err_kind(&v)), (400, "digest_mismatch"), "{v}");
+    assert!(server.wait_bookkeeping_empty(Duration::from_secs(5)).await);
+    assert_eq!(session_records(&server.data, "parts"), 0);
+    assert_eq!(session_records(&server.data, "held"), 0);
+    let (s, v) = assemble(&url).await;
+    assert_eq!((s, err_kind(&v)), (400, "part_invalid"), "{v}");
+
+    let (s, v) = put_part(&url, 0, part.clone(), Some(content_digest(&part))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["etag"], sha256(&part));
+    let (s, v) = assemble(&url).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["filesize"], 200_000);
+}
+
+/// Finding 9 (session paths): a form's `Content-Digest` covers its whole content (RFC
+/// 9530); the digest of the file part alone is accepted too. Anything else is 400
+/// `digest_mismatch`, nothing kept, the key unspent.
+#[tokio::test]
+async fn form_digests_are_verified() {
+    let server = start().await;
+    let url = session(&server.base, json!({})).await;
+    let before = server.entries();
+    let file = pattern(300_000, 8);
+    let body = form_with(&text_part("note", b"hi"), &file, &text_part("z", b"1"));
+    for wrong in [
+        content_digest(b"not this"),
+        content_digest(&body[..body.len() - 1]),
+    ] {
+        let (s, v) = post_form(&url, body.clone(), Some(wrong)).await;
+        assert_eq!((s, err_kind(&v)), (400, "digest_mismatch"), "{v}");
+        assert!(server.wait_bookkeeping_empty(Duration::from_secs(5)).await);
+        assert_eq!(server.entries(), before);
+    }
+    let (s, v) = post_form(&url, body.clone(), Some("sha-256=x".into())).await;
+    assert_eq!((s, err_kind(&v)), (400, "digest_mismatch"), "{v}");
+    // The digest of the whole form.
+    let (s, v) = post_form(&url, body.clone(), Some(content_digest(&body))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["filesize"], 300_000);
+    // The digest of the file alone, on another session.
+    let url = session(&server.base, json!({})).await;
+    let (s, v) = post_form(&url, body, Some(content_digest(&file))).await;
+    assert_eq!(s, 200, "{v}");
 }

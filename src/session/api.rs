@@ -32,10 +32,11 @@ use crate::storage::{
     Claim, PublishOptions, PutMode, RecordKey, RecordMode, StorageError, UploadId, UploadSpec,
 };
 use crate::upload::body::{Head, HeadCheck, PumpError, Taps, pump};
-use crate::upload::digest::Sha256Check;
+use crate::upload::digest::{DigestError, Sha256Check, parse_sha256};
 use crate::upload::{
     AbortOnDrop, Record, check_conditions, conditions_of, content_length, probe_upload, too_large,
 };
+use subtle::ConstantTimeEq as _;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -65,6 +66,15 @@ fn part_key(id: &str, index: u32) -> Result<RecordKey, ApiError> {
 
 pub(crate) fn media_key(id: &str) -> Result<RecordKey, ApiError> {
     key(format!("media/{id}"))
+}
+
+/// The SHA-256 of a request's `Content-Digest` (RFC 9530), if it has one: 400
+/// `digest_mismatch` when the header is malformed, before any byte is read.
+fn content_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>, ApiError> {
+    match headers.get("content-digest") {
+        Some(v) => Ok(parse_sha256(v.as_bytes())?),
+        None => Ok(None),
+    }
 }
 
 fn gone(message: &'static str) -> ApiError {
@@ -301,6 +311,7 @@ where
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap_or("?")),
     )?;
+    let expected = content_digest(req.headers())?;
     let conditions = conditions_for(cfg, req.extensions(), &live.record);
     let (parts, body) = req.into_parts();
     let stream = BodyDataStream::new(body).map_ok(|mut d| d.copy_to_bytes(d.remaining()));
@@ -309,7 +320,8 @@ where
         body: cfg.max_request_size,
         file: file_limit,
     };
-    let (mut form, _) = open_form_tapped(form, Box::pin(stream), limits, false).await?;
+    let (mut form, tap) =
+        open_form_tapped(form, Box::pin(stream), limits, expected.is_some()).await?;
     let Some(field) = next_file_part(&mut form).await? else {
         return Err(ApiError::new(
             ErrorKind::MultipartInvalid,
@@ -326,13 +338,14 @@ where
     let mut head = Head::default();
     let mut on_head = head_check(&conditions, hint.as_deref(), &filename);
     let data = StreamBody::new(field.map_ok(Frame::data));
+    let mut file_sha = expected.map(Sha256Check::new);
     let pumped = pump(
         data,
         &mut *writer,
         file_limit,
         Taps {
             sniff: Some(&mut head),
-            digest: None,
+            digest: file_sha.as_mut(),
             on_head: (!conditions.is_empty()).then_some(&mut on_head as &mut HeadCheck<'_>),
         },
     )
@@ -347,6 +360,19 @@ where
     };
     // Read the rest of the form (other parts are ignored) so the connection stays usable.
     skip_rest(&mut form).await?;
+    drop(form);
+    if let Some(expected) = expected {
+        // RFC 9530: the digest of the whole content, here the form. A digest of the file's
+        // bytes alone (what a client that hashes the file it attaches sends) is accepted too.
+        let whole = tap.drain(cfg.max_request_size).await?;
+        let form_ok = whole.is_some_and(|d| bool::from(d.ct_eq(&expected)));
+        let file_ok = file_sha.is_some_and(Sha256Check::finish);
+        if !form_ok && !file_ok {
+            drop(writer);
+            guard.abort().await;
+            return Err(DigestError::Mismatch.into());
+        }
+    }
     if let Err(e) = writer.commit().await {
         guard.abort().await;
         return Err(e.into());
@@ -543,6 +569,7 @@ where
         ));
     };
     let index = parse_index(index.as_bytes())?;
+    let expected = content_digest(req.headers())?;
     let limit = cfg.max_request_size.min(cfg.max_file_size);
     let declared = content_length(req.headers())?;
     if let Some(len) = declared
@@ -597,6 +624,15 @@ where
             });
         }
     };
+    let digest = sha.into_digest();
+    if let Some(expected) = expected
+        && !bool::from(digest.ct_eq(&expected))
+    {
+        drop(writer);
+        guard.abort().await;
+        hold.release().await;
+        return Err(DigestError::Mismatch.into());
+    }
     // A part outlives this request (any process may assemble it): it needs a lasting name.
     let committed = match writer.commit().await {
         Ok(_) => cfg.storage.keep_upload(&upload.id).await,
@@ -614,7 +650,7 @@ where
             return Err(e);
         }
     };
-    let etag = hex::encode(sha.into_digest());
+    let etag = hex::encode(digest);
     let rec = PartRecord {
         upload: upload.id.0.clone(),
         size,

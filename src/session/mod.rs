@@ -32,6 +32,12 @@
 //!   part is 400 `multipart_invalid` (PROTOCOL.md names no code for it). A
 //!   `Content-Type: multipart/form-data` without a boundary (what ittybit's XHR snippet makes
 //!   browsers send) is read from the body's first line.
+//! - **`Content-Digest`** (PROTOCOL.md §3, RFC 9530): on a form it covers the whole content,
+//!   the multipart body as sent, as RFC 9530 defines it; a digest of the file part's bytes
+//!   alone (what a client that hashes the file it attaches sends) is accepted too. On a
+//!   part it covers the part's bytes (and then equals its etag). It is verified before the
+//!   file or part is kept: a mismatch, or a malformed header (refused before the body is
+//!   read), is 400 `digest_mismatch`, nothing is kept and the key stays unspent.
 //! - **Parts** are kept as private uploads of the storage, one record each
 //!   (`sessions/<id>/parts/<i>`: upload, size, SHA-256 etag); a retried part replaces the
 //!   previous one. Assembly copies each listed part once into a new upload, in ascending
