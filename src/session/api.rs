@@ -11,12 +11,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::budget;
 use super::key::SessionKey;
 use super::model::{
     CreateSession, MAX_COMPLETE_BODY, MAX_CREATE_BODY, MediaObject, MediaRecord, PartRecord,
     PartRef, SessionRecord, parse_complete, parse_index,
 };
-use super::multipart::{FormLimits, form_type, from_boxed, next_file_part, open_form};
+use super::multipart::{
+    FormLimits, form_type, from_boxed, next_file_part, open_form_tapped, skip_rest,
+};
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::{Facts, UploadConditions};
 use crate::error::{ApiError, ErrorKind};
@@ -29,10 +32,11 @@ use crate::storage::{
     Claim, PublishOptions, PutMode, RecordKey, RecordMode, StorageError, UploadId, UploadSpec,
 };
 use crate::upload::body::{Head, HeadCheck, PumpError, Taps, pump};
-use crate::upload::digest::Sha256Check;
+use crate::upload::digest::{DigestError, Sha256Check, parse_sha256};
 use crate::upload::{
     AbortOnDrop, Record, check_conditions, conditions_of, content_length, probe_upload, too_large,
 };
+use subtle::ConstantTimeEq as _;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -62,6 +66,15 @@ fn part_key(id: &str, index: u32) -> Result<RecordKey, ApiError> {
 
 pub(crate) fn media_key(id: &str) -> Result<RecordKey, ApiError> {
     key(format!("media/{id}"))
+}
+
+/// The SHA-256 of a request's `Content-Digest` (RFC 9530), if it has one: 400
+/// `digest_mismatch` when the header is malformed, before any byte is read.
+fn content_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>, ApiError> {
+    match headers.get("content-digest") {
+        Some(v) => Ok(parse_sha256(v.as_bytes())?),
+        None => Ok(None),
+    }
 }
 
 fn gone(message: &'static str) -> ApiError {
@@ -169,9 +182,10 @@ struct Live {
     record: SessionRecord,
 }
 
-/// Verifies the `?key=` and finds its session: 401 without a key, 403 for a tampered one,
-/// 410 when expired, swept or already used.
-async fn open_session(cfg: &Config, uri: &Uri) -> Result<Live, ApiError> {
+/// Verifies the `?key=` and finds its session: 401 without a key, 403 for a tampered one or
+/// one made for the other endpoint (`resumable` says which this is), 410 when expired, swept
+/// or already used.
+async fn open_session(cfg: &Config, uri: &Uri, resumable: bool) -> Result<Live, ApiError> {
     let Some(raw) = query_key(uri) else {
         return Err(ApiError::new(
             ErrorKind::TokenMissing,
@@ -180,6 +194,16 @@ async fn open_session(cfg: &Config, uri: &Uri) -> Result<Live, ApiError> {
     };
     let key = SessionKey::decode(&raw, &cfg.keys)
         .map_err(|_| ApiError::new(ErrorKind::KeyInvalid, "the upload key is not valid"))?;
+    if key.resumable != resumable {
+        return Err(ApiError::new(
+            ErrorKind::KeyInvalid,
+            if key.resumable {
+                "this upload key is for /store/resumable (parts), not /store/single"
+            } else {
+                "this upload key is for /store/single (one form), not /store/resumable"
+            },
+        ));
+    }
     if now_secs() > key.expiry {
         return Err(gone("this upload key has expired"));
     }
@@ -187,6 +211,12 @@ async fn open_session(cfg: &Config, uri: &Uri) -> Result<Live, ApiError> {
         return Err(gone("this upload session no longer exists"));
     };
     let record: SessionRecord = serde_json::from_slice(&bytes).map_err(internal_json)?;
+    if record.resumable != resumable {
+        return Err(ApiError::new(
+            ErrorKind::KeyInvalid,
+            "this upload key is not for this endpoint",
+        ));
+    }
     if cfg.storage.get_record(&done_key(&key.id)?).await?.is_some() {
         return Err(gone(
             "this upload key was already used: it is valid for one upload",
@@ -270,7 +300,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError> + Send,
 {
-    let live = open_session(cfg, req.uri()).await?;
+    let live = open_session(cfg, req.uri(), false).await?;
     if let Some(len) = content_length(req.headers())?
         && len > cfg.max_request_size
     {
@@ -281,6 +311,7 @@ where
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap_or("?")),
     )?;
+    let expected = content_digest(req.headers())?;
     let conditions = conditions_for(cfg, req.extensions(), &live.record);
     let (parts, body) = req.into_parts();
     let stream = BodyDataStream::new(body).map_ok(|mut d| d.copy_to_bytes(d.remaining()));
@@ -289,7 +320,8 @@ where
         body: cfg.max_request_size,
         file: file_limit,
     };
-    let mut form = open_form(form, Box::pin(stream), limits).await?;
+    let (mut form, tap) =
+        open_form_tapped(form, Box::pin(stream), limits, expected.is_some()).await?;
     let Some(field) = next_file_part(&mut form).await? else {
         return Err(ApiError::new(
             ErrorKind::MultipartInvalid,
@@ -306,13 +338,14 @@ where
     let mut head = Head::default();
     let mut on_head = head_check(&conditions, hint.as_deref(), &filename);
     let data = StreamBody::new(field.map_ok(Frame::data));
+    let mut file_sha = expected.map(Sha256Check::new);
     let pumped = pump(
         data,
         &mut *writer,
         file_limit,
         Taps {
             sniff: Some(&mut head),
-            digest: None,
+            digest: file_sha.as_mut(),
             on_head: (!conditions.is_empty()).then_some(&mut on_head as &mut HeadCheck<'_>),
         },
     )
@@ -326,17 +359,19 @@ where
         }
     };
     // Read the rest of the form (other parts are ignored) so the connection stays usable.
-    while let Some(mut other) = form
-        .next_field()
-        .await
-        .map_err(|e| super::multipart::from_multer(&e))?
-    {
-        while other
-            .chunk()
-            .await
-            .map_err(|e| super::multipart::from_multer(&e))?
-            .is_some()
-        {}
+    skip_rest(&mut form).await?;
+    drop(form);
+    if let Some(expected) = expected {
+        // RFC 9530: the digest of the whole content, here the form. A digest of the file's
+        // bytes alone (what a client that hashes the file it attaches sends) is accepted too.
+        let whole = tap.drain(cfg.max_request_size).await?;
+        let form_ok = whole.is_some_and(|d| bool::from(d.ct_eq(&expected)));
+        let file_ok = file_sha.is_some_and(Sha256Check::finish);
+        if !form_ok && !file_ok {
+            drop(writer);
+            guard.abort().await;
+            return Err(DigestError::Mismatch.into());
+        }
     }
     if let Err(e) = writer.commit().await {
         guard.abort().await;
@@ -525,7 +560,8 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let live = open_session(cfg, req.uri()).await?;
+    let live = open_session(cfg, req.uri(), true).await?;
+    let id = live.key.id.as_str();
     let Some(index) = req.headers().get("x-upload-index") else {
         return Err(ApiError::new(
             ErrorKind::PartInvalid,
@@ -533,14 +569,30 @@ where
         ));
     };
     let index = parse_index(index.as_bytes())?;
+    let expected = content_digest(req.headers())?;
     let limit = cfg.max_request_size.min(cfg.max_file_size);
-    if let Some(len) = content_length(req.headers())?
+    let declared = content_length(req.headers())?;
+    if let Some(len) = declared
         && len > limit
     {
         return Err(too_large(limit, "part"));
     }
-    let part_path = FilePath::new(format!("{}/part-{index}", live.key.id))
-        .map_err(|e| ApiError::internal(&e))?;
+    let k = part_key(id, index)?;
+    let previous = cfg
+        .storage
+        .get_record(&k)
+        .await?
+        .and_then(|b| serde_json::from_slice::<PartRecord>(&b).ok());
+    let replaces = previous.as_ref().and_then(|p| p.hold.as_deref());
+    // The part's hold on the session's budget, taken before any byte is read: its declared
+    // length, else all the room left.
+    let wanted = match declared {
+        Some(len) => len,
+        None => budget::room(cfg, id, replaces).await?.min(limit),
+    };
+    let hold = budget::reserve(cfg, id, wanted, replaces).await?;
+    let part_path =
+        FilePath::new(format!("{id}/part-{index}")).map_err(|e| ApiError::internal(&e))?;
     let upload = cfg
         .storage
         .open_upload(&part_path, UploadSpec::Single)
@@ -551,7 +603,7 @@ where
     let pumped = pump(
         req.into_body(),
         &mut *writer,
-        limit,
+        hold.bytes,
         Taps {
             digest: Some(&mut sha),
             ..Taps::default()
@@ -563,9 +615,24 @@ where
         Err(e) => {
             drop(writer);
             guard.abort().await;
-            return Err(e.into_api(limit, "part"));
+            let room = hold.bytes;
+            hold.release().await;
+            return Err(match e {
+                // Past the room left in the session rather than the request limit.
+                PumpError::TooLarge if room < limit => session_full(cfg, room),
+                e => e.into_api(limit, "part"),
+            });
         }
     };
+    let digest = sha.into_digest();
+    if let Some(expected) = expected
+        && !bool::from(digest.ct_eq(&expected))
+    {
+        drop(writer);
+        guard.abort().await;
+        hold.release().await;
+        return Err(DigestError::Mismatch.into());
+    }
     // A part outlives this request (any process may assemble it): it needs a lasting name.
     let committed = match writer.commit().await {
         Ok(_) => cfg.storage.keep_upload(&upload.id).await,
@@ -573,15 +640,22 @@ where
     };
     if let Err(e) = committed {
         guard.abort().await;
+        hold.release().await;
         return Err(e.into());
     }
-    let etag = hex::encode(sha.into_digest());
-    let k = part_key(&live.key.id, index)?;
-    let previous = cfg.storage.get_record(&k).await?;
+    let hold = match budget::shrink(cfg, id, hold, size).await {
+        Ok(hold) => hold,
+        Err(e) => {
+            guard.abort().await;
+            return Err(e);
+        }
+    };
+    let etag = hex::encode(digest);
     let rec = PartRecord {
         upload: upload.id.0.clone(),
         size,
         etag: etag.clone(),
+        hold: Some(hold.name.clone()),
     };
     let bytes = serde_json::to_vec(&rec).map_err(internal_json)?;
     if let Err(e) = cfg
@@ -590,18 +664,36 @@ where
         .await
     {
         guard.abort().await;
+        hold.release().await;
         return Err(e.into());
     }
     guard.disarm();
-    // The last upload of an index wins; the bytes it replaces are freed.
-    if let Some(prev) = previous.and_then(|b| serde_json::from_slice::<PartRecord>(&b).ok())
+    hold.keep();
+    // The last upload of an index wins; the bytes it replaces, and their hold, are freed.
+    if let Some(prev) = previous
         && prev.upload != rec.upload
-        && let Err(e) = cfg.storage.abort(&UploadId(prev.upload)).await
     {
-        tracing::warn!(error = %e, "could not free a replaced part");
+        if let Err(e) = cfg.storage.abort(&UploadId(prev.upload)).await {
+            tracing::warn!(error = %e, "could not free a replaced part");
+        }
+        if let Some(h) = &prev.hold {
+            budget::release_named(&*cfg.storage, id, h).await;
+        }
     }
-    tracing::debug!(session = %live.key.id, index, bytes = size, "session part stored");
+    tracing::debug!(session = %id, index, bytes = size, "session part stored");
     Ok(PartAnswer { index, etag })
+}
+
+/// 413 for a part that does not fit in the room its session has left.
+fn session_full(cfg: &Config, room: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::FileTooLarge,
+        format!(
+            "the session's parts would be larger than the file-size limit of {} bytes \
+             (this part had {room} bytes of room left)",
+            cfg.max_file_size
+        ),
+    )
 }
 
 /// Every part record of a session, by index.
@@ -625,7 +717,7 @@ async fn uploaded_parts(cfg: &Config, id: &str) -> Result<BTreeMap<u32, PartReco
     Ok(out)
 }
 
-/// Frees every part of a session (after assembly or rejection).
+/// Frees every part of a session (after assembly or rejection), and their holds.
 async fn discard_parts(cfg: &Config, id: &str, parts: &BTreeMap<u32, PartRecord>) {
     for (index, rec) in parts {
         if let Err(e) = cfg.storage.abort(&UploadId(rec.upload.clone())).await {
@@ -633,6 +725,9 @@ async fn discard_parts(cfg: &Config, id: &str, parts: &BTreeMap<u32, PartRecord>
         }
         if let Ok(k) = part_key(id, *index) {
             let _ = cfg.storage.delete_record(&k).await;
+        }
+        if let Some(h) = &rec.hold {
+            budget::release_named(&*cfg.storage, id, h).await;
         }
     }
 }
@@ -663,7 +758,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let live = open_session(cfg, req.uri()).await?;
+    let live = open_session(cfg, req.uri(), true).await?;
     let conditions = conditions_for(cfg, req.extensions(), &live.record);
     let (parts, body) = req.into_parts();
     let listed = parse_complete(&crate::api::read_small(body, MAX_COMPLETE_BODY).await?)?;
@@ -676,6 +771,8 @@ where
         .iter()
         .fold(0u64, |t, (_, p)| t.saturating_add(p.size));
     if total > cfg.max_file_size {
+        // Refused for good: the parts are freed rather than left to the sweeper.
+        discard_parts(cfg, &live.key.id, &uploaded).await;
         return Err(too_large(cfg.max_file_size, "file"));
     }
     if let Err(e) = check_conditions(&conditions, &Facts::declared(Some(total))) {

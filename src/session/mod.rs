@@ -13,7 +13,10 @@
 //!
 //! - **Keys** ([`SessionKey`]) are HMACs over the session id, expiry and kind, verified with
 //!   any key of the app's key set; a tampered key is 403 `key_invalid`, an expired one 410
-//!   `upload_gone`. The session itself (conditions, alias, metadata) is a record in the
+//!   `upload_gone`. A key works only on the endpoint of its kind: a simple session's key on
+//!   `/store/resumable`, or a resumable one's on `/store/single`, is 403 `key_invalid` (the
+//!   key is not valid *for this request*; PROTOCOL.md names no code for it), checked before
+//!   its expiry. The session itself (conditions, alias, metadata) is a record in the
 //!   [`Storage`] (`sessions/<id>`), so any process sharing the
 //!   storage serves it.
 //! - **Single use**: the upload that completes first creates the record
@@ -22,9 +25,19 @@
 //!   (422) does not spend the key.
 //! - **Multipart** bodies stream through [`multer`] into the storage (bounded memory); the
 //!   part named `file` (else the first part with a filename) is stored, other parts are read
-//!   and ignored (each within the file-size limit, all within the request limit). A `Content-Type: multipart/form-data` without a
-//!   boundary (what ittybit's XHR snippet makes browsers send) is read from the body's first
-//!   line.
+//!   and ignored, each within [`MAX_OTHER_PART`](multipart::MAX_OTHER_PART) (64 KiB; 413
+//!   `file_too_large`), all within the request limit. A form's structure is bounded before
+//!   `multer` buffers it ([`FormScanner`](multipart::FormScanner)): a part's header block
+//!   over 16 KiB, a preamble over 16 KiB, more than 64 parts or more than 32 headers in a
+//!   part is 400 `multipart_invalid` (PROTOCOL.md names no code for it). A
+//!   `Content-Type: multipart/form-data` without a boundary (what ittybit's XHR snippet makes
+//!   browsers send) is read from the body's first line.
+//! - **`Content-Digest`** (PROTOCOL.md §3, RFC 9530): on a form it covers the whole content,
+//!   the multipart body as sent, as RFC 9530 defines it; a digest of the file part's bytes
+//!   alone (what a client that hashes the file it attaches sends) is accepted too. On a
+//!   part it covers the part's bytes (and then equals its etag). It is verified before the
+//!   file or part is kept: a mismatch, or a malformed header (refused before the body is
+//!   read), is 400 `digest_mismatch`, nothing is kept and the key stays unspent.
 //! - **Parts** are kept as private uploads of the storage, one record each
 //!   (`sessions/<id>/parts/<i>`: upload, size, SHA-256 etag); a retried part replaces the
 //!   previous one. Assembly copies each listed part once into a new upload, in ascending
@@ -32,6 +45,24 @@
 //!   [`FsStorage`](crate::storage::FsStorage)). An **empty assembly body** assembles every
 //!   uploaded part, numbered from 0 without gaps: ittybit's reference snippet puts its JSON
 //!   inside `headers`, so its request arrives without a body.
+//! - **Limits on parts** (see `budget.rs`): a session's parts together are held to the
+//!   file-size limit as they arrive: a part takes a hold of its `Content-Length` (else of
+//!   all the room left) before its first byte is read, and is refused with 413
+//!   `file_too_large` when the session's holds would pass the limit (a retried index
+//!   replaces its predecessor's hold). A session with parts counts as one upload in
+//!   progress for [`max_incomplete_uploads`](crate::Uploads::max_incomplete_uploads), beside
+//!   the storage's resumable uploads: the first part of one more session than the cap
+//!   allows is 429 `too_many_uploads`. An assembly refused for good (413 past the
+//!   file-size limit, 422 by the conditions) frees the session's parts at once.
+//!
+//!   The storage's records offer create-only writes but no compare-and-swap, so the checks
+//!   are made *after* the hold is created: of racing parts, at least the last to count sees
+//!   every hold, so the holds never sum past the limit together (both may be refused).
+//!   What remains racy: two *first* parts of one session racing may each see the other's
+//!   hold and skip the cap check, passing the cap by one session; two retries of one index
+//!   racing may leave the loser's bytes (and hold, which then counts against the session)
+//!   until the session is swept; a part without `Content-Length` holds all the room left
+//!   while it streams, so such parts sent in parallel may be refused 413.
 //! - **Media URL**: the file is published at `<alias>` when the session has one (create-only:
 //!   an existing file there is 409 `alias_taken`), else at `<media id>/original`;
 //!   `<media id>/original` of an aliased media is resolved through the record
@@ -40,6 +71,7 @@
 //!   swept by [`sweep`](crate::upload::sweep) one upload TTL after the key expired.
 
 mod api;
+mod budget;
 pub mod key;
 pub mod model;
 pub mod multipart;

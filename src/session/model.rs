@@ -175,6 +175,9 @@ pub(crate) struct PartRecord {
     pub size: u64,
     /// Hex SHA-256 of the bytes.
     pub etag: String,
+    /// The name of its hold on the session's budget (`sessions/<id>/held/<name>`).
+    #[serde(default)]
+    pub hold: Option<String>,
 }
 
 /// Where the published file of an aliased media lives (`media/<media id>`).

@@ -5,16 +5,43 @@
 //! `FormData`, and browsers then keep that header *without* its `boundary` parameter. Such a
 //! body still starts with its delimiter line `--<boundary>`, so the boundary is taken from
 //! there (RFC 2046 §5.1.1: 1 to 70 characters of `bcharsnospace`/space, not ending in space).
+//!
+//! # Bounded memory
+//!
+//! `multer` streams a part's *data*, but it gathers a part's *header block* (and the preamble
+//! before the first delimiter) in its buffer until it finds the blank line (or the
+//! delimiter), bounded only by the whole-stream limit: a header that never ends made one
+//! request hold up to the request limit (64 MiB) in memory. The body is therefore read
+//! through a [`FormScanner`] that follows the form's structure exactly as `multer` does and
+//! refuses, before `multer` sees the bytes, a preamble longer than [`MAX_PREAMBLE`], a
+//! header block longer than [`MAX_PART_HEADER`] or more than [`MAX_FORM_PARTS`] parts
+//! (400 `multipart_invalid`). `multer` itself refuses more than 32 headers in a part. Parts
+//! other than the file are read and dropped, each within [`MAX_OTHER_PART`] (413
+//! `file_too_large`). A form thus costs a few tens of KiB of memory whatever it holds.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use memchr::memmem;
 use multer::{Constraints, Multipart, SizeLimit};
+use sha2::{Digest as _, Sha256};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use crate::body::BoxError;
 use crate::error::{ApiError, ErrorKind};
 
 /// The longest boundary (RFC 2046).
 pub const MAX_BOUNDARY: usize = 70;
+/// The longest header block of one part: from the end of its delimiter to the blank line
+/// that ends its headers, included (a browser's is about 150 bytes).
+pub const MAX_PART_HEADER: usize = 16 * 1024;
+/// The longest preamble (bytes before the first delimiter; browsers send none).
+pub const MAX_PREAMBLE: usize = 16 * 1024;
+/// The most parts in one form.
+pub const MAX_FORM_PARTS: usize = 64;
+/// The largest part other than the file (text fields, which are read and dropped).
+pub const MAX_OTHER_PART: u64 = 64 * 1024;
 
 /// Limits of one form body.
 #[derive(Clone, Copy, Debug)]
@@ -107,13 +134,14 @@ pub fn boundary_from_first_line(head: &[u8]) -> FirstLine {
     }
 }
 
-/// Opens the form: finds the boundary (from the header, else from the body's first line,
-/// putting the bytes read back in front of the stream) and sets the limits.
-pub async fn open_form<S, E>(
+/// [`open_form`], and the [`FormTap`] the body goes through: with `hash`, it hashes every
+/// byte of the body for a `Content-Digest`.
+pub async fn open_form_tapped<S, E>(
     form: FormType,
     body: S,
     limits: FormLimits,
-) -> Result<Multipart<'static>, ApiError>
+    hash: bool,
+) -> Result<(Multipart<'static>, FormTap), ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: Into<BoxError> + 'static,
@@ -148,12 +176,313 @@ where
     };
     let stream =
         futures_util::stream::iter((!head.is_empty()).then(|| Ok::<_, BoxError>(head))).chain(body);
+    let tap = FormTap::new(stream.boxed(), &boundary, hash);
     let constraints = Constraints::new().size_limit(
         SizeLimit::new()
             .whole_stream(limits.body)
             .per_field(limits.file),
     );
-    Ok(Multipart::with_constraints(stream, boundary, constraints))
+    let form = Multipart::with_constraints(tap.stream(), boundary, constraints);
+    Ok((form, tap))
+}
+
+/// Opens the form: finds the boundary (from the header, else from the body's first line,
+/// putting the bytes read back in front of the stream) and sets the limits (those of
+/// [`FormLimits`] and the structural ones of [`FormScanner`]).
+pub async fn open_form<S, E>(
+    form: FormType,
+    body: S,
+    limits: FormLimits,
+) -> Result<Multipart<'static>, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<BoxError> + 'static,
+{
+    Ok(open_form_tapped(form, body, limits, false).await?.0)
+}
+
+/// A form structure limit was passed (see [`FormScanner`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormLimit {
+    /// More than [`MAX_PREAMBLE`] bytes before the first delimiter.
+    #[error("the form has more than {MAX_PREAMBLE} bytes before its first --boundary line")]
+    Preamble,
+    /// A part's header block is longer than [`MAX_PART_HEADER`] bytes.
+    #[error("a form part's headers are longer than {MAX_PART_HEADER} bytes")]
+    Header,
+    /// More than [`MAX_FORM_PARTS`] parts.
+    #[error("the form has more than {MAX_FORM_PARTS} parts")]
+    Parts,
+}
+
+impl From<FormLimit> for ApiError {
+    /// 400 `multipart_invalid`: the form's structure, not its file, is too large.
+    fn from(e: FormLimit) -> Self {
+        invalid(e.to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Before the first `--boundary` (`multer` looks for it anywhere).
+    Preamble,
+    /// Just past a `--boundary`; `dashes` of a closing `--` seen.
+    Delimiter { dashes: u8 },
+    /// Transport padding (spaces, tabs) after a delimiter.
+    Padding,
+    /// The CR of the delimiter line's CRLF was seen.
+    Cr,
+    /// A header block, up to its `CRLF CRLF`.
+    Header,
+    /// A part's data, up to the next `CRLF --boundary`.
+    Data,
+    /// After the closing delimiter: `multer` reads no further.
+    Epilogue,
+}
+
+/// Follows a form's structure as its bytes stream by, the way `multer` parses it, and
+/// refuses what `multer` would have to buffer beyond the limits: a preamble longer than
+/// [`MAX_PREAMBLE`], a header block longer than [`MAX_PART_HEADER`], more than
+/// [`MAX_FORM_PARTS`] parts. Its memory is the two delimiters and a carry shorter than them.
+///
+/// It mirrors `multer` 3's stages: the first `--boundary` anywhere; then `--` (the end) or
+/// transport padding and CRLF; then headers up to `CRLF CRLF`; then data up to
+/// `CRLF --boundary`. Where a body departs from that shape the scanner keeps counting header
+/// bytes (and `multer` refuses the body), so it never takes header bytes for data.
+#[derive(Clone, Debug)]
+pub struct FormScanner {
+    stage: Stage,
+    /// `--boundary`.
+    open: Vec<u8>,
+    /// `CRLF--boundary`.
+    next: Vec<u8>,
+    /// The last bytes of the previous frame that may begin the pattern looked for.
+    carry: Vec<u8>,
+    /// Bytes of the current preamble or header block so far.
+    count: usize,
+    parts: usize,
+}
+
+const CRLF_CRLF: &[u8] = b"\r\n\r\n";
+
+impl FormScanner {
+    /// A scanner for a form with this boundary.
+    pub fn new(boundary: &str) -> FormScanner {
+        FormScanner {
+            stage: Stage::Preamble,
+            open: format!("--{boundary}").into_bytes(),
+            next: format!("\r\n--{boundary}").into_bytes(),
+            carry: Vec::new(),
+            count: 0,
+            parts: 0,
+        }
+    }
+
+    /// Follows the next bytes of the body.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), FormLimit> {
+        while let Some(&b) = data.first() {
+            match self.stage {
+                Stage::Preamble => {
+                    let found = find_across(&mut self.carry, data, &self.open);
+                    let n = found.unwrap_or(data.len());
+                    self.count += n;
+                    if self.count > MAX_PREAMBLE + self.open.len() {
+                        return Err(FormLimit::Preamble);
+                    }
+                    if found.is_none() {
+                        return Ok(());
+                    }
+                    data = &data[n..];
+                    self.stage = Stage::Delimiter { dashes: 0 };
+                }
+                Stage::Delimiter { dashes } => {
+                    if b == b'-' {
+                        if dashes == 1 {
+                            self.stage = Stage::Epilogue;
+                            return Ok(());
+                        }
+                        self.stage = Stage::Delimiter { dashes: 1 };
+                        data = &data[1..];
+                        continue;
+                    }
+                    // Not the closing delimiter: a part begins.
+                    self.parts += 1;
+                    if self.parts > MAX_FORM_PARTS {
+                        return Err(FormLimit::Parts);
+                    }
+                    self.count = usize::from(dashes);
+                    self.stage = if dashes == 1 {
+                        // `-x`: malformed (multer refuses it); counted as header bytes.
+                        Stage::Header
+                    } else {
+                        Stage::Padding
+                    };
+                }
+                Stage::Padding | Stage::Cr => {
+                    self.count += 1;
+                    if self.count > MAX_PART_HEADER {
+                        return Err(FormLimit::Header);
+                    }
+                    self.stage = match (self.stage, b) {
+                        (Stage::Padding, b' ' | b'\t') => Stage::Padding,
+                        (Stage::Padding, b'\r') => Stage::Cr,
+                        // The delimiter line's CRLF, or a malformed line (multer refuses
+                        // it; counted as header bytes meanwhile).
+                        _ => Stage::Header,
+                    };
+                    data = &data[1..];
+                }
+                Stage::Header => {
+                    let found = find_across(&mut self.carry, data, CRLF_CRLF);
+                    let n = found.unwrap_or(data.len());
+                    self.count += n;
+                    if self.count > MAX_PART_HEADER {
+                        return Err(FormLimit::Header);
+                    }
+                    if found.is_none() {
+                        return Ok(());
+                    }
+                    data = &data[n..];
+                    self.stage = Stage::Data;
+                }
+                Stage::Data => match find_across(&mut self.carry, data, &self.next) {
+                    Some(n) => {
+                        data = &data[n..];
+                        self.stage = Stage::Delimiter { dashes: 0 };
+                    }
+                    None => return Ok(()),
+                },
+                Stage::Epilogue => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Finds `pat` in a stream whose previous bytes ended with `carry` (shorter than `pat`, so
+/// holding no match) and continue with `data`. Returns the index in `data` just past the
+/// first match (clearing `carry`), else keeps in `carry` the last bytes that may begin one.
+fn find_across(carry: &mut Vec<u8>, data: &[u8], pat: &[u8]) -> Option<usize> {
+    let keep = pat.len() - 1;
+    if !carry.is_empty() {
+        let take = data.len().min(keep);
+        let mut joined = Vec::with_capacity(carry.len() + take);
+        joined.extend_from_slice(carry);
+        joined.extend_from_slice(&data[..take]);
+        if let Some(i) = memmem::find(&joined, pat) {
+            let end = i + pat.len() - carry.len();
+            carry.clear();
+            return Some(end);
+        }
+    }
+    if let Some(i) = memmem::find(data, pat) {
+        carry.clear();
+        return Some(i + pat.len());
+    }
+    if data.len() >= keep {
+        carry.clear();
+        carry.extend_from_slice(&data[data.len() - keep..]);
+    } else {
+        carry.extend_from_slice(data);
+        let excess = carry.len().saturating_sub(keep);
+        carry.drain(..excess);
+    }
+    None
+}
+
+type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
+
+struct TapState {
+    /// The body; taken back by [`FormTap::drain`] once `multer` is done with it.
+    body: Option<BoxStream>,
+    scanner: FormScanner,
+    hash: Option<Sha256>,
+    /// Bytes read from the body so far.
+    read: u64,
+}
+
+/// What stands between the request body and `multer`: the [`FormScanner`], and optionally a
+/// SHA-256 of every byte of the body (a `Content-Digest` covers the whole content,
+/// RFC 9530), which [`drain`](Self::drain) completes with the bytes `multer` leaves unread.
+#[derive(Clone)]
+pub struct FormTap {
+    state: Arc<Mutex<TapState>>,
+}
+
+impl FormTap {
+    fn new(body: BoxStream, boundary: &str, hash: bool) -> FormTap {
+        FormTap {
+            state: Arc::new(Mutex::new(TapState {
+                body: Some(body),
+                scanner: FormScanner::new(boundary),
+                hash: hash.then(Sha256::new),
+                read: 0,
+            })),
+        }
+    }
+
+    fn stream(&self) -> TapStream {
+        TapStream { tap: self.clone() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the rest of the body (what follows the closing delimiter, which `multer` does
+    /// not read), at most `limit` bytes in all, and returns the SHA-256 of the whole body
+    /// (`None` unless the tap was opened to hash it). Call it once the form has ended.
+    pub async fn drain(&self, limit: u64) -> Result<Option<[u8; 32]>, ApiError> {
+        let Some(mut body) = self.lock().body.take() else {
+            return Ok(self.lock().hash.take().map(|h| h.finalize().into()));
+        };
+        while let Some(frame) = body.next().await {
+            let frame =
+                frame.map_err(|e| crate::upload::body::client_failed(&e, "request body"))?;
+            let mut st = self.lock();
+            st.read += frame.len() as u64;
+            if st.read > limit {
+                return Err(crate::upload::too_large(limit, "body"));
+            }
+            if let Some(h) = st.hash.as_mut() {
+                h.update(&frame);
+            }
+        }
+        Ok(self.lock().hash.take().map(|h| h.finalize().into()))
+    }
+}
+
+/// The stream `multer` reads: the body through the tap.
+struct TapStream {
+    tap: FormTap,
+}
+
+impl Stream for TapStream {
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut st = self.tap.lock();
+        let st = &mut *st;
+        let Some(body) = st.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match body.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                st.read += frame.len() as u64;
+                if let Some(h) = st.hash.as_mut() {
+                    h.update(&frame);
+                }
+                match st.scanner.feed(&frame) {
+                    Ok(()) => Poll::Ready(Some(Ok(frame))),
+                    Err(e) => {
+                        st.body = None; // read no further
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// Is this the part to store? The part named `file`; failing that, the first part that
@@ -174,10 +503,37 @@ pub async fn next_file_part(
         if is_file_part(field.name(), field.file_name()) {
             return Ok(Some(field));
         }
-        while let Some(chunk) = field.chunk().await.map_err(|e| from_multer(&e))? {
-            drop(chunk);
+        skip_part(&mut field).await?;
+    }
+}
+
+/// Reads and drops a part that is not stored, refusing (413) one larger than
+/// [`MAX_OTHER_PART`].
+pub async fn skip_part(field: &mut multer::Field<'static>) -> Result<(), ApiError> {
+    let mut n = 0u64;
+    while let Some(chunk) = field.chunk().await.map_err(|e| from_multer(&e))? {
+        n += chunk.len() as u64;
+        if n > MAX_OTHER_PART {
+            return Err(ApiError::new(
+                ErrorKind::FileTooLarge,
+                format!(
+                    "the form part {} is larger than the limit of {MAX_OTHER_PART} bytes \
+                     for a part other than the file",
+                    field.name().unwrap_or("(unnamed)")
+                ),
+            ));
         }
     }
+    Ok(())
+}
+
+/// Reads the rest of the form after the file part (other parts are read and dropped, each
+/// within [`MAX_OTHER_PART`]).
+pub async fn skip_rest(form: &mut Multipart<'static>) -> Result<(), ApiError> {
+    while let Some(mut field) = form.next_field().await.map_err(|e| from_multer(&e))? {
+        skip_part(&mut field).await?;
+    }
+    Ok(())
 }
 
 /// The answer for a `multer` error: 413 past a limit, 400 otherwise.
@@ -195,7 +551,10 @@ pub fn from_multer(e: &multer::Error) -> ApiError {
             ErrorKind::FileTooLarge,
             format!("the body is larger than the limit of {limit} bytes"),
         ),
-        M::StreamReadFailed(cause) => crate::upload::body::client_failed(cause, "request body"),
+        M::StreamReadFailed(cause) => match cause.downcast_ref::<FormLimit>() {
+            Some(limit) => (*limit).into(),
+            None => crate::upload::body::client_failed(cause, "request body"),
+        },
         other => invalid(format!("the multipart body is malformed: {other}")),
     }
 }
@@ -298,6 +657,109 @@ mod tests {
             data.extend_from_slice(&c);
         }
         Ok(Some((name, data)))
+    }
+
+    fn scan(boundary: &str, frames: &[&[u8]]) -> (Result<(), FormLimit>, Stage) {
+        let mut sc = FormScanner::new(boundary);
+        for f in frames {
+            if let Err(e) = sc.feed(f) {
+                return (Err(e), sc.stage);
+            }
+        }
+        (Ok(()), sc.stage)
+    }
+
+    /// A form within the limits, cut into two frames at every position and into 1-byte
+    /// frames: the scanner follows it to its epilogue.
+    #[test]
+    fn scanner_follows_forms_split_anywhere() {
+        let mut form =
+            b"preamble\r\n--XyZ \t\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n\
+            1\r\n-XyZ\r\n--Xy\r\n\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\
+            X-Long: "
+                .to_vec();
+        form.extend_from_slice(&[b'h'; MAX_PART_HEADER - 200]);
+        form.extend_from_slice(b"\r\n\r\n--XyZ-\r\r\n--XyZ--\r\nepilogue --XyZ\r\n");
+        assert_eq!(scan("XyZ", &[&form]), (Ok(()), Stage::Epilogue));
+        for cut in 0..form.len() {
+            let (a, b) = form.split_at(cut);
+            assert_eq!(
+                scan("XyZ", &[a, b]),
+                (Ok(()), Stage::Epilogue),
+                "cut at {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = form.chunks(1).collect();
+        assert_eq!(scan("XyZ", &bytes), (Ok(()), Stage::Epilogue));
+    }
+
+    #[test]
+    fn scanner_limits() {
+        let long = vec![b'a'; MAX_PART_HEADER + 1];
+        // A header that never ends, in one frame and byte by byte.
+        let mut never = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\nX-Pad: ".to_vec();
+        never.extend_from_slice(&long);
+        assert_eq!(scan("b", &[&never]).0, Err(FormLimit::Header));
+        let bytes: Vec<&[u8]> = never.chunks(1).collect();
+        assert_eq!(scan("b", &bytes).0, Err(FormLimit::Header));
+        // No headers at all (multer looks for CRLF CRLF *after* the delimiter line), then
+        // endless bytes: still a header block for multer, so for the scanner.
+        let mut empty = b"--b\r\n\r\n".to_vec();
+        empty.extend_from_slice(&long);
+        assert_eq!(scan("b", &[&empty]).0, Err(FormLimit::Header));
+        // Endless transport padding, or a malformed delimiter line.
+        let mut padded = b"--b".to_vec();
+        padded.extend_from_slice(&[b' '; MAX_PART_HEADER + 1]);
+        assert_eq!(scan("b", &[&padded]).0, Err(FormLimit::Header));
+        let mut odd = b"--b-x".to_vec();
+        odd.extend_from_slice(&long);
+        assert_eq!(scan("b", &[&odd]).0, Err(FormLimit::Header));
+        // A header block of exactly the limit passes (CRLF after the delimiter included).
+        let mut exact = b"--b\r\nX: ".to_vec();
+        exact.resize(3 + MAX_PART_HEADER - 4, b'v');
+        exact.extend_from_slice(b"\r\n\r\ndata");
+        assert_eq!(scan("b", &[&exact]), (Ok(()), Stage::Data));
+        exact.insert(8, b'v');
+        assert_eq!(scan("b", &[&exact]).0, Err(FormLimit::Header));
+        // The preamble.
+        let mut pre = vec![b'p'; MAX_PREAMBLE + 1];
+        pre.extend_from_slice(b"--b\r\n");
+        assert_eq!(scan("b", &[&pre]).0, Err(FormLimit::Preamble));
+        // The parts.
+        let part = b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n";
+        let many = part.repeat(MAX_FORM_PARTS);
+        assert_eq!(scan("b", &[&many]), (Ok(()), Stage::Data));
+        let more = part.repeat(MAX_FORM_PARTS + 1);
+        assert_eq!(scan("b", &[&more]).0, Err(FormLimit::Parts));
+        // Data is never limited.
+        let mut data = b"--b\r\n\r\n\r\n\r\n".to_vec();
+        data.extend_from_slice(&vec![b'd'; 4 * MAX_PART_HEADER]);
+        assert_eq!(scan("b", &[&data]), (Ok(()), Stage::Data));
+    }
+
+    /// Through `open_form`: the limit surfaces as 400 `multipart_invalid` from multer.
+    #[tokio::test]
+    async fn endless_headers_are_refused_through_multer() {
+        let mut never = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\nX-Pad: ".to_vec();
+        never.extend_from_slice(&vec![b'a'; 1 << 20]);
+        let leaked: &'static [u8] = Box::leak(never.into_boxed_slice());
+        let limits = FormLimits {
+            body: 64 << 20,
+            file: 1 << 20,
+        };
+        let e = parse(
+            FormType::Boundary("b".into()),
+            leaked.chunks(1000).collect(),
+            limits,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MultipartInvalid);
+        assert!(
+            e.message().contains("headers are longer"),
+            "{}",
+            e.message()
+        );
     }
 
     const LIMITS: FormLimits = FormLimits {
