@@ -419,6 +419,26 @@ async fn parts_count_as_uploads_in_progress() {
     assert_eq!(res.status(), 202);
     let (s, v) = put_part(&c, 0, pattern(1000, 1), None).await;
     assert_eq!((s, err_kind(&v)), (429, "too_many_uploads"), "{v}");
+    // ... and the other way round: a session with parts keeps a new Content-Range upload out.
+    let res = client()
+        .put(server.url("big.bin"))
+        .header("authorization", server.bearer())
+        .header("content-range", "bytes 1000-4999/5000")
+        .body(pattern(4000, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "the upload in progress completes");
+    assert_eq!(put_part(&c, 0, pattern(1000, 1), None).await.0, 200);
+    let res = client()
+        .put(server.url("other.bin"))
+        .header("authorization", server.bearer())
+        .header("content-range", "bytes 0-999/5000")
+        .body(pattern(1000, 11))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429, "the session's parts hold the only place");
 }
 
 /// Finding 7: an assembly refused as too large frees its parts at once (here a second

@@ -52,7 +52,8 @@
 //!   replaces its predecessor's hold). A session with parts counts as one upload in
 //!   progress for [`max_incomplete_uploads`](crate::Uploads::max_incomplete_uploads), beside
 //!   the storage's resumable uploads: the first part of one more session than the cap
-//!   allows is 429 `too_many_uploads`. An assembly refused for good (413 past the
+//!   allows is 429 `too_many_uploads`, and so is a `Content-Range` chunk that would start
+//!   one more resumable upload. An assembly refused for good (413 past the
 //!   file-size limit, 422 by the conditions) frees the session's parts at once.
 //!
 //!   The storage's records offer create-only writes but no compare-and-swap, so the checks
@@ -80,6 +81,7 @@ pub use key::{KeyError, SessionKey};
 pub use model::{CreateSession, MediaObject, PartRef, SourceObject};
 
 pub(crate) use api::{complete, create, put_part, resolve_media, single};
+pub(crate) use budget::sessions_with_parts;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

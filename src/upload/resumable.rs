@@ -486,9 +486,13 @@ async fn within_cap(cfg: &Config, id: &UploadId) -> Result<(), ApiError> {
         return Ok(());
     };
     let listed = cfg.storage.list_uploads().await;
-    let in_progress = match &listed {
-        Ok(uploads) => uploads.iter().filter(|u| u.total.is_some()).count(),
-        Err(_) => usize::MAX, // cannot count: refuse rather than exceed the cap
+    // Upload sessions with parts count too (one each): they hold bytes the same way.
+    let sessions = crate::session::sessions_with_parts(&*cfg.storage).await;
+    let in_progress = match (&listed, &sessions) {
+        (Ok(uploads), Ok(sessions)) => {
+            uploads.iter().filter(|u| u.total.is_some()).count() + sessions.len()
+        }
+        _ => usize::MAX, // cannot count: refuse rather than exceed the cap
     };
     if in_progress <= max {
         return Ok(());
@@ -497,6 +501,7 @@ async fn within_cap(cfg: &Config, id: &UploadId) -> Result<(), ApiError> {
         tracing::warn!(upload = %id, error = %e, "could not discard an upload over the cap");
     }
     listed?;
+    sessions?;
     Err(ApiError::new(
         ErrorKind::TooManyUploads,
         format!("too many uploads in progress (at most {max}); finish or let one expire first"),
