@@ -374,10 +374,9 @@ async fn racing_parts_never_pass_the_limit_together() {
             "{s} {v}"
         );
     }
-    assert!(
-        (1..=3).contains(&kept),
-        "{kept} parts of 300,000 bytes kept"
-    );
+    // Racing parts may all refuse each other (each sees the others' holds): 0 is allowed,
+    // more than 3 never.
+    assert!(kept <= 3, "{kept} parts of 300,000 bytes kept");
     // Refused parts leave neither bytes nor holds behind.
     let deadline = Instant::now() + Duration::from_secs(5);
     while (staged(&server.data) != kept || session_records(&server.data, "held") != kept)
@@ -387,6 +386,11 @@ async fn racing_parts_never_pass_the_limit_together() {
     }
     assert_eq!(staged(&server.data), kept);
     assert_eq!(session_records(&server.data, "held"), kept);
+    // The refused parts gave their room back: one more part fits while fewer than 3 are kept.
+    if kept < 3 {
+        let (s, v) = put_part(&url, 99, pattern(300_000, 99), None).await;
+        assert_eq!(s, 200, "{v}");
+    }
 }
 
 /// Finding 7: a session with parts is an upload in progress for `max_incomplete_uploads`,

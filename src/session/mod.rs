@@ -76,12 +76,14 @@ mod budget;
 pub mod key;
 pub mod model;
 pub mod multipart;
+mod parts;
 
 pub use key::{KeyError, SessionKey};
 pub use model::{CreateSession, MediaObject, PartRef, SourceObject};
 
-pub(crate) use api::{complete, create, put_part, resolve_media, single};
+pub(crate) use api::{create, resolve_media, single};
 pub(crate) use budget::sessions_with_parts;
+pub(crate) use parts::{complete, put_part};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
