@@ -158,7 +158,8 @@ impl Movie {
                     }
                 }
                 b"mvex" => {
-                    let mvex = Mvex::decode(&mut &child[..]).ok();
+                    // `mp4_atom` decodes any child box here too: an `sgpd` as well.
+                    let mvex = Mvex::decode(&mut &defused(child)[..]).ok();
                     m.fragmented = Some(
                         mvex.as_ref()
                             .and_then(|x| x.mehd.as_ref())
@@ -539,6 +540,32 @@ mod tests {
             mp4_atom::TrunEntry::default(),
         ]);
         assert_eq!(run_sums(&explicit, 7), (12, 2));
+    }
+
+    /// Regression (fuzz `probe_mp4` with the trun-finding seed, OOM: malloc of 2.6 GB): an
+    /// `sgpd` inside `mvex`, which was handed to `mp4_atom` without being defused.
+    #[test]
+    fn sample_group_descriptions_in_mvex_are_defused() {
+        let mut sgpd = vec![0, 0, 0, 0];
+        sgpd.extend_from_slice(b"zzzz");
+        sgpd.extend_from_slice(&50_000_000u32.to_be_bytes());
+        let mut mvhd = vec![0u8; 96];
+        mvhd[8..12].copy_from_slice(&1000u32.to_be_bytes());
+        let moov = [
+            full(b"mvhd", 0, &mvhd),
+            boxed(b"mvex", &boxed(b"sgpd", &sgpd)),
+        ]
+        .concat();
+        let file = [boxed(b"ftyp", b"isom\0\0\0\0isom"), boxed(b"moov", &moov)].concat();
+        let t0 = std::time::Instant::now();
+        let facts = futures_util::FutureExt::now_or_never(crate::media::probe(
+            &crate::media::MemorySource::new(file),
+            None,
+            "a.mp4",
+        ))
+        .expect("a memory probe never waits");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(facts.mime_type, "video/mp4");
     }
 
     #[test]
