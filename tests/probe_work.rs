@@ -60,6 +60,7 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("mp4 huge tables", "a.mp4", huge_tables()),
         ("mkv", "a.webm", mkv(0)),
         ("mkv voids", "a.webm", mkv(1 << 20)),
+        ("mkv past the end", "a.webm", mkv_past_the_end()),
         ("mp3", "a.mp3", mp3(4)),
         ("mp3 frames", "a.mp3", mp3(10_000)),
         ("wav", "a.wav", wav(0)),

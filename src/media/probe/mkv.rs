@@ -181,7 +181,7 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
         match h.id {
             SEEK_HEAD if len <= MAX_SMALL => {
                 if let Some(d) = r.get(data, len, 0).await
-                    && r.work(len).is_some()
+                    && r.work(d.len() as u64).is_some()
                 {
                     seeks.extend(seek_head(&d));
                 }
@@ -236,7 +236,7 @@ async fn element(r: &mut Reader<'_>, id: u32, data: u64, len: u64, found: &mut F
     let Some(d) = r.get(data, len, 0).await else {
         return;
     };
-    if r.work(len).is_none() {
+    if r.work(d.len() as u64).is_none() {
         return;
     }
     if id == INFO {

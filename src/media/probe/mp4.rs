@@ -41,12 +41,15 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
                     return None;
                 }
                 let moov = r.get(at, len, 0).await?;
-                r.work(len)?;
+                r.work(moov.len() as u64)?;
                 movie = Some(Movie::decode(moov.get(header as usize..)?));
             }
             b"moof" => match &movie {
                 Some(m) if m.needs_fragments() && len <= MAX_MOOF => {
-                    let Some(moof) = r.get(at, len, 0).await.filter(|_| r.work(len).is_some())
+                    let Some(moof) = r
+                        .get(at, len, 0)
+                        .await
+                        .filter(|m| r.work(m.len() as u64).is_some())
                     else {
                         fragments.incomplete = true;
                         break;
