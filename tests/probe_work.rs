@@ -87,6 +87,11 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("jpeg fill bytes", "a.jpg", jpeg_fill(1 << 20)),
         ("tiff big directory", "a.tif", tiff_big_directory()),
+        (
+            "tiff truncated directory",
+            "a.tif",
+            tiff_truncated_directory(),
+        ),
         ("svg prolog", "a.svg", svg_prolog(SNIFF_BYTES)),
     ];
     let mut rng = StdRng::seed_from_u64(0x5EC1);

@@ -97,7 +97,7 @@ async fn tiff_size(r: &mut Reader<'_>) -> Option<(u32, u32)> {
     let n = r.get(ifd, 2, AHEAD).await?;
     let count = u64::from(u16_at(&n, 0)?);
     let entries = r.get(ifd + 2, count * 12, AHEAD).await?;
-    r.work(count)?;
+    r.work(entries.len() as u64 / 12)?;
     let (mut w, mut ht) = (None, None);
     for e in entries.chunks_exact(12) {
         let tag = u16_at(e, 0)?;
