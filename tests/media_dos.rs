@@ -10,7 +10,9 @@
 mod common;
 
 use common::KEY;
-use common::hostile_media::{endless_fragments, endless_runs, gif_tiny_blocks, ogg_overlapping};
+use common::hostile_media::{
+    big_moov, endless_fragments, endless_runs, gif_tiny_blocks, ogg_overlapping,
+};
 use common::process::DemoServer as Demo;
 use std::time::{Duration, Instant};
 
@@ -76,9 +78,11 @@ async fn hostile_mp4_is_answered_promptly() {
     assert_eq!(status, 201);
 }
 
-/// While `2 × cores` hostile media are being probed at once (MP4s of endless runs, 16 MiB
-/// GIFs of one-byte blocks that use up the probe's time budget, Ogg tails of overlapping
-/// pages), a GET of a small file is answered within a second, every time it is asked.
+/// While `2 × cores` hostile media are being probed at once, and as many MP4s of endless
+/// runs (1 MiB of `moof`s), a GET of a small file is answered within a second, every time
+/// it is asked. The hostile media: 16 MiB `moov`s (the longest a probe works without a read
+/// in between), 16 MiB GIFs of one-byte blocks (they use up the probe's time budget), Ogg
+/// tails of overlapping pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_get_answers_while_hostile_media_are_probed_on_every_core() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -104,12 +108,13 @@ async fn small_get_answers_while_hostile_media_are_probed_on_every_core() {
     let quiet = get().await;
 
     let n = 2 * cores;
-    let uploads: Vec<_> = (0..n)
+    let uploads: Vec<_> = (0..2 * n)
         .map(|i| {
-            let (name, body) = match i % 3 {
-                0 => (format!("h{i}.gif"), gif_tiny_blocks(16 << 20)),
-                1 => (format!("h{i}.mp4"), endless_fragments(1 << 20)),
-                _ => (format!("h{i}.ogg"), ogg_overlapping(1 << 20)),
+            let (name, body) = match i % 8 {
+                0 | 4 => (format!("h{i}.mp4"), big_moov()),
+                2 => (format!("h{i}.gif"), gif_tiny_blocks(16 << 20)),
+                6 => (format!("h{i}.ogg"), ogg_overlapping(1 << 20)),
+                _ => (format!("h{i}.mp4"), endless_fragments(1 << 20)),
             };
             let (c, url) = (c.clone(), demo.url(&name));
             tokio::spawn(async move {
@@ -140,7 +145,8 @@ async fn small_get_answers_while_hostile_media_are_probed_on_every_core() {
     let worst = latencies.iter().max().copied().unwrap_or_default();
     let slowest_upload = answers.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "FIGURES media_dos: {n} hostile uploads on {cores} cores: {} GETs meanwhile, slowest {worst:.2?} (quiet: {quiet:.2?}); slowest upload answered in {slowest_upload:.2?}",
+        "FIGURES media_dos: {} hostile uploads on {cores} cores: {} GETs meanwhile, slowest {worst:.2?} (quiet: {quiet:.2?}); slowest upload answered in {slowest_upload:.2?}",
+        2 * n,
         latencies.len()
     );
     assert!(!latencies.is_empty(), "no GET while the uploads were open");

@@ -4,7 +4,8 @@
 //! seeded random mutations of small valid files, each probed from memory with
 //! `probe_with_stats`:
 //! - `work ≤ 4 × bytes read + 4096` (steps: reads asked, bytes decoded in memory, loop turns);
-//! - the probe ends within a second (the work budget, `PROBE_TIME`, is 300 ms);
+//! - the probe ends within 2 s (the work budget, `PROBE_TIME`, is 300 ms, checked between
+//!   steps);
 //! - a file of at most 64 KiB never runs out of budget (it has no reason to).
 //!
 //! The figures (slowest probe per format) are printed as `FIGURES probe_work: …`.
@@ -32,7 +33,9 @@ fn check(what: &str, bytes: Vec<u8>, name: &str) -> (ProbeStats, Duration) {
         stats.work,
         stats.bytes_read
     );
-    assert!(took < Duration::from_secs(1), "{what}: {took:?} {stats:?}");
+    // The catch-all for work the steps do not see: an unbounded loop takes seconds to hours.
+    // (The slowest case, a 16 MiB `moov` decoded at once, takes ~0.4 s in a debug build.)
+    assert!(took < Duration::from_secs(2), "{what}: {took:?} {stats:?}");
     assert!(
         size > SNIFF_BYTES as u64 || !stats.exhausted,
         "{what}: a file of {size} bytes ran out of budget: {stats:?}"
@@ -58,6 +61,7 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             endless_fragments(16 << 20),
         ),
         ("mp4 huge tables", "a.mp4", huge_tables()),
+        ("mp4 16 MiB moov", "a.mp4", big_moov()),
         ("mkv", "a.webm", mkv(0)),
         ("mkv voids", "a.webm", mkv(1 << 20)),
         ("mkv past the end", "a.webm", mkv_past_the_end()),

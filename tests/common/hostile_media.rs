@@ -233,3 +233,34 @@ pub fn mkv_past_the_end() -> Vec<u8> {
 pub fn tiff_truncated_directory() -> Vec<u8> {
     b"II*\0\0\0\0\0\0\0\0".to_vec()
 }
+
+/// An MP4 whose `moov` is as large as a probe reads (16 MiB less a little): a video track
+/// whose `stsz` lists ~4 million sample sizes. Legitimate work, bounded by its bytes, but
+/// the longest a probe spends without a read in between (the whole `moov` is decoded at once).
+pub fn big_moov() -> Vec<u8> {
+    let n: u32 = (16 << 20) / 4 - 1024;
+    let mut stsz = vec![0u8; 4];
+    stsz.extend_from_slice(&n.to_be_bytes());
+    stsz.resize(8 + 4 * n as usize, 0x11);
+    let mut hdlr = vec![0u8; 4];
+    hdlr.extend_from_slice(b"vide");
+    hdlr.extend_from_slice(&[0; 13]);
+    let stbl = [
+        full(b"stsd", 0, &0u32.to_be_bytes()),
+        full(b"stts", 0, &0u32.to_be_bytes()),
+        full(b"stsz", 0, &stsz),
+    ]
+    .concat();
+    let mdia = [
+        full(b"mdhd", 0, &[0u8; 20]),
+        full(b"hdlr", 0, &hdlr),
+        boxed(b"minf", &boxed(b"stbl", &stbl)),
+    ]
+    .concat();
+    let trak = [full(b"tkhd", 0, &[0u8; 80]), boxed(b"mdia", &mdia)].concat();
+    [
+        boxed(b"ftyp", b"isom\0\0\0\0isom"),
+        boxed(b"moov", &boxed(b"trak", &trak)),
+    ]
+    .concat()
+}

@@ -95,8 +95,11 @@ pub const MAX_PROBE_READS: u32 = 4096;
 pub const MAX_PROBE_WORK: u64 = 4 * PROBE_BUDGET;
 
 /// The most time one [`probe`] works, not counting its waits for the storage: past it, the
-/// parser stops and the facts stay partial (those it had found, else [`sniff`]'s). A
-/// legitimate file takes well under a millisecond of it.
+/// parser stops and the facts stay partial (those it had found, else [`sniff`]'s). Typical
+/// files take well under a millisecond of it. It is checked between steps, so a probe may
+/// overrun it by one step: the longest is decoding the largest `moov` read (16 MiB),
+/// ~0.4 s in a debug build (`tests/probe_work.rs`). It is wall-clock time: probes that
+/// share a busy CPU get less done within it.
 pub const PROBE_TIME: Duration = Duration::from_millis(300);
 
 /// What a [`probe`] cost ([`probe_with_stats`]).
