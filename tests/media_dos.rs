@@ -81,8 +81,8 @@ async fn hostile_mp4_is_answered_promptly() {
 /// While `2 × cores` hostile media are being probed at once, and as many MP4s of endless
 /// runs (1 MiB of `moof`s), a GET of a small file is answered within a second, every time
 /// it is asked. The hostile media: 16 MiB `moov`s (the longest a probe works without a read
-/// in between), 16 MiB GIFs of one-byte blocks (they use up the probe's time budget), Ogg
-/// tails of overlapping pages.
+/// in between), 16 MiB GIFs of one-byte blocks (the longest walk a probe makes), Ogg tails
+/// of overlapping pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_get_answers_while_hostile_media_are_probed_on_every_core() {
     let dir = tempfile::tempdir().expect("tempdir");
