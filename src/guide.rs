@@ -328,7 +328,9 @@
 //!   storage root; `Content-Length`, chunk sizes and totals are checked against
 //!   [`max_request_size`](crate::Uploads::max_request_size) /
 //!   [`max_file_size`](crate::Uploads::max_file_size) before the body is read; media probes
-//!   read at most 32 MiB + 64 KiB of any file. Abandoned uploads expire
+//!   read at most 32 MiB + 64 KiB of any file, do work bounded by what they read, stop
+//!   after 300 ms of work, and run on tokio's blocking pool, not on the async workers.
+//!   Abandoned uploads expire
 //!   ([`upload_ttl`](crate::Uploads::upload_ttl), the sweeper). Add tower's
 //!   `ConcurrencyLimitLayer` or a rate limiter per client if untrusted clients can open
 //!   many uploads.

@@ -1,14 +1,17 @@
 //! What every probe fuzz target checks: the probe never panics, never waits on a
-//! `MemorySource`, reads within its budget, and keeps the facts' invariants. Included by each
-//! `probe_*` target with `#[path]`.
+//! `MemorySource`, reads within its budget, works within a bound of what it read (security
+//! finding 1: `work ≤ 4 × bytes read + 4096` steps, under a second, and a small input never
+//! runs out of the time budget), and keeps the facts' invariants. Included by each `probe_*`
+//! target with `#[path]`.
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use tower_uploads::media::probe::PROBE_BUDGET;
-use tower_uploads::media::{Kind, MediaFacts, MemorySource, Source, probe};
+use std::time::{Duration, Instant};
+use tower_uploads::media::probe::{PROBE_BUDGET, probe_with_stats};
+use tower_uploads::media::{Kind, MediaFacts, MemorySource, SNIFF_BYTES, Source};
 
 /// Runs a probe over a `MemorySource`, which never waits: a pending poll is a bug.
 pub fn block_on<F: Future>(f: F) -> F::Output {
@@ -26,7 +29,20 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 pub fn check(bytes: Vec<u8>, hint: Option<&str>, name: &str) -> MediaFacts {
     let size = bytes.len() as u64;
     let src = MemorySource::new(bytes);
-    let f = block_on(probe(&src, hint, name));
+    let t0 = Instant::now();
+    let (f, stats) = block_on(probe_with_stats(&src, hint, name));
+    let took = t0.elapsed();
+    assert!(
+        stats.work <= stats.bytes_read * 4 + 4096,
+        "worked {} steps for {} bytes read",
+        stats.work,
+        stats.bytes_read
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}: {stats:?}");
+    assert!(
+        size > SNIFF_BYTES as u64 || !stats.exhausted,
+        "{size} bytes ran out of budget: {stats:?}"
+    );
     assert!(
         src.bytes_read() <= PROBE_BUDGET,
         "read {} bytes",

@@ -30,7 +30,7 @@ use crate::body::ResponseBody;
 use crate::conditions::{Decision, Facts, UploadConditions};
 use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
-use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, UploadSource, probe, sniff};
+use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, Source, UploadSource, probe, sniff};
 use crate::path::FilePath;
 use crate::response::Answer;
 use crate::service::config::Config;
@@ -73,7 +73,41 @@ impl Record {
 /// The media facts of a whole small file as they are derived again on reading: probed
 /// from its bytes, without a `Content-Type` hint.
 pub(crate) async fn version_facts(bytes: Bytes, path: &FilePath) -> MediaFacts {
-    probe(&MemorySource::new(bytes), None, path.filename()).await
+    let head = bytes.slice(..bytes.len().min(SNIFF_BYTES));
+    probe_bounded(MemorySource::new(bytes), Some(&head), None, path.filename()).await
+}
+
+/// [`probe`] without holding up an async worker (security finding 1: a probe that worked
+/// for seconds on a worker thread stopped every other request on it, `accept` included).
+/// `head`, when given, is the file's first [`SNIFF_BYTES`] (all of a shorter file): a file
+/// that [`sniff`] does not find to be media is not parsed further, and its facts are
+/// answered in place. Media are probed on tokio's blocking pool, their reads still going
+/// through this runtime; each probe's work is bounded by the bytes it may read and by
+/// [`PROBE_TIME`](crate::media::probe::PROBE_TIME).
+async fn probe_bounded<S: Source + 'static>(
+    src: S,
+    head: Option<&[u8]>,
+    hint: Option<&str>,
+    filename: &str,
+) -> MediaFacts {
+    if let Some(head) = head {
+        let sniffed = sniff(head, hint, filename);
+        if !sniffed.recognised || sniffed.kind == crate::media::Kind::Other {
+            // What `probe` answers for it too.
+            return sniffed;
+        }
+    }
+    let (hint, name) = (hint.map(str::to_owned), filename.to_owned());
+    let rt = tokio::runtime::Handle::current();
+    let job = tokio::task::spawn_blocking(move || {
+        rt.block_on(async { probe(&src, hint.as_deref(), &name).await })
+    });
+    match job.await {
+        Ok(facts) => facts,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down: no answer will be sent anyway.
+        Err(_) => sniff(&[], None, filename),
+    }
 }
 
 /// The record of a version published without one ([`Storage::stable_meta`]): its File
@@ -262,13 +296,24 @@ pub(crate) async fn probe_upload(
     hint: Option<&str>,
     filename: &str,
 ) -> MediaFacts {
+    let first = size.min(SNIFF_BYTES as u64) as usize;
+    let sniffable = head
+        .as_ref()
+        .filter(|h| h.len() >= first)
+        .map(|h| h.slice(..first));
     match head {
         Some(head) if head.len() as u64 >= size => {
-            probe(&MemorySource::new(head), hint, filename).await
+            probe_bounded(
+                MemorySource::new(head),
+                sniffable.as_deref(),
+                hint,
+                filename,
+            )
+            .await
         }
         _ => {
             let src = UploadSource::new(cfg.storage.clone(), upload.clone(), size);
-            probe(&src, hint, filename).await
+            probe_bounded(src, sniffable.as_deref(), hint, filename).await
         }
     }
 }

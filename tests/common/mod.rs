@@ -29,6 +29,7 @@ pub const KEY: &str = "test-key-primary";
 /// The bookkeeping directory of `FsStorage`.
 pub const RESERVED: &str = ".tower-uploads";
 
+pub mod hostile_media;
 pub mod process;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -38,6 +38,7 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
             "tiff" => tiff_size(r).await,
             "avif" | "heif" => {
                 let b = r.get(0, HEIF_HEAD, 0).await?;
+                r.work(b.len() as u64)?;
                 imagesize::blob_size(&b).ok().and_then(|s| {
                     Some((u32::try_from(s.width).ok()?, u32::try_from(s.height).ok()?))
                 })
@@ -96,6 +97,7 @@ async fn tiff_size(r: &mut Reader<'_>) -> Option<(u32, u32)> {
     let n = r.get(ifd, 2, AHEAD).await?;
     let count = u64::from(u16_at(&n, 0)?);
     let entries = r.get(ifd + 2, count * 12, AHEAD).await?;
+    r.work(entries.len() as u64 / 12)?;
     let (mut w, mut ht) = (None, None);
     for e in entries.chunks_exact(12) {
         let tag = u16_at(e, 0)?;

@@ -146,7 +146,9 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
     }
     // The Segment (skipping anything, such as a Void, before it).
     let mut at = eh.len.checked_add(eh_size)?;
+    let mut before = 0..MAX_ELEMENTS;
     let (segment, segment_end) = loop {
+        before.next()?;
         let b = r.get(at, 12, 4096).await?;
         let h = header(&b)?;
         if h.id == SEGMENT {
@@ -178,7 +180,9 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
         let data = at.checked_add(h.len)?;
         match h.id {
             SEEK_HEAD if len <= MAX_SMALL => {
-                if let Some(d) = r.get(data, len, 0).await {
+                if let Some(d) = r.get(data, len, 0).await
+                    && r.work(d.len() as u64).is_some()
+                {
                     seeks.extend(seek_head(&d));
                 }
             }
@@ -232,6 +236,9 @@ async fn element(r: &mut Reader<'_>, id: u32, data: u64, len: u64, found: &mut F
     let Some(d) = r.get(data, len, 0).await else {
         return;
     };
+    if r.work(d.len() as u64).is_none() {
+        return;
+    }
     if id == INFO {
         found.info = true;
         found.duration = info_duration(&d);

@@ -54,6 +54,14 @@
 //! - GIF: the frames have to be walked: at most the first 16 MiB ([`GIF_WALK_LIMIT`]); a
 //!   longer GIF gets no `frames` or `duration`.
 //!
+//! The work is bounded too, by the bytes read: every count that a file states (samples,
+//! entries, pages, blocks…) is checked against the bytes that would have to carry it, or
+//! its sum computed rather than counted out (an MP4 `trun` without per-sample fields states
+//! up to 2³² − 1 samples in 16 bytes), so a probe does at most `4 × bytes read + 4096`
+//! steps of work ([`ProbeStats::work`]), and never more than [`MAX_PROBE_WORK`] steps or
+//! [`PROBE_TIME`] of work (time spent waiting for the storage not counted): past either,
+//! the parser stops and the facts stay partial.
+//!
 //! A read that fails, a budget that runs out or a header that makes no sense never fails
 //! the probe: the facts are then [`sniff`]'s (kind and type from the magic bytes), and the
 //! fields a parser could not establish stay `None`. The probe never panics.
@@ -72,6 +80,7 @@ mod webp;
 
 use super::{Kind, MAX_PROBE_READ, MediaFacts, SNIFF_BYTES, Source, sniff};
 use reader::Reader;
+use std::time::Duration;
 
 /// The most bytes one [`probe`] reads, in all: two maximal reads ([`MAX_PROBE_READ`]) and
 /// the head ([`SNIFF_BYTES`]).
@@ -79,6 +88,41 @@ pub const PROBE_BUDGET: u64 = 2 * MAX_PROBE_READ + SNIFF_BYTES as u64;
 
 /// The most reads one [`probe`] makes.
 pub const MAX_PROBE_READS: u32 = 4096;
+
+/// The most steps of work one [`probe`] does: a step is a read asked of the reader, a loop
+/// turn of a parser, or a byte decoded in memory. Every parser's work is bounded by the
+/// bytes it read (see [`ProbeStats::work`]); this caps it anyway.
+pub const MAX_PROBE_WORK: u64 = 4 * PROBE_BUDGET;
+
+/// The most time one [`probe`] works, not counting its waits for the storage: past it, the
+/// parser stops and the facts stay partial (those it had found, else [`sniff`]'s). Typical
+/// files take well under a millisecond of it. It is checked between steps, so a probe may
+/// overrun it by one step: the longest is decoding the largest `moov` read (16 MiB),
+/// ~0.4 s in a debug build (`tests/probe_work.rs`). It is wall-clock time: probes that
+/// share a busy CPU get less done within it.
+pub const PROBE_TIME: Duration = Duration::from_millis(300);
+
+/// What a [`probe`] cost ([`probe_with_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProbeStats {
+    /// Bytes read from the source (the head included).
+    pub bytes_read: u64,
+    /// Reads made.
+    pub reads: u32,
+    /// Steps of work: one per read asked of the reader (served from memory or not), one per
+    /// byte handed to an in-memory decoder (the head to [`sniff`], an MP4's `moov` and
+    /// `moof`s, Matroska elements, the Ogg pages checked…), one per parser loop turn that
+    /// reads nothing. Never more than `4 × bytes_read + 4096` (the `probe_work` fuzz target
+    /// and `tests/probe_work.rs` check it), and at most [`MAX_PROBE_WORK`].
+    pub work: u64,
+    /// Wall-clock time of the whole probe.
+    pub elapsed: Duration,
+    /// Of which waiting for the source.
+    pub waiting: Duration,
+    /// The work or time budget ran out ([`MAX_PROBE_WORK`], [`PROBE_TIME`]): the facts are
+    /// partial.
+    pub exhausted: bool,
+}
 
 /// How far into a GIF [`probe`] walks to count its frames (every frame's data has to be
 /// stepped over): a longer GIF gets no `frames` and no `duration`.
@@ -104,25 +148,40 @@ pub const GIF_WALK_LIMIT: u64 = MAX_PROBE_READ;
 /// # });
 /// ```
 pub async fn probe(src: &dyn Source, hint: Option<&str>, filename: &str) -> MediaFacts {
+    probe_with_stats(src, hint, filename).await.0
+}
+
+/// [`probe`], and what it cost.
+pub async fn probe_with_stats(
+    src: &dyn Source,
+    hint: Option<&str>,
+    filename: &str,
+) -> (MediaFacts, ProbeStats) {
     let mut r = Reader::new(src);
+    let facts = probe_in(&mut r, hint, filename).await;
+    (facts, r.stats())
+}
+
+async fn probe_in(r: &mut Reader<'_>, hint: Option<&str>, filename: &str) -> MediaFacts {
     let head = r.head().await.unwrap_or_default();
     let sniffed = sniff(&head, hint, filename);
-    if !sniffed.recognised || sniffed.kind == Kind::Other {
+    if !sniffed.recognised || sniffed.kind == Kind::Other || r.work(head.len() as u64).is_none() {
         return sniffed;
     }
+    let r = &mut *r;
     let mut facts = sniffed.clone();
     let parsed = match sniffed.mime_type.as_str() {
         "video/mp4" | "video/x-m4v" | "video/quicktime" | "audio/m4a" => {
-            mp4::probe(&mut r, &mut facts).await
+            mp4::probe(r, &mut facts).await
         }
-        "video/webm" | "video/x-matroska" => mkv::probe(&mut r, &mut facts).await,
-        "audio/mpeg" => mp3::probe(&mut r, &mut facts).await,
-        "audio/x-wav" => wav::probe(&mut r, &mut facts).await,
-        "audio/x-flac" => flac::probe(&mut r, &mut facts, 0).await,
-        "audio/ogg" | "audio/opus" => ogg::probe(&mut r, &mut facts).await,
-        "image/gif" => gif::probe(&mut r, &mut facts).await,
-        "image/webp" => webp::probe(&mut r, &mut facts).await,
-        _ if sniffed.kind == Kind::Image => image::probe(&mut r, &mut facts).await,
+        "video/webm" | "video/x-matroska" => mkv::probe(r, &mut facts).await,
+        "audio/mpeg" => mp3::probe(r, &mut facts).await,
+        "audio/x-wav" => wav::probe(r, &mut facts).await,
+        "audio/x-flac" => flac::probe(r, &mut facts, 0).await,
+        "audio/ogg" | "audio/opus" => ogg::probe(r, &mut facts).await,
+        "image/gif" => gif::probe(r, &mut facts).await,
+        "image/webp" => webp::probe(r, &mut facts).await,
+        _ if sniffed.kind == Kind::Image => image::probe(r, &mut facts).await,
         _ => None,
     };
     match parsed {

@@ -154,6 +154,7 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
     if b.starts_with(b"fLaC") {
         return flac::probe(r, f, start).await;
     }
+    r.work(b.len() as u64)?;
     // The first offset with a valid header, followed by another valid header (when the
     // bytes reach that far).
     let (offset, frame) = (0..b.len().saturating_sub(3)).find_map(|i| {

@@ -4,7 +4,7 @@
 //! Each `trak` is decoded on its own, so a track the crate cannot read (an exotic sample
 //! entry) costs only that track.
 
-use mp4_atom::{Codec, Decode, FourCC, Moof, Mvex, Mvhd, StszSamples, Trak};
+use mp4_atom::{Codec, Decode, FourCC, Moof, Mvex, Mvhd, StszSamples, Trak, TrunSamples};
 
 use super::bits::{be32, be64, ratio};
 use super::reader::Reader;
@@ -41,11 +41,16 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
                     return None;
                 }
                 let moov = r.get(at, len, 0).await?;
+                r.work(moov.len() as u64)?;
                 movie = Some(Movie::decode(moov.get(header as usize..)?));
             }
             b"moof" => match &movie {
                 Some(m) if m.needs_fragments() && len <= MAX_MOOF => {
-                    let Some(moof) = r.get(at, len, 0).await else {
+                    let Some(moof) = r
+                        .get(at, len, 0)
+                        .await
+                        .filter(|m| r.work(m.len() as u64).is_some())
+                    else {
                         fragments.incomplete = true;
                         break;
                     };
@@ -156,7 +161,8 @@ impl Movie {
                     }
                 }
                 b"mvex" => {
-                    let mvex = Mvex::decode(&mut &child[..]).ok();
+                    // `mp4_atom` decodes any child box here too: an `sgpd` as well.
+                    let mvex = Mvex::decode(&mut &defused(child)[..]).ok();
                     m.fragmented = Some(
                         mvex.as_ref()
                             .and_then(|x| x.mehd.as_ref())
@@ -328,13 +334,32 @@ impl Fragments {
                 .unwrap_or(0);
             let (mut d, mut n) = (0u64, 0u64);
             for trun in &traf.trun {
-                n = n.saturating_add(trun.samples.len() as u64);
-                for s in trun.samples.iter() {
-                    d = d.saturating_add(u64::from(s.duration.unwrap_or(default)));
-                }
+                let (rd, rn) = run_sums(&trun.samples, default);
+                d = d.saturating_add(rd);
+                n = n.saturating_add(rn);
             }
             add_to(&mut self.duration, id, d);
             add_to(&mut self.samples, id, n);
+        }
+    }
+}
+
+/// `(duration, samples)` of one `trun`, in work bounded by its bytes: a run without
+/// per-sample fields carries no byte per sample, whatever its `sample_count` says (up to
+/// 2³² − 1 in a 20-byte box), so its sums are computed, not counted out sample by sample
+/// (which took ~1.8 s for one such box); an explicit run's entries each took ≥ 4 bytes of
+/// the box to decode.
+fn run_sums(samples: &TrunSamples, default: u32) -> (u64, u64) {
+    match samples {
+        TrunSamples::Inherited { count, .. } => {
+            let n = u64::from(*count);
+            (n.saturating_mul(u64::from(default)), n)
+        }
+        TrunSamples::Explicit(entries) => {
+            let d = entries.iter().fold(0u64, |d, s| {
+                d.saturating_add(u64::from(s.duration.unwrap_or(default)))
+            });
+            (d, entries.len() as u64)
         }
     }
 }
@@ -450,6 +475,99 @@ mod tests {
             "a.mp4",
         ))
         .expect("a memory probe never waits");
+        assert_eq!(facts.mime_type, "video/mp4");
+    }
+
+    /// A full box: version 0, flags `flags`, then `body`.
+    fn full(kind: &[u8; 4], flags: u32, body: &[u8]) -> Vec<u8> {
+        boxed(kind, &[&flags.to_be_bytes()[..], body].concat())
+    }
+
+    /// The file of the security finding (~250 bytes): `ftyp`; a `moov` with an `mvhd` of
+    /// duration 0 and `mvex`/`trex` (so the fragments are summed); a `moof` whose `traf`
+    /// holds `runs` `trun` boxes of version 0, flags 0 and `sample_count` 2³² − 1.
+    pub(crate) fn endless_runs(runs: usize) -> Vec<u8> {
+        let mut mvhd = vec![0u8; 96];
+        mvhd[8..12].copy_from_slice(&1000u32.to_be_bytes());
+        let trex = [1u32, 1, 1000, 0, 0].map(u32::to_be_bytes).concat();
+        let moov = [
+            full(b"mvhd", 0, &mvhd),
+            boxed(b"mvex", &full(b"trex", 0, &trex)),
+        ]
+        .concat();
+        let mut traf = full(b"tfhd", 0, &1u32.to_be_bytes());
+        for _ in 0..runs {
+            traf.extend(full(b"trun", 0, &u32::MAX.to_be_bytes()));
+        }
+        let moof = [full(b"mfhd", 0, &1u32.to_be_bytes()), boxed(b"traf", &traf)].concat();
+        [
+            boxed(b"ftyp", b"isom\0\0\0\0isom"),
+            boxed(b"moov", &moov),
+            boxed(b"moof", &moof),
+        ]
+        .concat()
+    }
+
+    /// Security finding 1: a `trun` without per-sample fields claims 2³² − 1 samples in 16
+    /// bytes; they were counted out one by one (~1.8 s of CPU per box). Its sums are now
+    /// computed: the same facts, at once.
+    #[test]
+    fn runs_without_sample_fields_are_summed_not_counted() {
+        let file = endless_runs(4);
+        assert!(file.len() < 300, "{}", file.len());
+        let t0 = std::time::Instant::now();
+        let facts = futures_util::FutureExt::now_or_never(crate::media::probe(
+            &crate::media::MemorySource::new(file),
+            None,
+            "a.mp4",
+        ))
+        .expect("a memory probe never waits");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(facts.mime_type, "video/mp4");
+        let inherited = TrunSamples::Inherited {
+            count: u32::MAX,
+            first_flags: None,
+        };
+        let n = u64::from(u32::MAX);
+        assert_eq!(run_sums(&inherited, 1000), (n * 1000, n));
+        assert_eq!(run_sums(&inherited, 0), (0, n));
+        let explicit = TrunSamples::Explicit(vec![
+            mp4_atom::TrunEntry {
+                duration: Some(5),
+                ..Default::default()
+            },
+            mp4_atom::TrunEntry::default(),
+        ]);
+        assert_eq!(run_sums(&explicit, 7), (12, 2));
+    }
+
+    /// Regression (fuzz `probe_mp4` with the trun-finding seed, OOM: malloc of 2.6 GB): an
+    /// `sgpd` inside `mvex`, which was handed to `mp4_atom` without being defused.
+    #[test]
+    fn sample_group_descriptions_in_mvex_are_defused() {
+        let mut sgpd = vec![0, 0, 0, 0];
+        sgpd.extend_from_slice(b"zzzz");
+        sgpd.extend_from_slice(&50_000_000u32.to_be_bytes());
+        let mut mvhd = vec![0u8; 96];
+        mvhd[8..12].copy_from_slice(&1000u32.to_be_bytes());
+        let moov = [
+            full(b"mvhd", 0, &mvhd),
+            boxed(b"mvex", &boxed(b"sgpd", &sgpd)),
+        ]
+        .concat();
+        let file = [boxed(b"ftyp", b"isom\0\0\0\0isom"), boxed(b"moov", &moov)].concat();
+        let t0 = std::time::Instant::now();
+        let facts = futures_util::FutureExt::now_or_never(crate::media::probe(
+            &crate::media::MemorySource::new(file),
+            None,
+            "a.mp4",
+        ))
+        .expect("a memory probe never waits");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(facts.mime_type, "video/mp4");
     }
 

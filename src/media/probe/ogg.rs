@@ -115,7 +115,11 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
         let Some(b) = r.get(from, size - from, 0).await else {
             break;
         };
-        if let Some(g) = last_granule(&b, main.serial) {
+        let (found, work) = last_granule(&b, main.serial);
+        if r.work(work).is_none() {
+            break;
+        }
+        if let Some(g) = found {
             f.duration = duration(&main, g);
             break;
         }
@@ -127,21 +131,38 @@ pub(super) async fn probe(r: &mut Reader<'_>, f: &mut MediaFacts) -> Option<()> 
 }
 
 /// The granule position of the last complete, CRC-valid page of stream `serial` in `b`
-/// that has one (not -1).
-fn last_granule(b: &[u8], serial: u32) -> Option<u64> {
+/// that has one (not -1), and the work it took (bytes of page headers and of CRCs).
+///
+/// The work is bounded by `2 × b.len()`: real pages do not overlap, so their headers and
+/// checksums cover the tail at most once; past that, the `OggS` found are pages laid over
+/// one another (`OggS\0` every 5 bytes is a page header with 103 segments at each of them,
+/// and each would cost a CRC of ~7 KiB: seconds for a 1 MiB tail), and the search stops.
+fn last_granule(b: &[u8], serial: u32) -> (Option<u64>, u64) {
+    let limit = 2 * b.len();
+    let mut work = 0usize;
     let mut end = b.len();
     while let Some(i) = b[..end].windows(4).rposition(|w| w == b"OggS") {
         end = i;
         let p = &b[i..];
+        work += 27 + usize::from(p.get(26).copied().unwrap_or(0));
+        if work > limit {
+            break;
+        }
         let Some((_, granule, s, len)) = page(p) else {
             continue;
         };
-        if s != serial || granule == u64::MAX || len > p.len() || !crc_ok(&p[..len]) {
+        if s != serial || granule == u64::MAX || len > p.len() {
             continue;
         }
-        return Some(granule);
+        work += len;
+        if work > limit {
+            break;
+        }
+        if crc_ok(&p[..len]) {
+            return (Some(granule), work as u64);
+        }
     }
-    None
+    (None, work as u64)
 }
 
 fn duration(s: &Stream, granule: u64) -> Option<f64> {
@@ -225,11 +246,30 @@ mod tests {
         // A page of another stream after it, and a stray "OggS" with a bad CRC.
         file.extend(make_page(4, 99_999, 8, &[4]));
         file.extend_from_slice(b"OggS\0\x04garbage");
-        assert_eq!(last_granule(&file, 7), Some(48_312));
+        assert_eq!(last_granule(&file, 7).0, Some(48_312));
         assert_eq!(duration(&s, 48_312), Some(1.0));
         let mut bad = make_page(4, 5, 7, &[9; 300]);
         bad[40] ^= 1;
         assert!(!crc_ok(&bad));
-        assert_eq!(last_granule(&bad, 7), None);
+        assert_eq!(last_granule(&bad, 7).0, None);
+    }
+
+    /// `OggS\0` every 5 bytes: a page header (of serial `\0Ogg`, 103 segments, ~7 KiB
+    /// long) at every one of them, none with a valid CRC. Checking them all took seconds for
+    /// a 1 MiB tail; the search gives up after twice the tail's length in work.
+    #[test]
+    fn overlapping_pages_are_bounded() {
+        let b = b"OggS\0".repeat(200_000);
+        let serial = u32::from_le_bytes(*b"\0Ogg");
+        assert!(page(&b[5..]).is_some_and(|(_, _, s, len)| s == serial && len > 7000));
+        let t0 = std::time::Instant::now();
+        let (found, work) = last_granule(&b, serial);
+        assert_eq!(found, None);
+        assert!(work <= 2 * b.len() as u64 + 70_000, "{work}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }
