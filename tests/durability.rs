@@ -2,7 +2,7 @@
 //! process being killed (SIGKILL) the moment the answer arrives — with the default policy
 //! (`--durability process`: the bytes are in the kernel's page cache) and with
 //! `--durability power` (`fsync` before the answer). A power cut is not simulated here: the
-//! `power` policy's extra promise rests on the `fsync` calls documented in `storage/fs.rs`.
+//! `power` policy's extra promise rests on the `fsync` calls documented in `storage/fs/mod.rs`.
 //!
 //! Runs the demo server binary (`cargo build --examples` first when running this file alone).
 

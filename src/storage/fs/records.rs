@@ -1,0 +1,138 @@
+//! The records API (`Storage::put_record` and the rest): one file per record under
+//! `records/`, written under `tmp/` and then linked (create-only) or renamed (overwrite).
+
+use bytes::Bytes;
+use std::fs::{self, File};
+use std::io::ErrorKind; // `io`, imported from `super`, is also `std::io`
+use std::path::{Path, PathBuf};
+
+use super::sys::fsync_dir;
+use super::{Durability, Inner, io, rand_token};
+use crate::storage::{RecordKey, RecordMode, StorageError, StorageResult};
+
+/// Ends the file name of a record; keys never contain it, so a record file never collides
+/// with a folder of longer keys.
+const RECORD_SUFFIX: &str = "@";
+
+impl Inner {
+    fn record_path(&self, key: &RecordKey) -> PathBuf {
+        let mut p = self.sys().join("records");
+        let mut segs = key.as_str().split('/').peekable();
+        while let Some(seg) = segs.next() {
+            if segs.peek().is_some() {
+                p.push(seg);
+            } else {
+                p.push(format!("{seg}{RECORD_SUFFIX}"));
+            }
+        }
+        p
+    }
+
+    pub(super) fn put_record(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        mode: RecordMode,
+    ) -> StorageResult<()> {
+        let target = self.record_path(key);
+        let tmp = self.sys().join("tmp").join(format!("rec{}", rand_token()));
+        let result = (|| {
+            let mut f = File::create(&tmp).map_err(io)?;
+            io::Write::write_all(&mut f, value).map_err(io)?;
+            if self.durability == Durability::Power {
+                f.sync_all().map_err(io)?;
+            }
+            // A concurrent delete may prune the folder between our mkdir and link: retry.
+            for _ in 0..8 {
+                let parent = target.parent().expect("a record path has a parent");
+                fs::create_dir_all(parent).map_err(io)?;
+                let placed = match mode {
+                    RecordMode::Create => fs::hard_link(&tmp, &target),
+                    RecordMode::Overwrite => fs::rename(&tmp, &target),
+                };
+                match placed {
+                    Ok(()) => {
+                        if self.durability == Durability::Power {
+                            fsync_dir(parent).map_err(io)?;
+                        }
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                        return Err(StorageError::PreconditionFailed);
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            Err(StorageError::Other("record folder kept vanishing".into()))
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    /// Removes the empty folders left above a deleted record (best effort).
+    fn prune_record_dirs(&self, record: &Path) {
+        let root = self.sys().join("records");
+        let mut dir = record.parent();
+        while let Some(d) = dir {
+            if d == root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
+    pub(super) fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+        match fs::read(self.record_path(key)) {
+            Ok(v) => Ok(Some(v.into())),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(None)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    pub(super) fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
+        let path = self.record_path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                self.prune_record_dirs(&path);
+                Ok(true)
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(false)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    pub(super) fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+        let mut dir = self.sys().join("records");
+        dir.extend(prefix.as_str().split('/'));
+        let mut out = Vec::new();
+        let mut stack = vec![(dir, prefix.as_str().to_owned())];
+        while let Some((dir, key)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    continue;
+                }
+                Err(e) => return Err(io(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io)?;
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if let Some(leaf) = name.strip_suffix(RECORD_SUFFIX) {
+                    if let Ok(k) = RecordKey::new(format!("{key}/{leaf}")) {
+                        out.push(k);
+                    }
+                } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((entry.path(), format!("{key}/{name}")));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

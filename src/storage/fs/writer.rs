@@ -1,0 +1,527 @@
+//! Writers: [`FsWriter`] gathers an upload's frames into batches ([`Buffers`]) and writes them
+//! off the async threads, the next batch gathering while the previous one is written; a small
+//! simple upload is written whole at `commit`, on the calling thread.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs::{File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use super::sys::{create_staging, create_unnamed, fsync_dir, write_pieces};
+use super::{Durability, Inner, Parsed, Staged, blocking, closed_if_missing, io, parse_id, quick};
+use crate::storage::{StorageError, StorageResult, UploadId, UploadWriter};
+
+/// The largest and smallest batch: a writer alone writes 2 MiB per system-call round, each
+/// further writer halves the size, down to 256 KiB (see [`Buffers::batch_size`]).
+const MAX_BATCH: usize = 2 << 20;
+const MIN_BATCH: usize = 256 << 10;
+/// The bytes of idle batch buffers a storage keeps for its next writers.
+const IDLE_BUDGET: usize = 4 << 20;
+/// Below this many bytes a writer gathers into a small growing buffer, not a batch buffer:
+/// a small file never takes (or allocates) a whole batch buffer.
+const SMALL_GATHER: usize = 64 * 1024;
+
+/// Whether `buf` is a batch buffer (else a small gathering buffer, at most 128 KiB).
+fn is_batch(buf: &Vec<u8>) -> bool {
+    buf.capacity() >= MIN_BATCH
+}
+
+/// The batch buffers of a storage's writers, reused from one writer to the next, and the
+/// batch size. A batch buffer never grows; idle ones are kept up to [`IDLE_BUDGET`] bytes.
+///
+/// Without a pool every chunk request allocated and freed its two buffers, and glibc, after
+/// the first freed 1 MiB block raised its mmap threshold, carved the next ones from the worker
+/// threads' arenas, which kept them: a server's memory followed its allocator's history
+/// (30.8 MiB peak over one run of 1 GiB in 16 MiB chunks, 4 in flight; PERFORMANCE.md).
+///
+/// Each batch is one hop to the blocking pool, and a hop costs thread switches: fewer, larger
+/// batches are faster (one 1 GiB upload: 2 MiB batches ~13–18 % faster than 512 KiB ones),
+/// but every writer holds two. So the size follows the number of writers holding buffers:
+/// 2 MiB for one, 1 MiB for two, 512 KiB for three or four, 256 KiB beyond — the buffers in
+/// use stay within 4 MiB up to eight writers, and at 512 KiB per writer past that. (The
+/// kernel gets a batch in `pwrite`s of at most 256 KiB whatever its size: [`write_pieces`].)
+#[derive(Default)]
+pub(super) struct Buffers {
+    idle: Mutex<Vec<Vec<u8>>>,
+    /// Writers holding batch buffers now.
+    writers: AtomicUsize,
+}
+
+impl Buffers {
+    /// The batch size while `writers` writers hold buffers.
+    fn batch_size(writers: usize) -> usize {
+        let halvings = writers.max(1).next_power_of_two().trailing_zeros();
+        (MAX_BATCH >> halvings.min(3)).max(MIN_BATCH)
+    }
+
+    /// A batch buffer for a writer that [joined](Self::join).
+    fn take(&self) -> Vec<u8> {
+        let size = Self::batch_size(self.writers.load(Ordering::Relaxed));
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = idle.iter().position(|b| b.capacity() == size) {
+            return idle.swap_remove(i);
+        }
+        // Free one idle buffer of another size (the number of writers changed) before
+        // allocating: the pool converts instead of growing.
+        idle.pop();
+        drop(idle);
+        Vec::with_capacity(size)
+    }
+
+    fn give(&self, mut buf: Vec<u8>) {
+        if !is_batch(&buf) {
+            return; // a small gathering buffer, or empty
+        }
+        buf.clear();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = idle.iter().map(Vec::capacity).sum();
+        if held + buf.capacity() <= IDLE_BUDGET {
+            idle.push(buf);
+        }
+    }
+
+    /// Counts a writer that starts using batch buffers.
+    fn join(&self) {
+        self.writers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a writer that [joined](Self::join).
+    fn leave(&self) {
+        self.writers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A batch being written; gives its buffer back for reuse, and the file it opened.
+type WriteTask = tokio::task::JoinHandle<StorageResult<(Vec<u8>, Arc<File>)>>;
+
+/// Gathers frames into a batch buffer and writes full batches off the async threads, the next
+/// batch gathering while the previous one is written. Frames are copied into two buffers that
+/// alternate (and are reused), so the HTTP layer gets its read buffer back at once instead of
+/// allocating fresh memory for every frame while a batch is held.
+pub(super) struct FsWriter {
+    inner: Arc<Inner>,
+    id: UploadId,
+    data_path: PathBuf,
+    /// `None` until the first batch creates a single upload's staging file.
+    file: Option<Arc<File>>,
+    resumable: bool,
+    start: u64,
+    pos: u64,
+    /// The first frame of a simple upload, kept as it came while it is the only one (a small
+    /// file is written from where it arrived, without a copy into `pending`).
+    first: Bytes,
+    pending: Vec<u8>,
+    /// The other buffer, back from the last finished batch.
+    spare: Option<Vec<u8>>,
+    /// The previous batch, written while the next one gathers.
+    in_flight: Option<WriteTask>,
+    /// Counted among the writers that share the batch budget ([`Buffers::join`]).
+    joined: bool,
+    /// A resumable upload's [`Inner::write_lock`].
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl Drop for FsWriter {
+    fn drop(&mut self) {
+        self.release_buffers();
+    }
+}
+
+impl FsWriter {
+    /// A writer of `upload` from `offset` (`Storage::writer`).
+    pub(super) async fn open(
+        inner: &Arc<Inner>,
+        upload: &UploadId,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        let resumable = matches!(parse_id(upload)?, Parsed::Resumable { .. });
+        let data_path = inner.data_path(upload)?;
+        let file = if resumable {
+            // Open now, so that a closed upload is known before any byte is read.
+            let path = data_path.clone();
+            let f = quick(inner.inline_meta(), move || {
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(closed_if_missing)
+            })
+            .await?;
+            Some(Arc::new(f))
+        } else {
+            None // created by the first batch: one blocking hop less per simple upload
+        };
+        Ok(Box::new(FsWriter {
+            inner: inner.clone(),
+            id: upload.clone(),
+            data_path,
+            file,
+            resumable,
+            start: offset,
+            pos: offset,
+            first: Bytes::new(),
+            pending: Vec::new(),
+            spare: None,
+            in_flight: None,
+            joined: false,
+            write_lock: resumable.then(|| inner.write_lock(upload)),
+        }))
+    }
+
+    /// Gives the writer's buffers back to the storage's pool.
+    fn release_buffers(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.inner.buffers.give(pending);
+        if let Some(spare) = self.spare.take() {
+            self.inner.buffers.give(spare);
+        }
+        if std::mem::take(&mut self.joined) {
+            self.inner.buffers.leave();
+        }
+    }
+
+    async fn wait_in_flight(&mut self) -> StorageResult<()> {
+        if let Some(task) = self.in_flight.take() {
+            let (mut buf, file) = task
+                .await
+                .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
+            buf.clear();
+            match self.spare {
+                None if is_batch(&buf) => self.spare = Some(buf),
+                _ => self.inner.buffers.give(buf),
+            }
+            self.file = Some(file);
+        }
+        Ok(())
+    }
+
+    /// Moves a kept first frame into `pending`.
+    fn gather_first(&mut self) {
+        if !self.first.is_empty() {
+            let first = std::mem::take(&mut self.first);
+            self.pending.extend_from_slice(&first);
+        }
+    }
+
+    /// Starts writing what is pending (after the previous batch has finished).
+    async fn flush_pending(&mut self) -> StorageResult<()> {
+        self.gather_first();
+        if self.pending.is_empty() {
+            return self.wait_in_flight().await;
+        }
+        // The next batch takes the spare (or a pooled buffer) when its first bytes arrive.
+        let buf = std::mem::take(&mut self.pending);
+        let at = self.pos - buf.len() as u64;
+        self.wait_in_flight().await?;
+        let (inner, id, file, resumable, one_at_a_time) = (
+            self.inner.clone(),
+            self.id.clone(),
+            self.file.take(),
+            self.resumable,
+            self.write_lock.clone(),
+        );
+        let data_path = self.data_path.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let file = match file {
+                Some(f) => f,
+                None => Arc::new(create_staging(&data_path)?),
+            };
+            {
+                let _shared = if resumable {
+                    Some(inner.lock_open(&file, &id)?)
+                } else {
+                    None
+                };
+                let _one = one_at_a_time
+                    .as_ref()
+                    .map(|lock| lock.lock().unwrap_or_else(|e| e.into_inner()));
+                write_pieces(&file, &buf, at).map_err(io)?;
+            }
+            Ok((buf, file))
+        }));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl UploadWriter for FsWriter {
+    async fn write(&mut self, data: Bytes) -> StorageResult<()> {
+        if !self.resumable && self.pos == self.start && data.len() <= SMALL_GATHER {
+            self.pos = self
+                .pos
+                .checked_add(data.len() as u64)
+                .ok_or(StorageError::StorageFull)?;
+            self.first = data;
+            return Ok(());
+        }
+        self.gather_first();
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let so_far = (self.pos - self.start) as usize; // what this writer was given
+            if !is_batch(&self.pending) && so_far.saturating_add(rest.len()) > SMALL_GATHER {
+                // Past a small file's size: gather into a batch buffer from now on.
+                if !self.joined {
+                    self.joined = true;
+                    self.inner.buffers.join();
+                }
+                let mut batch = self
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| self.inner.buffers.take());
+                batch.extend_from_slice(&self.pending);
+                self.pending = batch;
+            }
+            let batch = is_batch(&self.pending);
+            let n = if batch {
+                (self.pending.capacity() - self.pending.len()).min(rest.len())
+            } else {
+                rest.len()
+            };
+            self.pos = self
+                .pos
+                .checked_add(n as u64)
+                .ok_or(StorageError::StorageFull)?;
+            self.pending.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if batch && self.pending.len() >= self.pending.capacity() {
+                self.flush_pending().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> StorageResult<()> {
+        self.flush_pending().await?;
+        self.wait_in_flight().await?;
+        self.release_buffers();
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        let gathered: &[u8] = if self.first.is_empty() {
+            &self.pending
+        } else {
+            &self.first
+        };
+        if !self.resumable
+            && self.file.is_none()
+            && self.in_flight.is_none()
+            && self.inner.inline(gathered.len() as u64)
+        {
+            // The whole of a small simple upload: create and write it here (see `inline_io`),
+            // and keep it open for `publish`.
+            let named = !self.inner.unnamed_staging;
+            let file = if named {
+                create_staging(&self.data_path)?
+            } else {
+                create_unnamed(&self.inner.staging).map_err(io)?
+            };
+            file.write_all_at(gathered, self.start).map_err(io)?;
+            self.inner
+                .staged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    self.id.clone(),
+                    Staged {
+                        file,
+                        named,
+                        written: SystemTime::now(),
+                    },
+                );
+            return Ok(if self.pos > self.start {
+                vec![self.start..self.pos]
+            } else {
+                Vec::new()
+            });
+        }
+        self.flush_pending().await?;
+        self.wait_in_flight().await?;
+        self.release_buffers();
+        let (inner, id, data_path, file, resumable, start, pos) = (
+            self.inner.clone(),
+            self.id.clone(),
+            std::mem::take(&mut self.data_path),
+            self.file.take(),
+            self.resumable,
+            self.start,
+            self.pos,
+        );
+        drop(self);
+        let durable = inner.durability == Durability::Power;
+        let Parsed::Resumable { key, .. } = parse_id(&id)? else {
+            // A single upload: nothing to record, but an empty one still needs its file.
+            if file.is_none() || durable {
+                blocking(move || {
+                    let file = match file {
+                        Some(f) => f,
+                        None => Arc::new(create_staging(&data_path)?),
+                    };
+                    if durable {
+                        file.sync_data().map_err(io)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+            return Ok(if pos > start {
+                vec![start..pos]
+            } else {
+                Vec::new()
+            });
+        };
+        let key = key.to_owned();
+        let file = file.ok_or(StorageError::UploadClosed)?;
+        debug_assert!(resumable);
+        // Inline unless durable (an fsync): `lock_open` only waits in the instant between a
+        // claimer's exclusive lock and its `claimed` marker.
+        quick(inner.inline_meta(), move || {
+            if durable {
+                file.sync_data().map_err(io)?;
+            }
+            let _shared = inner.lock_open(&file, &id)?;
+            let ranges_dir = inner.upload_dir(&key).join("ranges");
+            if pos > start {
+                File::create(ranges_dir.join(format!("{start}-{pos}")))
+                    .map_err(closed_if_missing)?;
+                if durable {
+                    fsync_dir(&ranges_dir).map_err(io)?;
+                }
+            }
+            inner.ranges(&key)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// The lock shared by this process's writers of one resumable upload, held around each
+    /// batch's `pwrite`s. They all write into one data file, and the kernel serialises
+    /// writes to a file on its inode lock, where a waiting writer spins while the holder
+    /// copies (up to 12 % of the server's CPU with four chunks in flight: PERFORMANCE.md);
+    /// waiting here, it sleeps and leaves the core to the receiving side.
+    fn write_lock(&self, id: &UploadId) -> Arc<Mutex<()>> {
+        let mut locks = self.write_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = locks.get(id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        if locks.len() >= 64 && locks.len().is_power_of_two() {
+            locks.retain(|_, lock| lock.strong_count() > 0);
+        }
+        let lock = Arc::new(Mutex::new(()));
+        locks.insert(id.clone(), Arc::downgrade(&lock));
+        lock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::FilePath;
+    use crate::storage::fs::FsStorage;
+    use crate::storage::{PublishOptions, Storage, UploadSpec};
+    use std::fs;
+
+    #[test]
+    fn batch_size_follows_the_number_of_writers() {
+        let table = [
+            (0, 2 << 20),
+            (1, 2 << 20),
+            (2, 1 << 20),
+            (3, 512 << 10),
+            (4, 512 << 10),
+            (5, 256 << 10),
+            (8, 256 << 10),
+            (9, 256 << 10),
+            (10_000, 256 << 10),
+        ];
+        for (writers, size) in table {
+            assert_eq!(Buffers::batch_size(writers), size, "{writers} writers");
+        }
+        // The pool keeps at most IDLE_BUDGET bytes of idle buffers and converts sizes.
+        let pool = Buffers::default();
+        pool.join();
+        let bufs: Vec<_> = (0..4).map(|_| pool.take()).collect();
+        assert!(bufs.iter().all(|b| b.capacity() == 2 << 20));
+        bufs.into_iter().for_each(|b| pool.give(b));
+        assert_eq!(pool.idle.lock().unwrap().len(), 2, "4 MiB of 2 MiB buffers");
+        (0..3).for_each(|_| pool.join());
+        let small = pool.take();
+        assert_eq!(small.capacity(), 512 << 10);
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "one 2 MiB buffer freed");
+        pool.give(Vec::with_capacity(1000)); // a gathering buffer is not kept
+        assert_eq!(pool.idle.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn one_write_lock_per_live_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let inner = &storage.inner;
+        let a = inner.write_lock(&UploadId("u.a.1".into()));
+        assert!(Arc::ptr_eq(
+            &a,
+            &inner.write_lock(&UploadId("u.a.1".into()))
+        ));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &inner.write_lock(&UploadId("u.b.1".into()))
+        ));
+        // Entries of finished uploads are dropped as the map grows.
+        for n in 0..200 {
+            drop(inner.write_lock(&UploadId(format!("u.{n}.1"))));
+        }
+        let live = inner.write_locks.lock().unwrap().len();
+        assert!(live < 100, "{live} entries");
+        assert!(Arc::ptr_eq(
+            &a,
+            &inner.write_lock(&UploadId("u.a.1".into()))
+        ));
+    }
+
+    /// A simple upload's first frame is kept as it came while it is the only one: whatever
+    /// frames follow it (small, past the small-file gathering, none), the file holds them all
+    /// in order, written inline or through batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_frame_then_more_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::new(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let cases: [&[usize]; 6] = [
+            &[10],
+            &[10, 5],
+            &[10, 70_000, 5],
+            &[60_000, 60_000],
+            &[SMALL_GATHER, 1],
+            &[1, 200_000, 3],
+        ];
+        for (n, frames) in cases.into_iter().enumerate() {
+            let path = FilePath::new(format!("f{n}.bin")).unwrap();
+            let up = storage
+                .open_upload(&path, UploadSpec::Single)
+                .await
+                .unwrap();
+            let mut w = storage.writer(&up.id, 0).await.unwrap();
+            let mut at = 0;
+            for &len in frames {
+                w.write(Bytes::copy_from_slice(&bytes[at..at + len]))
+                    .await
+                    .unwrap();
+                at += len;
+            }
+            assert_eq!(w.commit().await.unwrap(), vec![0..at as u64], "{frames:?}");
+            storage.claim(&up.id).await.unwrap();
+            let options = PublishOptions::default();
+            storage
+                .publish(&up.id, &path, at as u64, options)
+                .await
+                .unwrap();
+            let stored = fs::read(dir.path().join(format!("f{n}.bin"))).unwrap();
+            assert!(stored == bytes[..at], "{frames:?}: the file differs");
+        }
+    }
+}
