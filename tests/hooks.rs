@@ -259,3 +259,112 @@ async fn hooks_on_upload_sessions() {
         "{v}"
     );
 }
+
+/// The user that the app's own middleware found, as a request extension.
+#[derive(Clone)]
+struct User(String);
+
+/// Hooks see the extensions of the request that completed the upload: the app's own auth
+/// middleware (here: a `MapRequest` reading `X-User`) hands its user to `on_complete`, which
+/// puts it into the metadata — for a simple PUT, the completing chunk of a `Content-Range`
+/// upload, and an upload-session form.
+#[tokio::test]
+async fn hooks_see_the_request_extensions() {
+    let (_sandbox, dir) = sandbox();
+    let uploads = tower_uploads::Uploads::new(tower_uploads::FsStorage::new(&dir).unwrap())
+        .key(KEY)
+        .on_complete(|c: Completion| async move {
+            let user = c.extensions.get::<User>().map(|u| u.0.clone());
+            Ok(Accept::with_metadata([(
+                "uploaded_by",
+                user.map(Value::from).unwrap_or(Value::Null),
+            )]))
+        });
+    let service = tower::ServiceBuilder::new()
+        .map_request(|mut req: http::Request<hyper::body::Incoming>| {
+            if let Some(user) = req.headers().get("x-user").and_then(|v| v.to_str().ok()) {
+                let user = User(user.to_owned());
+                req.extensions_mut().insert(user);
+            }
+            req
+        })
+        .service(uploads.service());
+    let (addr, _task) = serve(service).await;
+    let url = |p: &str| format!("http://{addr}/{p}");
+    let put = |p: &str, user: &str, range: Option<&str>, body: Vec<u8>| {
+        let mut req = client()
+            .put(url(p))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("x-user", user)
+            .body(body);
+        if let Some(r) = range {
+            req = req.header("content-range", r);
+        }
+        req.send()
+    };
+
+    let (s, _, v) = json(put("a.bin", "alice", None, pattern(100, 1)).await.unwrap()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(data(&v)["metadata"], json!({"uploaded_by": "alice"}));
+
+    let file = pattern(200, 2);
+    let (s, _, _) = json(
+        put(
+            "b.bin",
+            "alice",
+            Some("bytes 0-99/200"),
+            file[..100].to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (s, _, v) = json(
+        put(
+            "b.bin",
+            "bob",
+            Some("bytes 100-199/200"),
+            file[100..].to_vec(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        data(&v)["metadata"],
+        json!({"uploaded_by": "bob"}),
+        "the completing request's user"
+    );
+
+    let res = client()
+        .post(url("uploads"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let (_, _, v) = json(res).await;
+    let session = v["data"]["url"].as_str().unwrap().to_owned();
+    let mut form =
+        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.bin\"\r\n\r\n"
+            .to_vec();
+    form.extend_from_slice(&pattern(50, 3));
+    form.extend_from_slice(b"\r\n--b--\r\n");
+    let res = client()
+        .post(&session)
+        .header("content-type", "multipart/form-data; boundary=b")
+        .header("x-user", "carol")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    let (s, _, v) = json(res).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["data"]["metadata"],
+        json!({"uploaded_by": "carol"}),
+        "{v}"
+    );
+}

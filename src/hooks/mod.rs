@@ -35,7 +35,9 @@
 //!
 //! - [`on_complete`](UploadHooks::on_complete): once per upload, after its bytes are all
 //!   stored, probed and found to meet the conditions, **before** anything is visible. For a
-//!   resumable upload it runs in the request that completes it (the one answered 201); for a
+//!   resumable upload it runs in the request that completes it (the one answered 201), and
+//!   [`Completion`] carries that request's headers and extensions — what the app's own auth
+//!   middleware put there (its user) reaches the hook and can go into the metadata; for a
 //!   session upload, before its key is spent. A [`Rejection`] discards the bytes and is the
 //!   client's answer (its status and message, `kind: "upload_rejected"`); a rejected session
 //!   key stays usable. Metadata from [`Accept`] is merged into the File object's `metadata`
@@ -70,6 +72,9 @@ pub struct Completion {
     pub path: FilePath,
     /// The headers of the request that completed it.
     pub headers: HeaderMap,
+    /// The extensions of the request that completed it: what the app's own middleware put
+    /// there (its user, say) reaches the hook, and can go into the metadata.
+    pub extensions: http::Extensions,
     /// The upload session it came through (`ses_…`), if any.
     pub session: Option<String>,
 }
@@ -222,6 +227,7 @@ pub(crate) async fn decide(
     file: &mut FileObject,
     path: &FilePath,
     headers: &HeaderMap,
+    extensions: &http::Extensions,
     session: Option<&str>,
 ) -> Result<(), ApiError> {
     let Some(hooks) = hooks else {
@@ -231,6 +237,7 @@ pub(crate) async fn decide(
         file: file.clone(),
         path: path.clone(),
         headers: headers.clone(),
+        extensions: extensions.clone(),
         session: session.map(str::to_owned),
     };
     match hooks.on_complete(&completion).await {
@@ -267,9 +274,16 @@ mod tests {
     #[tokio::test]
     async fn verdicts_apply_to_the_file() {
         let (mut f, path) = file();
-        decide(None, &mut f, &path, &HeaderMap::new(), None)
-            .await
-            .unwrap();
+        decide(
+            None,
+            &mut f,
+            &path,
+            &HeaderMap::new(),
+            &http::Extensions::new(),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(f.metadata, None);
 
         let add = OnComplete(|c: Completion| async move {
@@ -280,9 +294,16 @@ mod tests {
             ("owner".to_owned(), Value::from("session")),
             ("k".to_owned(), Value::from(1)),
         ]));
-        decide(Some(&add), &mut f, &path, &HeaderMap::new(), None)
-            .await
-            .unwrap();
+        decide(
+            Some(&add),
+            &mut f,
+            &path,
+            &HeaderMap::new(),
+            &http::Extensions::new(),
+            None,
+        )
+        .await
+        .unwrap();
         let m = f.metadata.clone().unwrap();
         assert_eq!(m["owner"], "u1", "the hook's keys win");
         assert_eq!(m["k"], 1);
@@ -290,9 +311,16 @@ mod tests {
         let no = OnComplete(|_c: Completion| async move {
             Err(Rejection::new(StatusCode::FORBIDDEN, "not today"))
         });
-        let e = decide(Some(&no), &mut f, &path, &HeaderMap::new(), None)
-            .await
-            .unwrap_err();
+        let e = decide(
+            Some(&no),
+            &mut f,
+            &path,
+            &HeaderMap::new(),
+            &http::Extensions::new(),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             (e.status(), e.kind().as_str(), e.message()),
             (StatusCode::FORBIDDEN, "upload_rejected", "not today")

@@ -385,7 +385,7 @@ where
     };
     finish(
         cfg,
-        &parts.headers,
+        &parts,
         &live,
         media_id,
         target,
@@ -411,7 +411,7 @@ pub(super) struct Staged<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn finish(
     cfg: &Config,
-    headers: &HeaderMap,
+    parts: &http::request::Parts,
     live: &Live,
     media_id: String,
     target: FilePath,
@@ -419,7 +419,7 @@ pub(super) async fn finish(
     conditions: &UploadConditions,
     mut guard: AbortOnDrop<'_>,
 ) -> Result<MediaObject, ApiError> {
-    let storage = &cfg.storage;
+    let (headers, storage) = (&parts.headers, &cfg.storage);
     if storage.claim(&staged.upload).await? != Claim::Won {
         guard.abort().await;
         return Err(StorageError::UploadClosed.into());
@@ -443,8 +443,15 @@ pub(super) async fn finish(
     let mut file = FileObject::new(&target, url, staged.size, &facts);
     file.media_id = media_id.clone();
     file.metadata = live.record.metadata.clone();
-    if let Err(e) =
-        crate::hooks::decide(cfg.hooks(), &mut file, &target, headers, Some(&live.key.id)).await
+    if let Err(e) = crate::hooks::decide(
+        cfg.hooks(),
+        &mut file,
+        &target,
+        headers,
+        &parts.extensions,
+        Some(&live.key.id),
+    )
+    .await
     {
         guard.abort().await;
         return Err(e);

@@ -330,7 +330,7 @@ where
     };
     let result = finish(
         cfg,
-        &parts.headers,
+        &parts,
         &live,
         media_id,
         target,

@@ -50,6 +50,7 @@ pub(crate) async fn raced(
 pub(crate) async fn finalize(
     cfg: &Arc<Config>,
     headers: &HeaderMap,
+    extensions: &http::Extensions,
     path: &FilePath,
     id: &UploadId,
     total: u64,
@@ -57,30 +58,33 @@ pub(crate) async fn finalize(
 ) -> Result<(bool, crate::file::FileObject), ApiError> {
     let task = {
         let (cfg, headers, path, id) = (cfg.clone(), headers.clone(), path.clone(), id.clone());
-        let conditions = conditions.clone();
+        let (conditions, extensions) = (conditions.clone(), extensions.clone());
         tokio::spawn(async move {
             match cfg.storage.claim(&id).await? {
-                Claim::Won => match publish(&cfg, &headers, &path, &id, total, &conditions).await {
-                    Ok(file) => Ok(Some(file)),
-                    // Discarded: nothing to finish later.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            ErrorKind::ConditionsFailed
-                                | ErrorKind::UploadRejected
-                                | ErrorKind::PreconditionFailed
-                        ) =>
+                Claim::Won => {
+                    match publish(&cfg, &headers, &extensions, &path, &id, total, &conditions).await
                     {
+                        Ok(file) => Ok(Some(file)),
+                        // Discarded: nothing to finish later.
                         Err(e)
-                    }
-                    Err(e) => {
-                        // Let a later request (a retry, a status query) finish it.
-                        if let Err(e) = cfg.storage.unclaim(&id).await {
-                            tracing::warn!(upload = %id, error = %e, "could not give up a claim");
+                            if matches!(
+                                e.kind(),
+                                ErrorKind::ConditionsFailed
+                                    | ErrorKind::UploadRejected
+                                    | ErrorKind::PreconditionFailed
+                            ) =>
+                        {
+                            Err(e)
                         }
-                        Err(e)
+                        Err(e) => {
+                            // Let a later request (a retry, a status query) finish it.
+                            if let Err(e) = cfg.storage.unclaim(&id).await {
+                                tracing::warn!(upload = %id, error = %e, "could not give up a claim");
+                            }
+                            Err(e)
+                        }
                     }
-                },
+                }
                 Claim::Lost => Ok(None),
             }
         })
@@ -97,6 +101,7 @@ pub(crate) async fn finalize(
 async fn publish(
     cfg: &Config,
     headers: &HeaderMap,
+    extensions: &http::Extensions,
     path: &FilePath,
     id: &UploadId,
     total: u64,
@@ -112,8 +117,15 @@ async fn publish(
             return Err(e);
         }
         let mut record = new_record(cfg, headers, path, total, &facts, id);
-        if let Err(e) =
-            crate::hooks::decide(cfg.hooks(), &mut record.file, path, headers, None).await
+        if let Err(e) = crate::hooks::decide(
+            cfg.hooks(),
+            &mut record.file,
+            path,
+            headers,
+            extensions,
+            None,
+        )
+        .await
         {
             cfg.storage.abort(id).await?;
             forget(cfg, id).await;

@@ -89,7 +89,8 @@ where
                 .with_status(StatusCode::BAD_REQUEST));
             }
             let conditions = conditions_of(cfg, req.extensions());
-            status(cfg, req.headers(), path, total, &conditions, answer).await
+            let (parts, _) = req.into_parts();
+            status(cfg, &parts, path, total, &conditions, answer).await
         }
         ContentRange::Chunk { start, end, total } => {
             range.validate()?;
@@ -127,12 +128,13 @@ where
 /// `bytes */total`: what has been received, or the File object if the upload is done.
 async fn status(
     cfg: &Arc<Config>,
-    headers: &HeaderMap,
+    parts: &http::request::Parts,
     path: &FilePath,
     total: u64,
     conditions: &UploadConditions,
     answer: &Answer<'_>,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let (headers, extensions) = (&parts.headers, &parts.extensions);
     if let Some(info) = live_upload(cfg, path).await? {
         check_total(&info, total)?;
         let received = match cfg.storage.received(&info.id).await {
@@ -142,7 +144,8 @@ async fn status(
         };
         if RangeSet::new(received.clone()).covers(total) {
             // Complete but not published (its finalizer died): finish it now.
-            let (_, file) = finalize(cfg, headers, path, &info.id, total, conditions).await?;
+            let (_, file) =
+                finalize(cfg, headers, extensions, path, &info.id, total, conditions).await?;
             return Ok(file_response(answer, StatusCode::OK, &file));
         }
         return Ok(progress(answer, total, &received));
@@ -705,7 +708,16 @@ where
         }
         return Ok(progress(answer, total, &received));
     }
-    let (claimed, file) = finalize(cfg, &parts.headers, path, &info.id, total, &conditions).await?;
+    let (claimed, file) = finalize(
+        cfg,
+        &parts.headers,
+        &parts.extensions,
+        path,
+        &info.id,
+        total,
+        &conditions,
+    )
+    .await?;
     let status = if claimed {
         StatusCode::CREATED
     } else {

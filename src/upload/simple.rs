@@ -137,8 +137,15 @@ where
         return Ok(file_response(answer, StatusCode::CREATED, &file));
     }
     let mut record = new_record(cfg, &parts.headers, path, size, &facts, &upload.id);
-    if let Err(e) =
-        crate::hooks::decide(cfg.hooks(), &mut record.file, path, &parts.headers, None).await
+    if let Err(e) = crate::hooks::decide(
+        cfg.hooks(),
+        &mut record.file,
+        path,
+        &parts.headers,
+        &parts.extensions,
+        None,
+    )
+    .await
     {
         guard.abort().await;
         return Err(e);
