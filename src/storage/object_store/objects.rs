@@ -1,0 +1,323 @@
+//! Keys, small objects and their metadata: the helpers every operation of
+//! [`ObjectStoreStorage`] is built from.
+
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::{Path, PathPart};
+use object_store::{
+    Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions,
+    PutPayload,
+};
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use super::lock::{AbortOnDrop, list};
+use super::{
+    ByteStream, ObjectMeta, PutMode, RecordKey, StorageError, StorageResult, UploadId, UploadInfo,
+};
+use super::{
+    CLAIM_REFRESH, Chunk, ClaimState, Info, META_ATTRS, META_ATTRS_REF, META_VERSION,
+    MultipartMarker, ObjectStoreStorage, RESERVED, hex_sha256, is_not_found, os_err, system_time,
+};
+use crate::path::FilePath;
+
+impl ObjectStoreStorage {
+    // ---- keys ----
+
+    pub(super) fn key(&self, parts: &[&str]) -> Path {
+        let mut p = self.root.clone();
+        for part in parts {
+            p = p.join(PathPart::from(*part));
+        }
+        p
+    }
+
+    pub(super) fn file_key(&self, path: &FilePath) -> StorageResult<Path> {
+        if path.segments().next() == Some(RESERVED) {
+            return Err(StorageError::ReservedPath(
+                "the top-level name .tower-uploads is reserved",
+            ));
+        }
+        let mut p = self.root.clone();
+        for seg in path.segments() {
+            p = p.join(PathPart::from(seg));
+        }
+        Ok(p)
+    }
+
+    pub(super) fn upload_dir(&self, id: &UploadId) -> StorageResult<Path> {
+        // Ids come from this storage; anything else cannot name an upload.
+        let ok =
+            id.0.len() >= 2 && id.0.len() <= 40 && id.0.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(StorageError::NotFound);
+        }
+        Ok(self.key(&[RESERVED, "uploads", &id.0]))
+    }
+
+    pub(super) fn pointer_key(&self, path: &FilePath) -> Path {
+        self.key(&[RESERVED, "paths", &hex_sha256(path.as_str())])
+    }
+
+    pub(super) fn lock_dir(&self, name: &str) -> Path {
+        self.key(&[RESERVED, "locks", name])
+    }
+
+    pub(super) fn record_key(&self, key: &RecordKey) -> Path {
+        let mut p = self.key(&[RESERVED, "records"]);
+        for seg in key.as_str().split('/') {
+            p = p.join(PathPart::from(seg));
+        }
+        p
+    }
+
+    // ---- small objects ----
+
+    pub(super) async fn get_small(
+        &self,
+        key: &Path,
+    ) -> StorageResult<Option<(Bytes, DateTime<Utc>)>> {
+        match self.store.get(key).await {
+            Ok(r) => {
+                let modified = r.meta.last_modified;
+                Ok(Some((r.bytes().await.map_err(os_err)?, modified)))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(os_err(e)),
+        }
+    }
+
+    pub(super) async fn put_small(&self, key: &Path, value: Bytes) -> StorageResult<()> {
+        self.store
+            .put(key, PutPayload::from_bytes(value))
+            .await
+            .map(|_| ())
+            .map_err(os_err)
+    }
+
+    /// A create-only put as an extra guard where the store honours it (the lock decides;
+    /// a store that refuses conditional puts gets a plain one).
+    pub(super) async fn put_create(&self, key: &Path, value: Bytes) -> StorageResult<()> {
+        let opts = PutOptions::from(object_store::PutMode::Create);
+        match self
+            .store
+            .put_opts(key, PutPayload::from_bytes(value.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e @ object_store::Error::AlreadyExists { .. })
+            | Err(e @ object_store::Error::Precondition { .. }) => Err(os_err(e)),
+            Err(e) => {
+                // Not supported here (or refused): the lock has decided already.
+                tracing::debug!(error = %e, "conditional put refused; plain put");
+                self.put_small(key, value).await
+            }
+        }
+    }
+
+    pub(super) async fn exists(&self, key: &Path) -> StorageResult<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(os_err(e)),
+        }
+    }
+
+    pub(super) async fn delete_quiet(&self, key: &Path) -> StorageResult<()> {
+        match self.store.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(os_err(e)),
+        }
+    }
+
+    pub(super) async fn info(&self, id: &UploadId) -> StorageResult<Option<(Info, DateTime<Utc>)>> {
+        let dir = self.upload_dir(id)?;
+        match self.get_small(&dir.clone().join("info")).await? {
+            Some((bytes, modified)) => {
+                let info: Info = serde_json::from_slice(&bytes)
+                    .map_err(|e| StorageError::Other(format!("upload info: {e}")))?;
+                Ok(Some((info, modified)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn upload_info(&self, id: &UploadId, info: &Info, created_now: bool) -> UploadInfo {
+        let created = SystemTime::UNIX_EPOCH + Duration::from_millis(info.created_ms);
+        UploadInfo {
+            id: id.clone(),
+            path: FilePath::new(info.path.clone()).ok(),
+            total: Some(info.total),
+            created,
+            updated: created,
+            created_now,
+        }
+    }
+
+    /// Whether writers may still commit into the upload: not claimed (or released), and, for
+    /// a resumable upload, not yet published or aborted. `claimed` is read before `info`:
+    /// `claimed` is removed only after `info` (see [`Self::forget`]).
+    pub(super) async fn is_open(&self, id: &UploadId) -> StorageResult<bool> {
+        let dir = self.upload_dir(id)?;
+        if self.exists(&dir.clone().join("claimed")).await? {
+            return Ok(false);
+        }
+        if id.0.starts_with('r') {
+            return self.exists(&dir.join("info")).await;
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn chunks(&self, id: &UploadId) -> StorageResult<Vec<Chunk>> {
+        let dir = self.upload_dir(id)?.join("chunks");
+        let mut out = Vec::new();
+        for o in list(&self.store, &dir).await? {
+            let Some(name) = o.location.filename() else {
+                continue;
+            };
+            let Some(start) = name.split('-').next().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            out.push(Chunk {
+                start,
+                end: start.saturating_add(o.size),
+                location: o.location,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A stream of the bytes of `pieces`, in order, each with one ranged GET.
+    pub(super) fn pieces_stream(&self, pieces: Vec<(Path, Range<u64>)>) -> ByteStream {
+        let store = self.store.clone();
+        futures_util::stream::iter(pieces.into_iter().filter(|(_, r)| r.start < r.end))
+            .then(move |(location, range)| {
+                let store = store.clone();
+                async move {
+                    let opts = GetOptions {
+                        range: Some(GetRange::Bounded(range)),
+                        ..Default::default()
+                    };
+                    let r = store.get_opts(&location, opts).await.map_err(os_err)?;
+                    Ok::<_, StorageError>(r.into_stream().map_err(os_err))
+                }
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Our meta of a stored object, from its GET/HEAD result.
+    pub(super) async fn meta_of(
+        &self,
+        meta: &object_store::ObjectMeta,
+        attrs: &Attributes,
+    ) -> StorageResult<ObjectMeta> {
+        let get = |k: &'static str| {
+            attrs
+                .get(&Attribute::Metadata(k.into()))
+                .map(|v| v.to_string())
+        };
+        let attributes = if let Some(b64) = get(META_ATTRS) {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(b64.as_bytes())
+                .map(Bytes::from)
+                .unwrap_or_default()
+        } else if let Some(r) = get(META_ATTRS_REF) {
+            let key = self.key(&[RESERVED, "attrs", &r]);
+            self.get_small(&key)
+                .await?
+                .map(|(b, _)| b)
+                .unwrap_or_default()
+        } else {
+            Bytes::new()
+        };
+        Ok(ObjectMeta {
+            size: meta.size,
+            etag: get(META_VERSION)
+                .or_else(|| meta.e_tag.clone().map(|e| e.trim_matches('"').to_owned()))
+                .unwrap_or_default(),
+            modified: system_time(meta.last_modified),
+            content_type: attrs
+                .get(&Attribute::ContentType)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            attributes,
+        })
+    }
+
+    pub(super) async fn head_key(
+        &self,
+        key: &Path,
+    ) -> StorageResult<Option<(ObjectMeta, Attributes)>> {
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(key, opts).await {
+            Ok(r) => Ok(Some((
+                self.meta_of(&r.meta, &r.attributes).await?,
+                r.attributes,
+            ))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(os_err(e)),
+        }
+    }
+
+    /// Removes an upload's bookkeeping: `info` first (writers and `open_upload` then see it
+    /// gone), then multipart uploads in progress, chunks, and `claimed` last.
+    pub(super) async fn forget(&self, id: &UploadId) -> StorageResult<()> {
+        let dir = self.upload_dir(id)?;
+        self.delete_quiet(&dir.clone().join("info")).await?;
+        let mut claimed = None;
+        for o in list(&self.store, &dir).await? {
+            let rel: Vec<_> = o
+                .location
+                .prefix_match(&dir)
+                .map(|p| p.collect())
+                .unwrap_or_default();
+            match rel.first().map(|p| p.as_ref()) {
+                Some("claimed") => claimed = Some(o.location),
+                Some("mp") => {
+                    if let Some((bytes, _)) = self.get_small(&o.location).await?
+                        && let Ok(m) = serde_json::from_slice::<MultipartMarker>(&bytes)
+                        && let Ok(key) = Path::parse(&m.key)
+                    {
+                        let _ = self.multipart.abort_multipart(&key, &m.id).await;
+                    }
+                    self.delete_quiet(&o.location).await?;
+                }
+                _ => self.delete_quiet(&o.location).await?,
+            }
+        }
+        if let Some(c) = claimed {
+            self.delete_quiet(&c).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-writes `claimed` every [`CLAIM_REFRESH`] until dropped (a finalizer at work).
+    pub(super) fn claim_heartbeat(&self, id: &UploadId) -> StorageResult<AbortOnDrop> {
+        let key = self.upload_dir(id)?.join("claimed");
+        let this = self.clone();
+        Ok(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CLAIM_REFRESH).await;
+                let body = serde_json::to_vec(&ClaimState { released: false }).unwrap_or_default();
+                let _ = this.put_small(&key, body.into()).await;
+            }
+        })))
+    }
+
+    /// Checks a publication's precondition against what is at the path now.
+    pub(super) fn check_mode(mode: &PutMode, current: Option<&ObjectMeta>) -> StorageResult<()> {
+        match (mode, current) {
+            (PutMode::Overwrite, _) => Ok(()),
+            (PutMode::Create, None) => Ok(()),
+            (PutMode::Update(etag), Some(m)) if m.etag == *etag => Ok(()),
+            _ => Err(StorageError::PreconditionFailed),
+        }
+    }
+}
