@@ -68,11 +68,41 @@ impl RangeSet {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// How many separate ranges the set would hold with `range` added (without building it:
+    /// the ranges `range` overlaps or touches merge with it into one).
+    pub(crate) fn pieces_with(&self, range: &Range<u64>) -> usize {
+        if range.start >= range.end {
+            return self.0.len();
+        }
+        let touching = self
+            .0
+            .iter()
+            .filter(|r| r.start <= range.end && range.start <= r.end)
+            .count();
+        self.0.len() + 1 - touching
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_with_is_the_merged_count() {
+        let set = RangeSet::new(vec![2..4, 6..8, 10..12]);
+        for start in 0..14u64 {
+            for end in start..15 {
+                let mut all = set.ranges().to_vec();
+                all.push(start..end);
+                assert_eq!(
+                    set.pieces_with(&(start..end)),
+                    merge_ranges(all).len(),
+                    "{start}..{end}"
+                );
+            }
+        }
+    }
 
     #[test]
     #[allow(clippy::type_complexity)]

@@ -9,9 +9,11 @@
 //!   not be able to probe (PROTOCOL.md §4, SECURITY.md "Write credentials as read oracles").
 //!
 //! Layout, under `chunked/<k>` where `<k>` is 32 hex digits of the SHA-256 of the upload id:
-//! `if` (the precondition: `create`, or `update:<etag>`), `c.<start>.<end>.<sha-256 hex>`
-//! (one empty record per chunk received; `end` exclusive) and `done` (the completion time,
-//! unix seconds). Everything is written best effort after the fact it describes, so a lost
+//! `if` (the precondition: `create`, or `update:<etag>`), `c.<start>.<end>` (the SHA-256 of
+//! the first chunk of that range the upload received, `end` exclusive; created once, so a
+//! later chunk of the same range whose bytes were skipped as already received never replaces
+//! it) and `done` (the completion time, unix seconds). Every look-up is one record read by
+//! name: no listing on a request's path. Everything is written best effort after the fact it describes, so a lost
 //! record only makes a retry start a new upload (never a wrong answer); the sweeper
 //! ([`sweep`]) removes the records of uploads that are gone and of completions older than the
 //! upload TTL.
@@ -50,9 +52,9 @@ fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The name of a chunk's record.
-fn chunk_segment(range: &Range<u64>, digest: &[u8; 32]) -> String {
-    format!("c.{}.{}.{}", range.start, range.end, hex::encode(digest))
+/// The name of the record of a chunk of `range`.
+fn chunk_segment(range: &Range<u64>) -> String {
+    format!("c.{}.{}", range.start, range.end)
 }
 
 impl<'a> ChunkState<'a> {
@@ -101,13 +103,15 @@ impl<'a> ChunkState<'a> {
         range: &Range<u64>,
         digest: &[u8; 32],
     ) -> StorageResult<()> {
-        self.storage
-            .put_record(
-                &self.child(&chunk_segment(range, digest))?,
-                Bytes::new(),
-                RecordMode::Overwrite,
-            )
-            .await
+        let key = self.child(&chunk_segment(range))?;
+        let put = self
+            .storage
+            .put_record(&key, Bytes::copy_from_slice(digest), RecordMode::Create);
+        match put.await {
+            // The range's first chunk is recorded already: it stays.
+            Ok(()) | Err(StorageError::PreconditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Records that the upload completed at `at`.
@@ -139,14 +143,13 @@ impl<'a> ChunkState<'a> {
         if !self.done_within(ttl).await? {
             return Ok(false);
         }
-        let prefixes: Vec<String> = candidates
-            .iter()
-            .map(|r| format!("{}/c.{}.{}.", self.base, r.start, r.end))
-            .collect();
-        let listed = self.storage.list_records(&self.base).await?;
-        Ok(listed
-            .iter()
-            .any(|k| prefixes.iter().any(|p| k.as_str().starts_with(p.as_str()))))
+        for range in candidates {
+            let key = self.child(&chunk_segment(range))?;
+            if self.storage.get_record(&key).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether the upload, completed less than `ttl` ago, received exactly this chunk.
@@ -159,8 +162,9 @@ impl<'a> ChunkState<'a> {
         if !self.done_within(ttl).await? {
             return Ok(false);
         }
-        let key = self.child(&chunk_segment(range, digest))?;
-        Ok(self.storage.get_record(&key).await?.is_some())
+        let key = self.child(&chunk_segment(range))?;
+        let recorded = self.storage.get_record(&key).await?;
+        Ok(recorded.is_some_and(|d| d.as_ref() == digest.as_slice()))
     }
 
     /// Deletes every record of the upload.
@@ -300,6 +304,15 @@ mod tests {
                 .unwrap()
         );
         assert!(!state.received_chunk(&(0..9), &d, ttl).await.unwrap());
+        // A later chunk of the same range (its bytes skipped as received) is not recorded.
+        state.record_chunk(&(0..10), &[9u8; 32]).await.unwrap();
+        assert!(state.received_chunk(&(0..10), &d, ttl).await.unwrap());
+        assert!(
+            !state
+                .received_chunk(&(0..10), &[9u8; 32], ttl)
+                .await
+                .unwrap()
+        );
         assert!(state.has_range(&[0..9, 0..10], ttl).await.unwrap());
         assert!(!state.has_range(&[0..1], ttl).await.unwrap());
         // A sweep keeps a fresh completion, removes a stale one.

@@ -11,20 +11,13 @@ use crate::path::FilePath;
 use crate::service::config::Config;
 use crate::storage::{
     PutMode, RangeSet, Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec,
-    UploadWriter, merge_ranges,
+    UploadWriter,
 };
 
 /// The most disjoint received ranges one upload may hold (PROTOCOL.md §4): a chunk that
 /// would leave its upload in more separate pieces is refused with `409 range_conflict`
 /// before its body is read, and no `202` lists more ranges than this.
 pub const MAX_UPLOAD_RANGES: usize = 1_000;
-
-/// How many disjoint ranges `received` holds once `chunk` is added.
-pub(crate) fn pieces_with(received: &RangeSet, chunk: &Range<u64>) -> usize {
-    let mut all = received.ranges().to_vec();
-    all.push(chunk.clone());
-    merge_ranges(all).len()
-}
 
 /// Writes a chunk only into the parts of its range that were not received when it arrived,
 /// each part through a storage writer of its own. Nothing counts before [`commit`], which the
@@ -64,7 +57,7 @@ impl GapWriter {
     /// Whether adding `chunk` to what the upload had received when this chunk arrived would
     /// leave more than [`MAX_UPLOAD_RANGES`] separate ranges.
     pub(crate) fn fragments(&self, chunk: &Range<u64>) -> bool {
-        pieces_with(&self.received, chunk) > MAX_UPLOAD_RANGES
+        self.received.pieces_with(chunk) > MAX_UPLOAD_RANGES
     }
 
     async fn close_gap(&mut self) -> StorageResult<()> {
