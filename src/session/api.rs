@@ -3,7 +3,7 @@
 
 use bytes::{Buf, Bytes};
 use futures_util::TryStreamExt;
-use http::{HeaderMap, Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, StatusCode, Uri, header};
 use http_body::{Body, Frame};
 use http_body_util::{BodyDataStream, StreamBody};
 use serde::Serialize;
@@ -27,7 +27,7 @@ use crate::storage::{
     Claim, PublishOptions, PutMode, RecordKey, RecordMode, StorageError, UploadId, UploadSpec,
 };
 use crate::upload::body::{Head, HeadCheck, PumpError, Taps, pump};
-use crate::upload::digest::{DigestError, Sha256Check, parse_sha256};
+use crate::upload::digest::{self, DigestError, Sha256Check};
 use crate::upload::{
     AbortOnDrop, Record, check_conditions, conditions_of, content_length, probe_upload, too_large,
 };
@@ -61,15 +61,6 @@ pub(super) fn part_key(id: &str, index: u32) -> Result<RecordKey, ApiError> {
 
 pub(crate) fn media_key(id: &str) -> Result<RecordKey, ApiError> {
     key(format!("media/{id}"))
-}
-
-/// The SHA-256 of a request's `Content-Digest` (RFC 9530), if it has one: 400
-/// `digest_mismatch` when the header is malformed, before any byte is read.
-pub(super) fn content_digest(headers: &HeaderMap) -> Result<Option<[u8; 32]>, ApiError> {
-    match headers.get("content-digest") {
-        Some(v) => Ok(parse_sha256(v.as_bytes())?),
-        None => Ok(None),
-    }
 }
 
 fn gone(message: &'static str) -> ApiError {
@@ -310,7 +301,7 @@ where
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap_or("?")),
     )?;
-    let expected = content_digest(req.headers())?;
+    let expected = digest::of_request(req.headers())?;
     let conditions = conditions_for(cfg, req.extensions(), &live.record);
     let (parts, body) = req.into_parts();
     let stream = BodyDataStream::new(body).map_ok(|mut d| d.copy_to_bytes(d.remaining()));

@@ -21,13 +21,13 @@ use crate::response::Answer;
 use crate::service::config::Config;
 use crate::storage::{RecordMode, StorageError, UploadId, UploadSpec};
 use crate::upload::body::{PumpError, Taps, pump};
-use crate::upload::digest::{DigestError, Sha256Check};
+use crate::upload::digest::{self, DigestError, Sha256Check};
 use crate::upload::{AbortOnDrop, check_conditions, content_length, too_large};
 use subtle::ConstantTimeEq as _;
 
 use super::api::{
-    Staged, conditions_for, content_digest, finish, head_check, internal_json, media_response,
-    open_session, part_key, parts_key, target_of,
+    Staged, conditions_for, finish, head_check, internal_json, media_response, open_session,
+    part_key, parts_key, target_of,
 };
 
 #[derive(Serialize)]
@@ -66,7 +66,7 @@ where
         ));
     };
     let index = parse_index(index.as_bytes())?;
-    let expected = content_digest(req.headers())?;
+    let expected = digest::of_request(req.headers())?;
     let limit = cfg.max_request_size.min(cfg.max_file_size);
     let declared = content_length(req.headers())?;
     if let Some(len) = declared

@@ -63,6 +63,15 @@ impl From<DigestError> for ApiError {
     }
 }
 
+/// The SHA-256 digest of a request's `Content-Digest` header, if it has one: what every
+/// upload path (simple, chunk, session form and part) verifies its body against.
+pub fn of_request(headers: &http::HeaderMap) -> Result<Option<[u8; 32]>, DigestError> {
+    match headers.get("content-digest") {
+        Some(v) => parse_sha256(v.as_bytes()),
+        None => Ok(None),
+    }
+}
+
 /// The SHA-256 digest in a `Content-Digest` header value (see the [module
 /// documentation](self) for what is accepted).
 ///

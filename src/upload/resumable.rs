@@ -526,10 +526,7 @@ where
     B::Error: Into<BoxError>,
 {
     let (cfg, path) = (ctx.cfg, ctx.path);
-    let expected = match req.headers().get("content-digest") {
-        Some(v) => digest::parse_sha256(v.as_bytes())?,
-        None => None,
-    };
+    let expected = digest::of_request(req.headers())?;
     let mode = put_mode(req.headers())?;
     let (parts, body) = req.into_parts();
     let sink = sink(cfg, &parts.headers, path, &ctx.limits, &mode).await?;

@@ -57,10 +57,7 @@ where
     }
     // `Content-Digest: sha-256=…` (PROTOCOL.md §3): checked before anything is published.
     // Parsed first, so that a malformed one is refused before the body is read.
-    let mut digest = match req.headers().get("content-digest") {
-        Some(v) => digest::parse_sha256(v.as_bytes())?.map(Sha256Check::new),
-        None => None,
-    };
+    let mut digest = digest::of_request(req.headers())?.map(Sha256Check::new);
     let conditions = conditions_of(cfg, req.extensions());
     check_conditions(&conditions, &Facts::declared(declared))?;
     let mode = precheck(&*cfg.storage, path, put_mode(req.headers())?).await?;
