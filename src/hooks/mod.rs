@@ -261,6 +261,16 @@ mod tests {
     use super::*;
     use crate::media::MediaFacts;
 
+    /// [`decide`] for a request without headers, extensions or session.
+    async fn decide_bare(
+        hooks: Option<&dyn UploadHooks>,
+        file: &mut FileObject,
+        path: &FilePath,
+    ) -> Result<(), ApiError> {
+        let (headers, extensions) = (HeaderMap::new(), http::Extensions::new());
+        decide(hooks, file, path, &headers, &extensions, None).await
+    }
+
     fn file() -> (FileObject, FilePath) {
         let path = FilePath::new("a/b.bin").unwrap();
         let facts = crate::media::sniff(b"abc", None, "b.bin");
@@ -274,16 +284,7 @@ mod tests {
     #[tokio::test]
     async fn verdicts_apply_to_the_file() {
         let (mut f, path) = file();
-        decide(
-            None,
-            &mut f,
-            &path,
-            &HeaderMap::new(),
-            &http::Extensions::new(),
-            None,
-        )
-        .await
-        .unwrap();
+        decide_bare(None, &mut f, &path).await.unwrap();
         assert_eq!(f.metadata, None);
 
         let add = OnComplete(|c: Completion| async move {
@@ -294,16 +295,7 @@ mod tests {
             ("owner".to_owned(), Value::from("session")),
             ("k".to_owned(), Value::from(1)),
         ]));
-        decide(
-            Some(&add),
-            &mut f,
-            &path,
-            &HeaderMap::new(),
-            &http::Extensions::new(),
-            None,
-        )
-        .await
-        .unwrap();
+        decide_bare(Some(&add), &mut f, &path).await.unwrap();
         let m = f.metadata.clone().unwrap();
         assert_eq!(m["owner"], "u1", "the hook's keys win");
         assert_eq!(m["k"], 1);
@@ -311,16 +303,7 @@ mod tests {
         let no = OnComplete(|_c: Completion| async move {
             Err(Rejection::new(StatusCode::FORBIDDEN, "not today"))
         });
-        let e = decide(
-            Some(&no),
-            &mut f,
-            &path,
-            &HeaderMap::new(),
-            &http::Extensions::new(),
-            None,
-        )
-        .await
-        .unwrap_err();
+        let e = decide_bare(Some(&no), &mut f, &path).await.unwrap_err();
         assert_eq!(
             (e.status(), e.kind().as_str(), e.message()),
             (StatusCode::FORBIDDEN, "upload_rejected", "not today")
