@@ -523,7 +523,7 @@ mod tests {
         ))
         .expect("a memory probe never waits");
         assert!(
-            t0.elapsed() < std::time::Duration::from_millis(200),
+            t0.elapsed() < std::time::Duration::from_secs(2),
             "{:?}",
             t0.elapsed()
         );
