@@ -28,7 +28,7 @@ fn check(what: &str, bytes: Vec<u8>, name: &str) -> (ProbeStats, Duration) {
         .expect("a memory probe never waits");
     let took = t0.elapsed();
     assert!(
-        stats.work <= 4 * stats.bytes_read + 4096,
+        stats.work <= stats.work_bound(),
         "{what}: work {} for {} bytes read",
         stats.work,
         stats.bytes_read

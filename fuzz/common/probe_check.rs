@@ -33,7 +33,7 @@ pub fn check(bytes: Vec<u8>, hint: Option<&str>, name: &str) -> MediaFacts {
     let (f, stats) = block_on(probe_with_stats(&src, hint, name));
     let took = t0.elapsed();
     assert!(
-        stats.work <= stats.bytes_read * 4 + 4096,
+        stats.work <= stats.work_bound(),
         "worked {} steps for {} bytes read",
         stats.work,
         stats.bytes_read

@@ -112,8 +112,8 @@ pub struct ProbeStats {
     /// Steps of work: one per read asked of the reader (served from memory or not), one per
     /// byte handed to an in-memory decoder (the head to [`sniff`], an MP4's `moov` and
     /// `moof`s, Matroska elements, the Ogg pages checked…), one per parser loop turn that
-    /// reads nothing. Never more than `4 × bytes_read + 4096` (the `probe_work` fuzz target
-    /// and `tests/probe_work.rs` check it), and at most [`MAX_PROBE_WORK`].
+    /// reads nothing. Never more than [`work_bound`](Self::work_bound) (the `probe_*` fuzz
+    /// targets and `tests/probe_work.rs` check it), and at most [`MAX_PROBE_WORK`].
     pub work: u64,
     /// Wall-clock time of the whole probe.
     pub elapsed: Duration,
@@ -122,6 +122,13 @@ pub struct ProbeStats {
     /// The work or time budget ran out ([`MAX_PROBE_WORK`], [`PROBE_TIME`]): the facts are
     /// partial.
     pub exhausted: bool,
+}
+
+impl ProbeStats {
+    /// The most work a probe may do for the bytes it read: `4 × bytes_read + 4096` steps.
+    pub fn work_bound(&self) -> u64 {
+        self.bytes_read.saturating_mul(4).saturating_add(4096)
+    }
 }
 
 /// How far into a GIF [`probe`] walks to count its frames (every frame's data has to be
