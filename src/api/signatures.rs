@@ -84,7 +84,7 @@ where
     let expiry = body
         .expiry
         .unwrap_or_else(|| now.saturating_add(cfg.signature_ttl.as_secs()));
-    let signer = Signer::new(cfg.keys.primary().clone(), base.clone());
+    let signer = Signer::new(cfg.signing_key()?.clone(), base.clone());
     let signed = signer.sign(&path, method, expiry);
     Ok(SignatureObject {
         domain: origin(&base),

@@ -1,11 +1,12 @@
 //! The tower middleware that enforces PROTOCOL.md §2 in front of any service.
 
 use super::verify::{Verifier, VerifyInput};
+use crate::Grant;
 use crate::error::ApiError;
 use crate::response::ResponseFuture;
 use crate::response::{ResponseStyle, error_response};
-use http::{Method, Request, Response, header};
-use percent_encoding::percent_decode_str;
+use crate::route::Endpoint;
+use http::{Request, Response, header};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -71,48 +72,20 @@ impl AuthPolicy {
 
     /// The prefix as matched: a leading `/`, no trailing `/`, or `""`.
     fn normalized(mut self) -> Self {
-        let trimmed = self.prefix.trim_end_matches('/');
-        self.prefix = if trimmed.is_empty() {
-            String::new()
-        } else if trimmed.starts_with('/') {
-            trimmed.to_owned()
-        } else {
-            format!("/{trimmed}")
-        };
+        self.prefix = crate::route::normalize_prefix(&self.prefix);
         self
     }
 
-    /// The path after the prefix (with its leading `/`), if `path` is under the prefix.
-    fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let rest = path.strip_prefix(self.prefix.as_str())?;
-        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
-    }
-
-    /// What to check for `method` on `rest` (the path after the prefix): `None` to pass the
-    /// request through, `Some(bearer_only)` to verify it.
-    fn check_for(&self, method: &Method, rest: &str) -> Option<bool> {
-        let trimmed = rest.trim_start_matches('/');
-        // Loosen only on an exact, raw match: anything the inner service might read
-        // differently is checked.
-        // Only the session endpoints' own methods: a `GET` there is a file's delivery (a
-        // session alias may name `store/single`), checked like any other.
-        if (method == Method::PUT || method == Method::POST)
-            && (rest.strip_prefix('/') == Some("store/single")
-                || rest.strip_prefix('/') == Some("store/resumable"))
-        {
-            return None;
-        }
-        if method == Method::PUT {
-            Some(false)
-        } else if method == Method::POST {
-            // Tighten on the decoded form too (`%73ignatures`, `uploads/`).
-            let decoded = percent_decode_str(trimmed).decode_utf8_lossy();
-            let endpoint = decoded.trim_end_matches('/');
-            (endpoint == "signatures" || endpoint == "uploads").then_some(true)
-        } else if method == Method::GET || method == Method::HEAD {
-            self.private_delivery.then_some(false)
-        } else {
-            None
+    /// What to check for a request ([`Endpoint`], from the one route table): `None` to pass
+    /// it through, `Some(bearer_only)` to verify it.
+    fn check_for(&self, endpoint: Endpoint<'_>) -> Option<bool> {
+        match endpoint {
+            // Upload-session keys are checked by their endpoints.
+            e if e.is_session_key_endpoint() => None,
+            Endpoint::Upload(_) => Some(false),
+            Endpoint::Signatures | Endpoint::CreateSession | Endpoint::LooksLikeAdmin => Some(true),
+            Endpoint::Deliver(_) => self.private_delivery.then_some(false),
+            _ => None,
         }
     }
 }
@@ -122,7 +95,9 @@ impl AuthPolicy {
 ///
 /// Refused requests are answered by the middleware itself (401/403, or 400 `path_invalid`
 /// for a validly signed but invalid path), without calling the inner service or reading the
-/// body. Accepted requests get a [`Verified`](super::Verified) in their extensions.
+/// body. Accepted requests get a [`Grant`] in their extensions (an API key's, or a signed
+/// URL's: its one file, for its one method, until its expiry). A request that already
+/// carries a [`Grant`] (the app's own middleware authorized it) passes unchecked.
 ///
 /// ```
 /// use tower_uploads::auth::{ApiKey, AuthPolicy, KeySet, SignatureLayer, Verifier};
@@ -209,14 +184,18 @@ impl<S> Signature<S> {
         self.inner
     }
 
-    /// Checks a request: `Ok(None)` to pass it through untouched, `Ok(Some(v))` when its
-    /// credentials were verified, `Err` to refuse it.
-    fn check<B>(&self, req: &Request<B>) -> Result<Option<super::Verified>, ApiError> {
+    /// Checks a request: `Ok(None)` to pass it through untouched, `Ok(Some(grant))` when its
+    /// credentials were verified, `Err` to refuse it. A request that already carries a
+    /// [`Grant`] (from the app's own middleware) passes untouched.
+    fn check<B>(&self, req: &Request<B>) -> Result<Option<Grant>, ApiError> {
         let policy = &*self.policy;
-        let Some(rest) = policy.strip(req.uri().path()) else {
+        let Some(rest) = crate::route::strip_prefix(&policy.prefix, req.uri().path()) else {
             return Ok(None);
         };
-        let Some(bearer_only) = policy.check_for(req.method(), rest) else {
+        if req.extensions().get::<Grant>().is_some() {
+            return Ok(None);
+        }
+        let Some(bearer_only) = policy.check_for(Endpoint::of(req.method(), rest)) else {
             return Ok(None);
         };
         let input = VerifyInput {
@@ -226,7 +205,13 @@ impl<S> Signature<S> {
             authorization: req.headers().get(header::AUTHORIZATION),
             bearer_only,
         };
-        policy.verifier.verify(&input, unix_now()).map(Some)
+        let verified = policy.verifier.verify(&input, unix_now())?;
+        let grant = Grant::from(verified);
+        // The grant ends when the verifier would refuse the URL: at its expiry plus leeway.
+        Ok(Some(match grant.expiry() {
+            Some(end) => grant.expires_at(end.saturating_add(policy.verifier.leeway())),
+            None => grant,
+        }))
     }
 }
 
@@ -250,9 +235,9 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         match self.check(&req) {
-            Ok(verified) => {
-                if let Some(verified) = verified {
-                    req.extensions_mut().insert(verified);
+            Ok(grant) => {
+                if let Some(grant) = grant {
+                    req.extensions_mut().insert(grant);
                 }
                 // Call the service that was driven to readiness; keep a fresh clone.
                 let clone = self.inner.clone();
@@ -283,7 +268,7 @@ where
 
 /// Whether a request announces a body (a non-zero `Content-Length`, or any
 /// `Transfer-Encoding`).
-fn has_body<B>(req: &Request<B>) -> bool {
+pub(crate) fn has_body<B>(req: &Request<B>) -> bool {
     let headers = req.headers();
     headers.contains_key(http::header::TRANSFER_ENCODING)
         || headers
@@ -294,9 +279,10 @@ fn has_body<B>(req: &Request<B>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{ApiKey, KeySet, SignedMethod, Signer, Verified, Via};
+    use crate::auth::{ApiKey, KeySet, SignedMethod, Signer};
     use crate::path::FilePath;
     use bytes::Bytes;
+    use http::Method;
     use http::StatusCode;
     use http_body_util::{BodyExt, Full};
     use std::convert::Infallible;
@@ -305,7 +291,7 @@ mod tests {
     const KEY: &str = "layer-key";
 
     #[derive(Clone, Debug)]
-    struct Seen(Option<Verified>);
+    struct Seen(Option<Grant>);
 
     fn policy() -> AuthPolicy {
         AuthPolicy::new(Verifier::new(KeySet::new([ApiKey::new(KEY)])))
@@ -321,7 +307,7 @@ mod tests {
 
     async fn run(policy: AuthPolicy, req: Request<Full<Bytes>>) -> Answer {
         let inner = tower::service_fn(|req: Request<Full<Bytes>>| async move {
-            let seen = Seen(req.extensions().get::<Verified>().cloned());
+            let seen = Seen(req.extensions().get::<Grant>().cloned());
             let mut res = Response::new(Full::new(Bytes::from_static(b"inner")));
             res.extensions_mut().insert(seen);
             Ok::<_, Infallible>(res)
@@ -380,9 +366,10 @@ mod tests {
         )
         .await;
         assert_eq!(r.status, StatusCode::OK);
-        let v = r.seen.unwrap().0.unwrap();
-        assert_eq!(v.via, Via::SignedUrl);
-        assert_eq!(v.path.unwrap().as_str(), "dir/a b.png");
+        let g = r.seen.unwrap().0.unwrap();
+        assert!(g.permits_write(&FilePath::new("dir/a b.png").unwrap()));
+        assert!(!g.permits_write(&FilePath::new("dir/a.png").unwrap()));
+        assert!(!g.is_admin());
 
         let r = run(
             policy(),
@@ -393,7 +380,7 @@ mod tests {
         )
         .await;
         assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(r.seen.unwrap().0.unwrap().via, Via::Bearer);
+        assert_eq!(r.seen.unwrap().0.unwrap(), Grant::api_key());
 
         let r = run(
             policy(),
@@ -473,7 +460,9 @@ mod tests {
             )
             .await;
             assert_eq!(r.status, StatusCode::OK, "{m}");
-            assert_eq!(r.seen.unwrap().0.unwrap().method, Some(SignedMethod::Get));
+            let g = r.seen.unwrap().0.unwrap();
+            let a = FilePath::new("a.png").unwrap();
+            assert!(g.permits_read(&a) && !g.permits_write(&a));
 
             let url = signed("a.png", SignedMethod::Put, later());
             let r = run(
@@ -519,7 +508,7 @@ mod tests {
             )
             .await;
             assert_eq!(r.status, StatusCode::OK, "{path}");
-            assert_eq!(r.seen.unwrap().0.unwrap().via, Via::Bearer);
+            assert_eq!(r.seen.unwrap().0.unwrap(), Grant::api_key());
         }
         // Other POSTs and other methods pass untouched.
         for (m, path) in [
@@ -541,13 +530,17 @@ mod tests {
 
     #[tokio::test]
     async fn store_endpoints_pass_exactly() {
-        for path in ["/store/single?key=k", "/store/resumable?key=k"] {
+        for (m, path) in [
+            (Method::POST, "/store/single?key=k"),
+            (Method::PUT, "/store/resumable?key=k"),
+            (Method::POST, "/store/resumable?key=k"),
+        ] {
             let r = run(
                 policy(),
-                req(Method::PUT, path).body(Full::default()).unwrap(),
+                req(m.clone(), path).body(Full::default()).unwrap(),
             )
             .await;
-            assert_eq!(r.status, StatusCode::OK, "{path}");
+            assert_eq!(r.status, StatusCode::OK, "{m} {path}");
         }
         // Reading a file at those paths is delivery: private delivery checks it.
         for m in [Method::GET, Method::HEAD] {
@@ -561,6 +554,8 @@ mod tests {
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{m}");
         }
         for path in [
+            // Not a session endpoint: a file upload, checked.
+            "/store/single",
             "/store/resumable2",
             "/store%2Fsingle",
             "/store/single/x",
@@ -610,7 +605,7 @@ mod tests {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         let r = run(
             p(),
-            req(Method::PUT, "/files/store/single?key=k")
+            req(Method::PUT, "/files/store/resumable?key=k")
                 .body(Full::default())
                 .unwrap(),
         )
@@ -629,7 +624,8 @@ mod tests {
         let url = format!("/files{}", signed("d/a.png", SignedMethod::Put, later()));
         let r = run(p(), req(Method::PUT, &url).body(Full::default()).unwrap()).await;
         assert_eq!(r.status, StatusCode::OK);
-        assert_eq!(r.seen.unwrap().0.unwrap().path.unwrap().as_str(), "d/a.png");
+        let g = r.seen.unwrap().0.unwrap();
+        assert!(g.permits_write(&FilePath::new("d/a.png").unwrap()));
         assert_eq!(SignatureLayer::new(p()).policy().prefix, "/files");
     }
 
@@ -641,8 +637,9 @@ mod tests {
             .route(
                 "/{*path}",
                 put(|req: axum::extract::Request| async move {
-                    match req.extensions().get::<Verified>() {
-                        Some(v) => format!("{:?}", v.via),
+                    match req.extensions().get::<Grant>() {
+                        Some(g) if g.is_admin() => "key".to_owned(),
+                        Some(g) => format!("{:?}", g.scope()),
                         None => "none".to_owned(),
                     }
                 }),
@@ -667,6 +664,6 @@ mod tests {
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let body = res.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"SignedUrl");
+        assert_eq!(&body[..], br#"File("a.png")"#);
     }
 }

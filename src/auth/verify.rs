@@ -71,7 +71,8 @@ pub struct VerifyInput<'a> {
 /// By default URLs without `method` are refused and there is no leeway for clock skew.
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    keys: KeySet,
+    /// `None`: no key at all (every credential is refused).
+    keys: Option<KeySet>,
     legacy_signatures: bool,
     leeway_secs: u64,
 }
@@ -90,7 +91,19 @@ impl Verifier {
     /// A verifier for `keys`, refusing legacy URLs, with no leeway.
     pub fn new(keys: KeySet) -> Self {
         Verifier {
-            keys,
+            keys: Some(keys),
+            legacy_signatures: false,
+            leeway_secs: 0,
+        }
+    }
+
+    /// A verifier that knows no key: it refuses every bearer key (401 `token_invalid`) and
+    /// every signed URL (403 `signature_invalid`), and asks for credentials where they are
+    /// needed (401 `token_missing`). For a stack whose requests are authorized by the app's
+    /// own middleware, which puts a [`Grant`](crate::Grant) in them.
+    pub fn without_keys() -> Self {
+        Verifier {
+            keys: None,
             legacy_signatures: false,
             leeway_secs: 0,
         }
@@ -111,9 +124,14 @@ impl Verifier {
         self
     }
 
-    /// The key set.
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// The clock-skew leeway, in seconds.
+    pub fn leeway(&self) -> u64 {
+        self.leeway_secs
+    }
+
+    /// The key set (`None` for [`without_keys`](Self::without_keys)).
+    pub fn keys(&self) -> Option<&KeySet> {
+        self.keys.as_ref()
     }
 
     /// Verifies the credentials of a request at time `now_unix` (unix seconds).
@@ -171,7 +189,11 @@ impl Verifier {
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
             return Err(token_invalid());
         }
-        if !self.keys.find_bearer(token.as_bytes()) {
+        if !self
+            .keys
+            .as_ref()
+            .is_some_and(|keys| keys.find_bearer(token.as_bytes()))
+        {
             return Err(token_invalid());
         }
         Ok(Verified {
@@ -253,7 +275,7 @@ impl Verifier {
         method: Option<&[u8]>,
     ) -> bool {
         let mut valid = false;
-        for keyed in self.keys.keyed_macs() {
+        for keyed in self.keys.iter().flat_map(KeySet::keyed_macs) {
             let mut mac = keyed.clone();
             feed_message(&mut mac, path, expiry, method);
             // Non-short-circuiting `|`: no early exit.

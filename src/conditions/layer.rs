@@ -5,8 +5,9 @@ use super::extension::UploadConditions;
 use super::model::{Conditions, Key};
 use crate::response::ResponseFuture;
 use crate::response::{ResponseStyle, error_response};
+use crate::route::Endpoint;
 use crate::upload::content_range::{self, ContentRange};
-use http::{HeaderMap, Method, Request, Response, header};
+use http::{HeaderMap, Request, Response, header};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_layer::Layer;
@@ -25,15 +26,22 @@ use tower_service::Service;
 ///   malformed or out-of-bounds ranges and status queries (`bytes */total`) are left to the
 ///   service;
 /// - a simple `PUT` (no `Content-Range`) declares its `Content-Length`;
-/// - the parts of an upload session (`PUT …/store/resumable`, or any request with
-///   `X-Upload-Index`) declare nothing: their length is a part's, not the file's.
+/// - the parts of an upload session (`PUT <prefix>/store/resumable`) declare nothing: their
+///   length is a part's, not the file's;
+/// - requests outside the [`prefix`](ConditionsLayer::prefix) declare nothing.
+///
+/// Requests are read with the same route table as the upload handler's and the signature
+/// layer's: give it the same prefix as theirs (none when the stack is nested, as with
+/// axum's `nest_service`).
 ///
 /// Only a definite failure is answered here: with `||`, a failing `filesize` rule beside a
 /// rule still unknown passes on, to be decided when the facts arrive.
 ///
-/// Place it inside the [`SignatureLayer`](crate::auth::SignatureLayer) (added before it
-/// with axum's `Router::layer`, after it with `ServiceBuilder`), so that a request without
-/// credentials learns nothing of the policy.
+/// It can sit anywhere in front of the upload [`Handler`](crate::Handler). Inside the
+/// [`SignatureLayer`](crate::auth::SignatureLayer) or the app's own auth (added before it
+/// with axum's `Router::layer`, after it with `ServiceBuilder`), a request without
+/// credentials learns nothing of the policy; outside it, an oversized upload is refused
+/// before its credentials are even checked.
 ///
 /// ```
 /// use tower_uploads::conditions::{Conditions, ConditionsLayer};
@@ -50,6 +58,7 @@ use tower_service::Service;
 pub struct ConditionsLayer {
     conditions: Arc<Conditions>,
     style: ResponseStyle,
+    prefix: Arc<str>,
 }
 
 impl ConditionsLayer {
@@ -59,7 +68,15 @@ impl ConditionsLayer {
         ConditionsLayer {
             conditions: conditions.into(),
             style: ResponseStyle::default(),
+            prefix: Arc::from(""),
         }
+    }
+
+    /// The mount prefix of the uploads (e.g. `/files`; default: the root), as given to the
+    /// [`Uploads`](crate::Uploads) stack or the [`AuthPolicy`](crate::auth::AuthPolicy).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(crate::route::normalize_prefix(prefix));
+        self
     }
 
     /// Sets the default style of error responses (the request's `Accept-Version` can
@@ -83,6 +100,7 @@ impl<S> Layer<S> for ConditionsLayer {
             inner,
             conditions: Arc::clone(&self.conditions),
             style: self.style,
+            prefix: Arc::clone(&self.prefix),
         }
     }
 }
@@ -102,6 +120,7 @@ pub struct ConditionsMiddleware<S> {
     inner: S,
     conditions: Arc<Conditions>,
     style: ResponseStyle,
+    prefix: Arc<str>,
 }
 
 impl<S> ConditionsMiddleware<S> {
@@ -156,7 +175,8 @@ where
             .chain(conditions.session())
             .any(|c| c.has_key(Key::Filesize));
         if has_size_rule
-            && let Some(size) = declared_size(req.method(), req.uri().path(), req.headers())
+            && let Some(rest) = crate::route::strip_prefix(&self.prefix, req.uri().path())
+            && let Some(size) = declared_size(Endpoint::of(req.method(), rest), req.headers())
         {
             let verdict = conditions.evaluate(&Facts::declared(Some(size)));
             if verdict.decision() == Decision::Fail {
@@ -181,13 +201,10 @@ where
 }
 
 /// The size of the file a request declares before its body is read (see
-/// [`ConditionsLayer`]): the total of a valid `Content-Range` chunk, else the
-/// `Content-Length` of a `PUT` without `Content-Range`; `None` for anything else.
-pub(crate) fn declared_size(method: &Method, path: &str, headers: &HeaderMap) -> Option<u64> {
-    if method != Method::PUT
-        || headers.contains_key("x-upload-index")
-        || path.trim_end_matches('/').ends_with("/store/resumable")
-    {
+/// [`ConditionsLayer`]): for a file upload, the total of a valid `Content-Range` chunk,
+/// else its `Content-Length`; `None` for anything else.
+fn declared_size(endpoint: Endpoint<'_>, headers: &HeaderMap) -> Option<u64> {
+    if !matches!(endpoint, Endpoint::Upload(_)) {
         return None;
     }
     if let Some(value) = headers.get(header::CONTENT_RANGE) {
@@ -210,6 +227,7 @@ pub(crate) fn declared_size(method: &Method, path: &str, headers: &HeaderMap) ->
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use http::Method;
     use http::StatusCode;
     use http_body_util::{BodyExt, Full};
     use std::convert::Infallible;
@@ -367,27 +385,46 @@ mod tests {
 
     #[tokio::test]
     async fn other_requests_untouched() {
-        let layer = || ConditionsLayer::new(conditions(MAX_1000));
-        for (method, uri, extra) in [
-            (Method::GET, "/a.png", None),
-            (Method::HEAD, "/a.png", None),
-            (Method::POST, "/store/single?key=k", None),
-            (Method::POST, "/uploads", None),
-            (Method::PUT, "/store/resumable?key=k", None),
-            (Method::PUT, "/files/store/resumable?key=k", None),
-            (Method::PUT, "/a.png", Some("x-upload-index")),
+        for (prefix, method, uri) in [
+            ("", Method::GET, "/a.png"),
+            ("", Method::HEAD, "/a.png"),
+            ("", Method::POST, "/store/single?key=k"),
+            ("", Method::POST, "/uploads"),
+            ("", Method::PUT, "/store/resumable?key=k"),
+            ("/files", Method::PUT, "/files/store/resumable?key=k"),
+            // Outside the prefix: not an upload of this stack.
+            ("/files", Method::PUT, "/other/a.png"),
         ] {
-            let mut b = Request::builder()
+            let layer = ConditionsLayer::new(conditions(MAX_1000)).prefix(prefix);
+            let b = Request::builder()
                 .method(method.clone())
                 .uri(uri)
                 .header("content-length", "5000");
-            if let Some(h) = extra {
-                b = b.header(h, "0");
-            }
-            let r = run(layer(), b.body(Full::default()).unwrap()).await;
-            assert_eq!(r.status, StatusCode::OK, "{method} {uri}");
+            let r = run(layer, b.body(Full::default()).unwrap()).await;
+            assert_eq!(r.status, StatusCode::OK, "{prefix} {method} {uri}");
             // The extension is there for every request.
             assert!(r.seen.unwrap().0.is_some());
+        }
+    }
+
+    #[tokio::test]
+    async fn prefix_routes_like_the_handler() {
+        let layer = || ConditionsLayer::new(conditions(MAX_1000)).prefix("/files/");
+        for (uri, want) in [
+            ("/files/a.png", StatusCode::UNPROCESSABLE_ENTITY),
+            ("/files/a/store/resumable", StatusCode::UNPROCESSABLE_ENTITY),
+            ("/files/store/resumable", StatusCode::OK),
+            ("/filesx/a.png", StatusCode::OK),
+        ] {
+            let r = run(
+                layer(),
+                put(uri)
+                    .header("content-length", "5000")
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(r.status, want, "{uri}");
         }
     }
 

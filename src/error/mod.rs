@@ -23,6 +23,9 @@ pub enum ErrorKind {
     SignatureExpired,
     /// 403: a tampered upload-session key.
     KeyInvalid,
+    /// 403: valid credentials (a [`Grant`](crate::Grant)) that do not cover this file or
+    /// this method, or an endpoint that this stack does not offer to them.
+    Forbidden,
     /// 404: nothing stored at that path.
     FileNotFound,
     /// 405: a method the endpoint does not accept.
@@ -77,6 +80,7 @@ impl ErrorKind {
             ErrorKind::SignatureInvalid => "signature_invalid",
             ErrorKind::SignatureExpired => "signature_expired",
             ErrorKind::KeyInvalid => "key_invalid",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::FileNotFound => "file_not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::RangeConflict => "range_conflict",
@@ -112,9 +116,10 @@ impl ErrorKind {
             | ErrorKind::MultipartInvalid
             | ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::TokenMissing | ErrorKind::TokenInvalid => StatusCode::UNAUTHORIZED,
-            ErrorKind::SignatureInvalid | ErrorKind::SignatureExpired | ErrorKind::KeyInvalid => {
-                StatusCode::FORBIDDEN
-            }
+            ErrorKind::SignatureInvalid
+            | ErrorKind::SignatureExpired
+            | ErrorKind::KeyInvalid
+            | ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::FileNotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::RangeConflict | ErrorKind::AliasTaken => StatusCode::CONFLICT,

@@ -21,7 +21,8 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Everything a request needs to know about the stack it goes through.
 pub(crate) struct Config {
     pub storage: Arc<dyn Storage>,
-    pub keys: KeySet,
+    /// The API keys (`None`: none configured; requests are authorized by the app's grants).
+    pub keys: Option<KeySet>,
     /// Public URL prefix of files, without a trailing `/` (`None`: from the `Host` header).
     pub base_url: Option<String>,
     /// The mount prefix as seen in request URIs: `""` or `/x` (no trailing `/`).
@@ -92,19 +93,21 @@ impl Config {
         url
     }
 
+    /// The key that signs URLs and session keys: the first API key.
+    ///
+    /// # Errors
+    /// 403 `forbidden` when no key is configured.
+    pub fn signing_key(&self) -> Result<&crate::auth::ApiKey, crate::error::ApiError> {
+        self.keys.as_ref().map(KeySet::primary).ok_or_else(|| {
+            crate::error::ApiError::new(
+                crate::error::ErrorKind::Forbidden,
+                "no API key is configured: this stack signs no URLs and opens no upload sessions",
+            )
+        })
+    }
+
     /// The path under the mount prefix (with its leading `/`), if `path` is under it.
     pub fn strip_prefix<'p>(&self, path: &'p str) -> Option<&'p str> {
-        let rest = path.strip_prefix(self.prefix.as_str())?;
-        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
-    }
-}
-
-/// Normalises a mount prefix: a leading `/`, no trailing `/`, or `""`.
-pub(crate) fn normalize_prefix(prefix: &str) -> String {
-    let trimmed = prefix.trim_matches('/');
-    if trimmed.is_empty() {
-        String::new()
-    } else {
-        format!("/{trimmed}")
+        crate::route::strip_prefix(&self.prefix, path)
     }
 }

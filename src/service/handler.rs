@@ -2,7 +2,7 @@
 //! hands it to the inner service (layer mode) when it is not ours.
 
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
 use http_body_util::Either;
 use std::convert::Infallible;
@@ -11,11 +11,12 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 
 use super::config::Config;
-use crate::auth::Verified;
+use crate::Grant;
 use crate::body::{BodySeen, BoxError, ResponseBody, Tracked};
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
+use crate::route::Endpoint;
 use crate::upload::body::IdleTimeout;
 
 /// Routes requests under the mount prefix to the upload endpoints; everything else goes to
@@ -68,33 +69,87 @@ enum SessionCall {
 }
 
 impl<S> Handler<S> {
+    /// What a request is ([`Endpoint`], from the one route table), and whether its grant
+    /// allows it; `None`: not ours.
     fn route<B>(&self, req: &Request<B>) -> Option<Route> {
         let rest = self.cfg.strip_prefix(req.uri().path())?;
-        let method = req.method();
         let not_ours = |err: ApiError| self.terminal.then_some(Route::Refuse(err));
-        if *method == Method::POST {
-            return match rest {
-                "/signatures" => Some(Route::Signatures),
-                "/uploads" => Some(Route::CreateSession),
-                "/store/single" => Some(Route::Session(SessionCall::Single)),
-                "/store/resumable" => Some(Route::Session(SessionCall::Complete)),
-                _ => not_ours(method_not_allowed()),
-            };
-        }
-        if *method == Method::PUT && rest == "/store/resumable" {
-            return Some(Route::Session(SessionCall::Part));
-        }
-        let is_get = *method == Method::GET || *method == Method::HEAD;
-        if *method != Method::PUT && !is_get {
-            return not_ours(method_not_allowed());
-        }
-        match FilePath::from_uri_path(rest) {
-            Ok(path) if is_get => Some(Route::Deliver(path)),
-            Ok(path) => Some(Route::Upload(path)),
-            Err(e) if is_get => not_ours(e.into()),
-            Err(e) => Some(Route::Refuse(e.into())),
-        }
+        let grant = req.extensions().get::<Grant>();
+        let route = match Endpoint::of(req.method(), rest) {
+            Endpoint::Signatures => Route::Signatures,
+            Endpoint::CreateSession => Route::CreateSession,
+            Endpoint::SessionSingle => Route::Session(SessionCall::Single),
+            Endpoint::SessionPart => Route::Session(SessionCall::Part),
+            Endpoint::SessionComplete => Route::Session(SessionCall::Complete),
+            Endpoint::Upload(raw) => match FilePath::from_uri_path(raw) {
+                Ok(path) => Route::Upload(path),
+                Err(e) => Route::Refuse(e.into()),
+            },
+            Endpoint::Deliver(raw) => match FilePath::from_uri_path(raw) {
+                Ok(path) => Route::Deliver(path),
+                Err(e) => return not_ours(e.into()),
+            },
+            Endpoint::LooksLikeAdmin | Endpoint::Other => {
+                return not_ours(method_not_allowed());
+            }
+        };
+        Some(match authorize(&self.cfg, grant, &route) {
+            Ok(()) => route,
+            Err(err) => Route::Refuse(err),
+        })
     }
+}
+
+/// Whether `grant` allows `route`: writes need a grant covering the file; reads need one
+/// when delivery is private; the API endpoints need an API key's grant (and a key to sign
+/// with). Session-key endpoints check their key themselves.
+fn authorize(cfg: &Config, grant: Option<&Grant>, route: &Route) -> Result<(), ApiError> {
+    let needs = match route {
+        Route::Upload(path) => Need::Write(path),
+        Route::Deliver(path) if cfg.private => Need::Read(path),
+        Route::Signatures | Route::CreateSession => Need::Admin,
+        Route::Deliver(_) | Route::Session(_) | Route::Refuse(_) => return Ok(()),
+    };
+    let Some(grant) = grant else {
+        return Err(unauthenticated());
+    };
+    if grant.expired(unix_now()) {
+        return Err(ApiError::new(
+            ErrorKind::SignatureExpired,
+            "the credentials of this request have expired",
+        ));
+    }
+    let allowed = match needs {
+        Need::Write(path) => grant.permits_write(path),
+        Need::Read(path) => grant.permits_read(path),
+        Need::Admin => grant.is_admin(),
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            match needs {
+                Need::Write(_) => "these credentials may not write this file",
+                Need::Read(_) => "these credentials may not read this file",
+                Need::Admin => "this endpoint needs an API key (Authorization: Bearer)",
+            },
+        ));
+    }
+    if matches!(needs, Need::Admin) {
+        cfg.signing_key()?;
+    }
+    Ok(())
+}
+
+enum Need<'a> {
+    Write(&'a FilePath),
+    Read(&'a FilePath),
+    Admin,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn method_not_allowed() -> ApiError {
@@ -149,21 +204,20 @@ where
             let facts = RequestFacts::of(&req);
             let answer = Answer::new(style, &facts);
             let res = match route {
-                Route::Refuse(err) => with_allow(answer.error(&err), &err),
-                Route::Signatures => match req.extensions().get::<Verified>() {
-                    Some(v) if v.via == crate::auth::Via::Bearer => {
-                        crate::api::signatures::create(&cfg, req, &answer).await
+                Route::Refuse(err) => {
+                    let mut res = with_allow(answer.error(&err), &err);
+                    if crate::auth::has_body(&req) {
+                        // Refused without reading the body: the connection cannot carry
+                        // another request.
+                        res.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
-                    _ => answer.error(&unauthenticated()),
-                },
+                    res
+                }
+                Route::Signatures => crate::api::signatures::create(&cfg, req, &answer).await,
                 Route::CreateSession => {
                     let answer = Answer::new(ResponseStyle::Envelope, &facts);
-                    match req.extensions().get::<Verified>() {
-                        Some(v) if v.via == crate::auth::Via::Bearer => {
-                            crate::session::create(&cfg, req, &answer).await
-                        }
-                        _ => answer.error(&unauthenticated()),
-                    }
+                    crate::session::create(&cfg, req, &answer).await
                 }
                 Route::Session(call) => {
                     // The clients of this API read the envelope, whatever they send.
@@ -179,9 +233,7 @@ where
                 }
                 Route::Upload(path) => {
                     let (req, seen) = tracked(req, cfg.body_idle_timeout);
-                    let mut res = if req.extensions().get::<Verified>().is_none() {
-                        answer.error(&unauthenticated())
-                    } else if req.headers().contains_key(header::CONTENT_RANGE) {
+                    let mut res = if req.headers().contains_key(header::CONTENT_RANGE) {
                         crate::upload::put_chunk(&cfg, req, path, &answer).await
                     } else {
                         crate::upload::put_whole(&cfg, req, path, &answer).await

@@ -40,8 +40,9 @@ use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Conditions;
 use crate::hooks::{Accept, Completion, OnComplete, Rejection, UploadHooks};
 use crate::response::ResponseStyle;
+use crate::route::normalize_prefix;
 use crate::storage::Storage;
-use config::{Config, normalize_prefix};
+use config::Config;
 
 /// Builds the upload stack. See the [module docs](self) for how to mount it.
 #[derive(Clone)]
@@ -81,7 +82,9 @@ impl std::fmt::Debug for Uploads {
 }
 
 impl Uploads {
-    /// A stack writing into `storage`. Add at least one [`key`](Self::key).
+    /// A stack writing into `storage`. Add a [`key`](Self::key) for bearer keys, signed URLs
+    /// and upload sessions; without one, only requests that the app's own middleware
+    /// authorized (a [`Grant`](crate::Grant) in their extensions) write.
     pub fn new(storage: impl Storage) -> Uploads {
         Self::from_arc(Arc::new(storage))
     }
@@ -272,19 +275,11 @@ impl Uploads {
         )
     }
 
-    fn parts(&self) -> (Arc<Config>, AuthPolicy) {
-        let keys = KeySet::try_new(self.keys.iter().cloned())
-            .expect("Uploads needs at least one API key: call .key(...)");
-        let verifier = Verifier::new(keys.clone())
-            .legacy_signatures(self.legacy_signatures)
-            .leeway_secs(self.leeway_secs);
-        let policy = AuthPolicy::new(verifier)
-            .prefix(self.prefix.clone())
-            .private_delivery(self.private)
-            .style(self.style);
-        let cfg = Config {
+    /// The configuration every request of the stack shares.
+    fn config(&self) -> Arc<Config> {
+        Arc::new(Config {
             storage: self.storage.clone(),
-            keys,
+            keys: KeySet::try_new(self.keys.iter().cloned()),
             base_url: self.base_url.clone(),
             prefix: self.prefix.clone(),
             max_request_size: self.max_request_size,
@@ -299,30 +294,86 @@ impl Uploads {
             max_incomplete_uploads: self.max_incomplete_uploads,
             private: self.private,
             delivery: crate::delivery::DeliveryOptions::default().active_types(self.active_types),
-        };
-        (Arc::new(cfg), policy)
+        })
+    }
+
+    /// The [`AuthPolicy`] of this stack's [`SignatureLayer`](crate::auth::SignatureLayer):
+    /// its keys (none: [`Verifier::without_keys`]), prefix, private delivery, signature
+    /// options and response style.
+    pub fn auth_policy(&self) -> AuthPolicy {
+        let verifier = match KeySet::try_new(self.keys.iter().cloned()) {
+            Some(keys) => Verifier::new(keys),
+            None => Verifier::without_keys(),
+        }
+        .legacy_signatures(self.legacy_signatures)
+        .leeway_secs(self.leeway_secs);
+        AuthPolicy::new(verifier)
+            .prefix(self.prefix.clone())
+            .private_delivery(self.private)
+            .style(self.style)
+    }
+
+    /// The upload [`Handler`] alone, without signature checks, as a terminal service
+    /// (404/405 for anything it does not serve): simple uploads, chunks, status queries,
+    /// delivery, upload sessions and the signatures API over the storage. It authorizes
+    /// each request from the [`Grant`](crate::Grant) in its extensions — put there by the
+    /// app's own middleware, or by a [`SignatureLayer`](crate::auth::SignatureLayer) in
+    /// front of it. No API key is needed; without one, `POST /signatures` and
+    /// `POST /uploads` answer 403 `forbidden`.
+    pub fn handler(&self) -> Handler<NotFound> {
+        Handler::new(self.config(), NotFound, true)
+    }
+
+    /// The upload [`Handler`] alone as a layer around the app's service (see
+    /// [`handler`](Self::handler) for what it serves and how it authorizes): requests that
+    /// are not its own, and deliveries of missing files, reach the app.
+    pub fn handler_layer(&self) -> HandlerLayer {
+        HandlerLayer { cfg: self.config() }
     }
 
     /// The stack as a layer around an app's service: requests under the
     /// [`prefix`](Self::prefix) that are uploads, deliveries of existing files or
-    /// `POST /signatures` are answered here; everything else reaches the app.
-    ///
-    /// # Panics
-    /// When no key was configured.
+    /// `POST /signatures` are answered here; everything else reaches the app. It is the
+    /// [`SignatureLayer`](crate::auth::SignatureLayer) of [`auth_policy`](Self::auth_policy)
+    /// around the [`handler_layer`](Self::handler_layer).
     pub fn layer(&self) -> UploadsLayer {
-        let (cfg, policy) = self.parts();
-        UploadsLayer { cfg, policy }
+        UploadsLayer {
+            cfg: self.config(),
+            policy: self.auth_policy(),
+        }
     }
 
-    /// The stack as a standalone service (404/405 for anything it does not serve).
-    ///
-    /// # Panics
-    /// When no key was configured.
+    /// The stack as a standalone service (404/405 for anything it does not serve): the
+    /// [`SignatureLayer`](crate::auth::SignatureLayer) of [`auth_policy`](Self::auth_policy)
+    /// around the [`handler`](Self::handler).
     pub fn service(&self) -> UploadsService {
-        let (cfg, policy) = self.parts();
         UploadsService {
-            inner: Signature::new(Handler::new(cfg, NotFound, true), policy),
+            inner: Signature::new(self.handler(), self.auth_policy()),
         }
+    }
+}
+
+/// The [`Layer`] made by [`Uploads::handler_layer`]: wraps the app's service in a
+/// [`Handler`].
+#[derive(Clone)]
+#[must_use]
+pub struct HandlerLayer {
+    cfg: Arc<Config>,
+}
+
+impl std::fmt::Debug for HandlerLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerLayer")
+            .field("prefix", &self.cfg.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for HandlerLayer {
+    type Service = Handler<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Handler::new(self.cfg.clone(), inner, false)
     }
 }
 
@@ -351,7 +402,10 @@ impl<S> Layer<S> for UploadsLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         Signature::new(
-            Handler::new(self.cfg.clone(), inner, false),
+            HandlerLayer {
+                cfg: self.cfg.clone(),
+            }
+            .layer(inner),
             self.policy.clone(),
         )
     }

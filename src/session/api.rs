@@ -128,7 +128,7 @@ where
         expiry,
         resumable: spec.resumable,
     }
-    .encode(cfg.keys.primary());
+    .encode(cfg.signing_key()?);
     let endpoint = if spec.resumable {
         "resumable"
     } else {
@@ -182,7 +182,11 @@ pub(super) async fn open_session(
             "this endpoint needs the ?key= of an upload session (POST /uploads makes one)",
         ));
     };
-    let key = SessionKey::decode(&raw, &cfg.keys)
+    let key = cfg
+        .keys
+        .as_ref()
+        .ok_or(())
+        .and_then(|keys| SessionKey::decode(&raw, keys).map_err(|_| ()))
         .map_err(|_| ApiError::new(ErrorKind::KeyInvalid, "the upload key is not valid"))?;
     if key.resumable != resumable {
         return Err(ApiError::new(
