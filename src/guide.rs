@@ -180,10 +180,9 @@
 //! 1. **State lives in the storage.** Two processes sharing it, or one restarted, continue
 //!    the same upload; no answer may depend on process memory.
 //! 2. **`open_upload(path, Resumable { total })` creates or joins atomically**: two racing
-//!    callers end up in one upload. `Single` uploads are private to their request, unless
-//!    `keep_upload` declares that one outlives it (an upload session's part): from then on any
-//!    process sharing the storage can read, publish or abort it. A wrapper must forward
-//!    `keep_upload` (its default does nothing).
+//!    callers end up in one upload. `Single` uploads are private to their request; a
+//!    `Lasting` one outlives it (an upload session's part): once committed, any process
+//!    sharing the storage can read, publish or abort it.
 //! 3. **Bytes count only at `commit`.** A writer's bytes land at their offset; the range is
 //!    recorded only by [`UploadWriter::commit`](crate::storage::UploadWriter::commit), which
 //!    returns every received range, merged. A dropped writer leaves nothing counted. Keep a
@@ -193,8 +192,9 @@
 //! 5. **`publish` is atomic** (readers see the old file or the new one), honours
 //!    [`PutMode`](crate::storage::PutMode) atomically, and stores the opaque `attributes`
 //!    with the bytes (the File object lives there). A stream from `read` keeps reading the
-//!    version it started on. Return `true` from
-//!    [`stable_meta`](crate::storage::Storage::stable_meta) only if `head` and `read` give
+//!    version it started on. Declare
+//!    [`stable_meta`](crate::storage::Capabilities::stable_meta) in
+//!    [`capabilities`](crate::storage::Storage::capabilities) only if `head` and `read` give
 //!    the etag and `modified` that `publish` returned, and an etag is never reused: the
 //!    service then stores no File object for small simple uploads and derives it from the
 //!    version instead.
@@ -216,7 +216,7 @@
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use tower_uploads::path::FilePath;
 //! use tower_uploads::storage::{
-//!     ByteStream, Claim, MemoryStorage, ObjectMeta, PublishOptions, RecordKey, RecordMode,
+//!     ByteStream, Capabilities, Claim, MemoryStorage, ObjectMeta, PublishOptions, RecordKey, RecordMode,
 //!     Storage, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
 //! };
 //!
@@ -264,14 +264,11 @@
 //!         self.published.fetch_add(1, Ordering::Relaxed);
 //!         Ok(meta)
 //!     }
-//!     fn stable_meta(&self) -> bool {
-//!         self.inner.stable_meta() // a wrapper that changes no etag may pass it on
+//!     fn capabilities(&self) -> Capabilities {
+//!         self.inner.capabilities() // a wrapper that changes no etag may pass them on
 //!     }
 //!     async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
 //!         self.inner.abort(upload).await
-//!     }
-//!     async fn keep_upload(&self, upload: &UploadId) -> StorageResult<()> {
-//!         self.inner.keep_upload(upload).await
 //!     }
 //!     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
 //!         self.inner.list_uploads().await

@@ -976,7 +976,7 @@ mod tests {
     }
 
     fn unsupported<T>() -> StorageResult<T> {
-        Err(StorageError::Other("not in this fake".into()))
+        Err(StorageError::other("not in this fake"))
     }
 
     #[async_trait]
@@ -1002,7 +1002,7 @@ mod tests {
             };
             let r = range.unwrap_or(0..meta.size);
             if r.start > r.end || r.end > meta.size {
-                return Err(StorageError::Other("range outside the file".into()));
+                return Err(StorageError::other("range outside the file"));
             }
             let data = data.slice(r.start as usize..r.end as usize);
             // Two-byte frames, to show that the body is a stream.

@@ -98,7 +98,7 @@ impl FileObject {
     }
 
     /// The File object of a version published without a stored one (see
-    /// [`Storage::stable_meta`](crate::storage::Storage::stable_meta)): ids derived from the
+    /// [`Capabilities::stable_meta`](crate::storage::Capabilities::stable_meta)): ids derived from the
     /// path and the version's etag ([`version_id`]), `created` and `updated` from the
     /// version's `modified`, the rest from `facts`. The same version always gives the same
     /// object.
@@ -122,7 +122,7 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// An id derived from one published version: `prefix` + 16 characters of `[A-Za-z0-9]`
 /// from SHA-256 of the prefix, the path and the etag. Not a secret (the etag is in every
 /// delivery's `ETag`), and as unique as the storage's etags (see
-/// [`Storage::stable_meta`](crate::storage::Storage::stable_meta)).
+/// [`Capabilities::stable_meta`](crate::storage::Capabilities::stable_meta)).
 pub fn version_id(prefix: &str, path: &FilePath, etag: &str) -> String {
     use sha2::{Digest as _, Sha256};
     let mut h = Sha256::new();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::storage::{Storage, StorageError, UploadId};
 
 /// The largest single read a probe may ask for (a `moov` box, a tail). Anything larger is
-/// refused with [`StorageError::Other`], so a hostile header cannot make a probe read a
+/// refused with a [`StorageError::Backend`], so a hostile header cannot make a probe read a
 /// whole file into memory.
 pub const MAX_PROBE_READ: u64 = 16 << 20;
 
@@ -48,7 +48,7 @@ fn clamp(range: Range<u64>, size: u64) -> Result<Range<u64>, StorageError> {
     let end = range.end.min(size);
     let start = range.start.min(end);
     if end - start > MAX_PROBE_READ {
-        return Err(StorageError::Other(format!(
+        return Err(StorageError::other(format!(
             "a probe read of {} bytes exceeds the limit of {MAX_PROBE_READ}",
             end - start
         )));

@@ -92,7 +92,7 @@ where
         FilePath::new(format!("{id}/part-{index}")).map_err(|e| ApiError::internal(&e))?;
     let upload = cfg
         .storage
-        .open_upload(&part_path, UploadSpec::Single)
+        .open_upload(&part_path, UploadSpec::Lasting)
         .await?;
     let mut guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
     let mut writer = cfg.storage.writer(&upload.id, 0).await?;
@@ -130,12 +130,8 @@ where
         hold.release().await;
         return Err(DigestError::Mismatch.into());
     }
-    // A part outlives this request (any process may assemble it): it needs a lasting name.
-    let committed = match writer.commit().await {
-        Ok(_) => cfg.storage.keep_upload(&upload.id).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = committed {
+    // A part outlives this request (any process may assemble it): a lasting upload.
+    if let Err(e) = writer.commit().await {
         guard.abort().await;
         hold.release().await;
         return Err(e.into());

@@ -125,7 +125,7 @@ async fn single_upload_roundtrip(storage: &dyn Storage) {
 }
 
 /// Empty attributes round-trip with any content type (a backend may then store nothing
-/// beside the bytes), and [`Storage::stable_meta`] holds when claimed: `head` and `read` give
+/// beside the bytes), and [`Capabilities::stable_meta`](super::Capabilities::stable_meta) holds when claimed: `head` and `read` give
 /// the etag and time `publish` gave, and a new version gets a new etag.
 async fn empty_attributes_and_stable_meta(storage: &dyn Storage) {
     for content_type in ["application/octet-stream", "image/png"] {
@@ -144,7 +144,7 @@ async fn empty_attributes_and_stable_meta(storage: &dyn Storage) {
         );
         assert!(head.attributes.is_empty(), "empty attributes round-trip");
         assert_eq!(read_all(storage, &path, None).await, data);
-        if storage.stable_meta() {
+        if storage.capabilities().stable_meta {
             let (read, _) = storage.read(&path, None).await.unwrap().expect("file");
             for (what, m) in [("head", &head), ("read", &read)] {
                 assert_eq!(

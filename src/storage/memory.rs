@@ -119,7 +119,7 @@ impl Storage for MemoryStorage {
         };
         let range = range.unwrap_or(0..meta.size);
         if range.start > range.end || range.end > meta.size {
-            return Err(StorageError::Other("range outside the file".into()));
+            return Err(StorageError::other("range outside the file"));
         }
         let slice = data.slice(range.start as usize..range.end as usize);
         Ok(Some((meta, stream_of(slice))))
@@ -143,7 +143,7 @@ impl Storage for MemoryStorage {
         let id = UploadId(format!("m{}", inner.next));
         let now = SystemTime::now();
         let (total, resumable) = match spec {
-            UploadSpec::Single => (None, false),
+            UploadSpec::Single | UploadSpec::Lasting => (None, false),
             UploadSpec::Resumable { total } => (Some(total), true),
         };
         let info = UploadInfo {
@@ -235,7 +235,7 @@ impl Storage for MemoryStorage {
         let mut inner = self.lock();
         match inner.uploads.get(upload) {
             Some(u) if u.claimed => {}
-            Some(_) => return Err(StorageError::Other("publish of an unclaimed upload".into())),
+            Some(_) => return Err(StorageError::other("publish of an unclaimed upload")),
             None => return Err(StorageError::UploadClosed),
         }
         let current = inner.files.get(path).map(|(_, m)| m.etag.clone());

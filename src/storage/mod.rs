@@ -41,6 +41,31 @@ mod record;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+/// What a [`Storage`] implementation needs, in one import: the traits and their types, and
+/// the crates they are written with (`async_trait`, `Bytes`, `futures_util`'s `stream`), so
+/// that a backend adds no dependency of its own to implement the contract.
+///
+/// ```
+/// use tower_uploads::storage::prelude::*;
+///
+/// // A stream of one frame, as `read` and `read_upload` return.
+/// let frames: ByteStream = stream::once(async { Ok(Bytes::from_static(b"hi")) }).boxed();
+/// # let _ = frames;
+/// ```
+pub mod prelude {
+    pub use super::{
+        ByteStream, Capabilities, Claim, ObjectMeta, PublishOptions, PutMode, RangeSet, RecordKey,
+        RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec,
+        UploadWriter, merge_ranges,
+    };
+    pub use crate::path::FilePath;
+    pub use async_trait::async_trait;
+    pub use bytes::Bytes;
+    pub use futures_util::stream::{self, StreamExt, TryStreamExt};
+    pub use std::ops::Range;
+    pub use std::time::SystemTime;
+}
+
 #[cfg(feature = "object-store")]
 pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
 pub use fs::{DEFAULT_INLINE_IO, Durability, FsStorage};
@@ -80,12 +105,24 @@ pub enum StorageError {
     /// Any other I/O failure.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    /// A backend-specific failure.
+    /// Any other failure of the backend, with its source: build one with
+    /// [`StorageError::backend`] (from an error) or [`StorageError::other`] (from a message).
     #[error("{0}")]
-    Other(String),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StorageError {
+    /// A [`Backend`](StorageError::Backend) failure that keeps `source` (a driver's error,
+    /// an `object_store::Error`, …) for logs and [`Error::source`](std::error::Error::source).
+    pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+        StorageError::Backend(source.into())
+    }
+
+    /// A [`Backend`](StorageError::Backend) failure described by `message`.
+    pub fn other(message: impl Into<String>) -> StorageError {
+        StorageError::Backend(message.into().into())
+    }
+
     /// Maps an I/O error, turning ENOSPC/EDQUOT into [`StorageError::StorageFull`] and
     /// ENAMETOOLONG into [`StorageError::NameTooLong`].
     pub fn from_io(e: std::io::Error) -> StorageError {
@@ -146,8 +183,15 @@ pub struct PublishOptions {
 /// What kind of upload [`Storage::open_upload`] opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UploadSpec {
-    /// A fresh upload known only to the caller (a simple `PUT`): never joined by anyone else.
+    /// A fresh upload known only to the caller (a simple `PUT`): never joined by anyone else,
+    /// and read, published or aborted by the request that opened it. A backend may keep it
+    /// private to its process until then ([`FsStorage`] stages a small one in an unnamed
+    /// file).
     Single,
+    /// A fresh upload like [`Single`](Self::Single) that outlives the request that writes
+    /// it: once committed, it is read, published or aborted later, perhaps by another process
+    /// sharing the storage (an upload session's part), and [`Storage::list_uploads`] lists it.
+    Lasting,
     /// The shared resumable upload of a path: joined if one is in progress (whatever its
     /// total: the caller compares), else created with this total.
     Resumable {
@@ -191,6 +235,34 @@ pub enum Claim {
     Won,
     /// Another caller has claimed it (it is being published, or was).
     Lost,
+}
+
+/// What a backend promises beyond the [`Storage`] contract, from
+/// [`Storage::capabilities`]. Each is `false` by default; a backend says `true` only when
+/// the conformance suite's checks of it pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The `etag` and `modified` that [`Storage::publish`] returns are those that
+    /// [`Storage::head`] and [`Storage::read`] return for that version for as long as it is
+    /// there, and an etag names one version of one path only, never reused. The service then
+    /// publishes a small simple upload whose File object it can derive again (no hooks;
+    /// media facts that do not depend on the request's `Content-Type` hint) with empty
+    /// `attributes`, and derives the object from the version on reading (ids from the path
+    /// and etag, times from `modified`, facts from the bytes) instead of storing it.
+    pub stable_meta: bool,
+}
+
+impl Capabilities {
+    /// No promise beyond the contract.
+    pub const NONE: Capabilities = Capabilities { stable_meta: false };
+
+    /// Sets [`stable_meta`](Self::stable_meta).
+    #[must_use]
+    pub const fn with_stable_meta(mut self, on: bool) -> Capabilities {
+        self.stable_meta = on;
+        self
+    }
 }
 
 /// Writes bytes at an offset of an upload; obtained from [`Storage::writer`].
@@ -273,16 +345,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Reads `range` of the upload's staged bytes (for probing before publication).
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;
 
-    /// Whether the `etag` and `modified` that [`publish`](Self::publish) returns are those
-    /// that [`head`](Self::head) and [`read`](Self::read) return for that version, for as
-    /// long as it is there, and whether an etag names one version of one path only, never
-    /// reused. The service then publishes a small simple upload whose File object it can
-    /// derive again (no hooks; media facts that do not depend on the request's
-    /// `Content-Type` hint) with empty `attributes`, and derives the object from the version
-    /// on reading (ids from the path and etag, times from `modified`, facts from the bytes)
-    /// instead of storing it. Default `false`: the service always stores the File object.
-    fn stable_meta(&self) -> bool {
-        false
+    /// What this backend promises beyond the contract (default: nothing), as a value the
+    /// service reads once per decision. See [`Capabilities`].
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
     }
 
     /// Publishes the first `size` bytes of a claimed upload at `path` atomically, then
@@ -297,17 +363,6 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Discards an upload and frees its bytes. Idempotent.
     async fn abort(&self, upload: &UploadId) -> StorageResult<()>;
-
-    /// Declares that a committed [`UploadSpec::Single`] upload outlives the request that wrote
-    /// it: it will be read, published or aborted later, perhaps by another process sharing
-    /// the storage (an upload session's part). Without this call a backend may keep a single
-    /// upload private to its process until it is published or aborted ([`FsStorage`] stages
-    /// a small one in an unnamed file); here it gives it a lasting name. The default does
-    /// nothing.
-    async fn keep_upload(&self, upload: &UploadId) -> StorageResult<()> {
-        let _ = upload;
-        Ok(())
-    }
 
     /// Every upload in progress (including private ones a crashed process left behind), for
     /// the sweeper.

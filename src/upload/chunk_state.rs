@@ -43,7 +43,7 @@ fn key_of(id: &UploadId) -> String {
 }
 
 fn record_key(s: String) -> StorageResult<RecordKey> {
-    RecordKey::new(s).map_err(|e| StorageError::Other(e.to_string()))
+    RecordKey::new(s).map_err(StorageError::backend)
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -67,9 +67,7 @@ impl<'a> ChunkState<'a> {
     }
 
     fn child(&self, segment: &str) -> StorageResult<RecordKey> {
-        self.base
-            .join(segment)
-            .map_err(|e| StorageError::Other(e.to_string()))
+        self.base.join(segment).map_err(StorageError::backend)
     }
 
     /// Records the precondition the upload was created under (nothing for `Overwrite`).
@@ -226,9 +224,7 @@ pub(crate) async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult
         let Some((upload, _)) = rest.split_once('/') else {
             continue;
         };
-        let base = root
-            .join(upload)
-            .map_err(|e| StorageError::Other(e.to_string()))?;
+        let base = root.join(upload).map_err(StorageError::backend)?;
         if !bases.contains(&base) {
             bases.push(base);
         }
@@ -239,9 +235,7 @@ pub(crate) async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult
         if live.contains(upload) {
             continue;
         }
-        let done = base
-            .join(DONE)
-            .map_err(|e| StorageError::Other(e.to_string()))?;
+        let done = base.join(DONE).map_err(StorageError::backend)?;
         if let Some(value) = storage.get_record(&done).await?
             && done_is_fresh(&value, now, ttl)
         {

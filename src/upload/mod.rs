@@ -110,7 +110,7 @@ async fn probe_bounded<S: Source + 'static>(
     }
 }
 
-/// The record of a version published without one ([`Storage::stable_meta`]): its File
+/// The record of a version published without one ([`Capabilities::stable_meta`](crate::storage::Capabilities::stable_meta)): its File
 /// object derived from the version and its bytes, exactly as the upload answered it.
 /// `None` when the version is not such a one (a file put there by other means, a large
 /// file, or a backend whose metadata is not stable), or when it was replaced meanwhile.
@@ -120,7 +120,10 @@ pub(crate) async fn derived_record(
     path: &FilePath,
     meta: &ObjectMeta,
 ) -> Result<Option<Record>, ApiError> {
-    if !meta.attributes.is_empty() || !cfg.storage.stable_meta() || meta.size > SNIFF_BYTES as u64 {
+    if !meta.attributes.is_empty()
+        || !cfg.storage.capabilities().stable_meta
+        || meta.size > SNIFF_BYTES as u64
+    {
         return Ok(None);
     }
     let Some((read, mut stream)) = cfg.storage.read(path, None).await? else {

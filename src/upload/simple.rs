@@ -188,7 +188,7 @@ async fn publish(
 }
 
 /// Whether the File object of this upload can be derived again from the published version
-/// ([`Storage::stable_meta`](crate::storage::Storage::stable_meta)), so that none is stored
+/// ([`Capabilities::stable_meta`](crate::storage::Capabilities::stable_meta)), so that none is stored
 /// (on tmpfs, not writing that record is a fifth of a small upload's server time:
 /// PERFORMANCE.md). It can when no hooks may change it, the whole file is in `head` (it is
 /// probed again from its bytes on reading: [`derived_record`](super::derived_record)), and
@@ -201,7 +201,10 @@ async fn derivable(
     head: &Bytes,
     facts: &MediaFacts,
 ) -> bool {
-    if !cfg.storage.stable_meta() || cfg.hooks().is_some() || (head.len() as u64) < size {
+    if !cfg.storage.capabilities().stable_meta
+        || cfg.hooks().is_some()
+        || (head.len() as u64) < size
+    {
         return false;
     }
     !headers.contains_key(header::CONTENT_TYPE) || version_facts(head.clone(), path).await == *facts

@@ -137,7 +137,7 @@ impl RetryOrWrite {
             Err(e) if e.kind() == crate::error::ErrorKind::PreconditionFailed => {
                 return Err(StorageError::PreconditionFailed);
             }
-            Err(e) => return Err(StorageError::Other(e.to_string())),
+            Err(e) => return Err(StorageError::backend(e)),
         };
         let info = storage
             .open_upload(&self.path, UploadSpec::Resumable { total: self.total })

@@ -372,10 +372,6 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         self.run(Op::Abort, self.inner.abort(upload)).await
     }
 
-    async fn keep_upload(&self, upload: &UploadId) -> StorageResult<()> {
-        self.inner.keep_upload(upload).await
-    }
-
     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
         self.run(Op::ListUploads, self.inner.list_uploads()).await
     }

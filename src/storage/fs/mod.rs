@@ -79,11 +79,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use self::meta::{any_meta_file, etag_of};
-use self::sys::{link_unnamed, unnamed_staging_works};
+use self::sys::unnamed_staging_works;
 use self::writer::{Buffers, FsWriter};
 use super::{
-    ByteStream, Claim, ObjectMeta, PublishOptions, RecordKey, RecordMode, Storage, StorageError,
-    StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+    ByteStream, Capabilities, Claim, ObjectMeta, PublishOptions, RecordKey, RecordMode, Storage,
+    StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
 };
 use crate::path::FilePath;
 
@@ -171,7 +171,7 @@ async fn blocking<T: Send + 'static>(
 ) -> StorageResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StorageError::Other(format!("blocking task failed: {e}")))?
+        .map_err(|e| StorageError::other(format!("blocking task failed: {e}")))?
 }
 
 /// Runs short metadata work (a few system calls on directory entries and small files: look up
@@ -217,14 +217,14 @@ enum Parsed<'a> {
 fn parse_id(id: &UploadId) -> StorageResult<Parsed<'_>> {
     // A few times per request: bytes, not a `split` iterator.
     let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric());
-    let bad = || StorageError::Other("not an upload id of this storage".into());
+    let bad = || StorageError::other("not an upload id of this storage");
     let s = id.0.as_str();
     let (tag, rest) = match s.as_bytes() {
         [tag, b'.', ..] => (*tag, &s[2..]),
         _ => return Err(bad()),
     };
     match tag {
-        b's' if ok(rest) => Ok(Parsed::Single(rest)),
+        b's' | b'k' if ok(rest) => Ok(Parsed::Single(rest)),
         b't' if ok(rest) => Ok(Parsed::Tmp(rest)),
         b'r' => match rest.split_once('.') {
             Some((key, gen_id)) if ok(key) && ok(gen_id) => Ok(Parsed::Resumable { key, gen_id }),
@@ -368,11 +368,11 @@ impl Inner {
 
 #[async_trait]
 impl Storage for FsStorage {
-    /// `true`: the etag is a hash of the data file's device, inode, size and modification
-    /// time, and `modified` its modification time, both read from the file that `publish`
-    /// places (a rename or link changes neither).
-    fn stable_meta(&self) -> bool {
-        true
+    /// [`stable_meta`](Capabilities::stable_meta): the etag is a hash of the data file's
+    /// device, inode, size and modification time, and `modified` its modification time,
+    /// both read from the file that `publish` places (a rename or link changes neither).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::NONE.with_stable_meta(true)
     }
 
     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
@@ -421,7 +421,7 @@ impl Storage for FsStorage {
         };
         let range = range.unwrap_or(0..meta.size);
         if range.start > range.end || range.end > meta.size {
-            return Err(StorageError::Other("range outside the file".into()));
+            return Err(StorageError::other("range outside the file"));
         }
         Ok(Some((meta, read_stream(Arc::new(file), range))))
     }
@@ -453,10 +453,16 @@ impl Storage for FsStorage {
         let path = path.clone();
         check_reserved(&path)?; // refuse reserved paths before writing anything
         let UploadSpec::Resumable { total } = spec else {
-            // A private upload: its staging file is created by its first write batch.
+            // A private upload: its staging file is created by its first write batch; a
+            // lasting one is given a name when it is committed.
             let now = SystemTime::now();
+            let tag = if spec == UploadSpec::Lasting {
+                "k."
+            } else {
+                "s."
+            };
             return Ok(UploadInfo {
-                id: UploadId(crate::file::random_id("s.")),
+                id: UploadId(crate::file::random_id(tag)),
                 path: Some(path),
                 total: None,
                 created: now,
@@ -552,17 +558,6 @@ impl Storage for FsStorage {
         blocking(move || inner.publish(&id, &path, size, options)).await
     }
 
-    async fn keep_upload(&self, upload: &UploadId) -> StorageResult<()> {
-        let Some(staged) = self.inner.take_staged(upload) else {
-            return Ok(()); // named already (by path from here on)
-        };
-        if !staged.named {
-            let to = self.inner.data_path(upload)?;
-            link_unnamed(&staged.file, &to).map_err(io)?;
-        }
-        Ok(())
-    }
-
     async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
         let inner = self.inner.clone();
         let id = upload.clone();
@@ -621,7 +616,7 @@ fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
                 while filled < want {
                     match file.read_at(&mut buf[filled..], pos + filled as u64) {
                         Ok(0) => {
-                            return Err(StorageError::Other("the file shrank while read".into()));
+                            return Err(StorageError::other("the file shrank while read"));
                         }
                         Ok(n) => filled += n,
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}

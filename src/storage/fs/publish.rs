@@ -40,7 +40,7 @@ impl Inner {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains_key(id);
             if !held {
-                return Err(StorageError::Other("publish of an unclaimed upload".into()));
+                return Err(StorageError::other("publish of an unclaimed upload"));
             }
         }
         let target = self.file_path(path)?;

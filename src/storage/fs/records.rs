@@ -64,7 +64,7 @@ impl Inner {
                     Err(e) => return Err(io(e)),
                 }
             }
-            Err(StorageError::Other("record folder kept vanishing".into()))
+            Err(StorageError::other("record folder kept vanishing"))
         })();
         let _ = fs::remove_file(&tmp);
         result

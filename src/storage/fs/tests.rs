@@ -259,9 +259,11 @@ async fn a_kept_inline_upload_is_seen_by_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let storage = FsStorage::new(dir.path()).unwrap();
     let p = FilePath::new("part.bin").unwrap();
-    let id = stage_small(&storage, &p, b"part").await;
-    storage.keep_upload(&id).await.unwrap();
-    storage.keep_upload(&id).await.unwrap(); // idempotent
+    let up = storage.open_upload(&p, UploadSpec::Lasting).await.unwrap();
+    let mut w = storage.writer(&up.id, 0).await.unwrap();
+    w.write(Bytes::from_static(b"part")).await.unwrap();
+    w.commit().await.unwrap();
+    let id = up.id;
     assert!(storage.inner.staged.lock().unwrap().is_empty());
     // Another instance on the same directory (as another process) reads and publishes it.
     let other = FsStorage::new(dir.path()).unwrap();

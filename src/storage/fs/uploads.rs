@@ -213,9 +213,7 @@ impl Inner {
                 }
             }
         }
-        Err(StorageError::Other(
-            "could not create or join the upload".into(),
-        ))
+        Err(StorageError::other("could not create or join the upload"))
     }
 
     pub(super) fn claim(&self, id: &UploadId) -> StorageResult<Claim> {

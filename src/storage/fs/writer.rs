@@ -188,7 +188,7 @@ impl FsWriter {
         if let Some(task) = self.in_flight.take() {
             let (mut buf, file) = task
                 .await
-                .map_err(|e| StorageError::Other(format!("write task failed: {e}")))??;
+                .map_err(|e| StorageError::other(format!("write task failed: {e}")))??;
             buf.clear();
             match self.spare {
                 None if is_batch(&buf) => self.spare = Some(buf),
@@ -313,26 +313,32 @@ impl UploadWriter for FsWriter {
             && self.inner.inline(gathered.len() as u64)
         {
             // The whole of a small simple upload: create and write it here (see `inline_io`),
-            // and keep it open for `publish`.
-            let named = !self.inner.unnamed_staging;
+            // and keep it open for `publish`. A lasting one is named at once and not kept
+            // open: any process may publish or abort it, by its name.
+            let lasting = self.id.0.starts_with("k.");
+            let named = lasting || !self.inner.unnamed_staging;
             let file = if named {
                 create_staging(&self.data_path)?
             } else {
                 create_unnamed(&self.inner.staging).map_err(io)?
             };
             file.write_all_at(gathered, self.start).map_err(io)?;
-            self.inner
-                .staged
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    self.id.clone(),
-                    Staged {
-                        file,
-                        named,
-                        written: SystemTime::now(),
-                    },
-                );
+            if lasting {
+                drop(file);
+            } else {
+                self.inner
+                    .staged
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        self.id.clone(),
+                        Staged {
+                            file,
+                            named,
+                            written: SystemTime::now(),
+                        },
+                    );
+            }
             return Ok(if self.pos > self.start {
                 vec![self.start..self.pos]
             } else {

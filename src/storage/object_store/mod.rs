@@ -121,7 +121,7 @@ fn os_err(e: object_store::Error) -> StorageError {
         object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. } => {
             StorageError::PreconditionFailed
         }
-        other => StorageError::Other(format!("object store: {other}")),
+        other => StorageError::backend(other),
     }
 }
 
@@ -181,7 +181,7 @@ impl ObjectStoreStorage {
     /// Keeps files and bookkeeping under `prefix` (`a/b`) instead of the bucket's root.
     pub fn with_prefix(mut self, prefix: &str) -> StorageResult<Self> {
         self.root = Path::parse(prefix.trim_matches('/'))
-            .map_err(|e| StorageError::Other(format!("bad prefix: {e}")))?;
+            .map_err(|e| StorageError::other(format!("bad prefix: {e}")))?;
         Ok(self)
     }
 
@@ -206,7 +206,7 @@ impl ObjectStoreStorage {
             return Ok(Self::new(Arc::new(object_store::memory::InMemory::new())));
         }
         let Some(rest) = url.strip_prefix("s3://") else {
-            return Err(StorageError::Other(format!(
+            return Err(StorageError::other(format!(
                 "unsupported store URL (want s3://bucket[/prefix] or memory://): {url}"
             )));
         };
@@ -217,12 +217,10 @@ impl ObjectStoreStorage {
                 .as_ref()
                 .to_ascii_lowercase()
                 .parse()
-                .map_err(|e| StorageError::Other(format!("s3 option {}: {e}", k.as_ref())))?;
+                .map_err(|e| StorageError::other(format!("s3 option {}: {e}", k.as_ref())))?;
             builder = builder.with_config(key, v);
         }
-        let s3 = builder
-            .build()
-            .map_err(|e| StorageError::Other(format!("s3 configuration: {e}")))?;
+        let s3 = builder.build().map_err(StorageError::backend)?;
         Self::new(Arc::new(s3)).with_prefix(prefix)
     }
 }
@@ -248,7 +246,7 @@ impl Storage for ObjectStoreStorage {
                 return Ok(None);
             };
             if r.start > meta.size {
-                return Err(StorageError::Other("range outside the file".into()));
+                return Err(StorageError::other("range outside the file"));
             }
             return Ok(Some((meta, futures_util::stream::empty().boxed())));
         }
@@ -307,7 +305,7 @@ impl Storage for ObjectStoreStorage {
                 total,
                 created_ms: millis(SystemTime::now()),
             };
-            let body = serde_json::to_vec(&info).map_err(|e| StorageError::Other(e.to_string()))?;
+            let body = serde_json::to_vec(&info).map_err(StorageError::backend)?;
             self.put_small(&self.upload_dir(&id)?.join("info"), body.into())
                 .await?;
             self.put_small(pointer, Bytes::from(id.0.clone())).await?;
@@ -362,8 +360,8 @@ impl Storage for ObjectStoreStorage {
 
     async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
         let claimed = self.upload_dir(upload)?.join("claimed");
-        let state = serde_json::to_vec(&ClaimState { released: false })
-            .map_err(|e| StorageError::Other(e.to_string()))?;
+        let state =
+            serde_json::to_vec(&ClaimState { released: false }).map_err(StorageError::backend)?;
         if upload.0.starts_with('s') {
             // A single upload is known to its own request only.
             if self.exists(&claimed).await? {
@@ -409,15 +407,15 @@ impl Storage for ObjectStoreStorage {
 
     async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
         let claimed = self.upload_dir(upload)?.join("claimed");
-        let state = serde_json::to_vec(&ClaimState { released: true })
-            .map_err(|e| StorageError::Other(e.to_string()))?;
+        let state =
+            serde_json::to_vec(&ClaimState { released: true }).map_err(StorageError::backend)?;
         self.put_small(&claimed, state.into()).await
     }
 
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
         let chunks = self.chunks(upload).await?;
-        let pieces = cover(&chunks, range)
-            .ok_or_else(|| StorageError::Other("range not received".into()))?;
+        let pieces =
+            cover(&chunks, range).ok_or_else(|| StorageError::other("range not received"))?;
         Ok(self.pieces_stream(pieces))
     }
 
@@ -433,7 +431,7 @@ impl Storage for ObjectStoreStorage {
         let _heartbeat = self.claim_heartbeat(upload)?;
         let chunks = self.chunks(upload).await?;
         let pieces = cover(&chunks, 0..size)
-            .ok_or_else(|| StorageError::Other("publish: the upload is incomplete".into()))?;
+            .ok_or_else(|| StorageError::other("publish: the upload is incomplete"))?;
 
         let version = crate::file::random_id("v");
         let mut attributes = Attributes::new();
@@ -469,7 +467,7 @@ impl Storage for ObjectStoreStorage {
             let current = self.head_key(key).await?;
             Self::check_mode(mode, current.as_ref().map(|(m, _)| m))?;
             let Some(s) = slot.take() else {
-                return Err(StorageError::Other("staged object gone".into()));
+                return Err(StorageError::other("staged object gone"));
             };
             self.commit_staged(key, s).await?;
             if let Some((_, attrs)) = current

@@ -41,8 +41,7 @@ impl ObjectStoreStorage {
                     key: key.to_string(),
                     id: id.clone(),
                 };
-                let body =
-                    serde_json::to_vec(&m).map_err(|e| StorageError::Other(e.to_string()))?;
+                let body = serde_json::to_vec(&m).map_err(StorageError::backend)?;
                 self.put_small(&marker, body.into()).await?;
                 Ok(Multipart::Tracked {
                     key: key.clone(),

@@ -138,7 +138,7 @@ impl ObjectStoreStorage {
         match self.get_small(&dir.clone().join("info")).await? {
             Some((bytes, modified)) => {
                 let info: Info = serde_json::from_slice(&bytes)
-                    .map_err(|e| StorageError::Other(format!("upload info: {e}")))?;
+                    .map_err(|e| StorageError::other(format!("upload info: {e}")))?;
                 Ok(Some((info, modified)))
             }
             None => Ok(None),
