@@ -20,7 +20,9 @@
 //! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
 //! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
 //! process: see `Durability`), `--inline-io BYTES` (`FsStorage::inline_io`, default 65536; 0 on
-//! NFS or FUSE). Prints `listening on http://ADDR` once it accepts connections.
+//! NFS or FUSE). `--help` describes them; a value follows its flag as `--flag VALUE` or
+//! `--flag=VALUE`; a bad command line exits 2. Prints `listening on http://ADDR` once it
+//! accepts connections.
 
 use http::Request;
 use http_body_util::BodyExt;
@@ -37,140 +39,120 @@ use tower::ServiceExt;
 use tower_uploads::storage::{Durability, Storage};
 use tower_uploads::{FsStorage, Uploads, UploadsService};
 
-const USAGE: &str = "usage: server [--listen ADDR] [--data DIR] [--key KEY]... [--base-url URL] \
-[--max-file-size BYTES] [--max-request-size BYTES] [--private] [--legacy-signatures] \
-[--upload-ttl SECS] [--session-ttl SECS] [--conditions JSON] [--store URL] \
-[--header-read-timeout SECS] [--body-idle-timeout SECS] [--max-incomplete-uploads N] \
-[--durability process|power] [--inline-io BYTES]";
-
+/// The demo server: tower-uploads on plain hyper, storing into a directory.
+#[derive(clap::Parser)]
+#[command(name = "server", args_override_self = true)]
 struct Args {
+    /// The address to listen on (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The directory of the uploads and files.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "./data",
+        allow_hyphen_values = true
+    )]
     data: PathBuf,
+    /// An API key (repeatable); else env ITTYBIT_API_KEY; else a random key, printed.
+    #[arg(long = "key", value_name = "KEY", allow_hyphen_values = true)]
     keys: Vec<String>,
+    /// The public URL of the files, in their `url`, `Location` and signed URLs (default:
+    /// http://ADDR).
+    #[arg(long, value_name = "URL", allow_hyphen_values = true)]
     base_url: Option<String>,
+    /// The largest file (default 1 GiB).
+    #[arg(long, value_name = "BYTES")]
     max_file_size: Option<u64>,
+    /// The largest request body (default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
     max_request_size: Option<u64>,
+    /// Private delivery: GET and HEAD need a bearer key or a `get` signature.
+    #[arg(long)]
     private: bool,
+    /// Accepts the seed-style signed URLs without `method`, for PUT only.
+    #[arg(long)]
     legacy_signatures: bool,
+    /// How long an incomplete resumable upload lives without activity (default 86400).
+    #[arg(long, value_name = "SECS")]
     upload_ttl: Option<u64>,
+    /// How long the key of an upload session stays valid (default 3600).
+    #[arg(long, value_name = "SECS")]
     session_ttl: Option<u64>,
+    /// The ittybit upload conditions every upload must meet, e.g.
+    /// {"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}
+    #[arg(long, value_name = "JSON", value_parser = conditions)]
     conditions: Option<tower_uploads::conditions::Conditions>,
+    /// Instead of --data: file:///dir (the same as --data /dir), or s3://bucket[/prefix]
+    /// (configured by the standard AWS_* environment variables; feature object-store).
+    #[arg(long, value_name = "URL", allow_hyphen_values = true)]
     store: Option<String>,
+    #[command(flatten)]
     hardening: Hardening,
 }
 
 /// The flags against hostile clients and faults (SECURITY.md).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Against hostile clients and faults (SECURITY.md)")]
 struct Hardening {
-    header_read_timeout: Duration,
+    /// A connection, HTTP/1 or HTTP/2, with no request in progress for this long is closed:
+    /// one that sends nothing, or not a whole request head, or stays idle between requests
+    /// (0 counts as 1).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    header_read_timeout: u64,
+    /// How long an upload's request body may go without a byte (default 60; 0 = none).
+    #[arg(long, value_name = "SECS")]
     body_idle_timeout: Option<u64>,
-    max_incomplete_uploads: Option<usize>,
-    durability: Durability,
-    /// `FsStorage::inline_io`.
+    /// Caps the resumable uploads in progress; 429 past it (default: no cap).
+    #[arg(long, value_name = "N")]
+    max_incomplete_uploads: Option<u64>,
+    /// A directory's fsync policy (`Durability`).
+    #[arg(
+        long,
+        value_name = "process|power",
+        value_enum,
+        default_value = "process"
+    )]
+    durability: DurabilityArg,
+    /// Simple uploads up to this size are written on the calling thread, not tokio's blocking
+    /// pool (`FsStorage::inline_io`, default 65536; 0 on NFS or FUSE).
+    #[arg(long, value_name = "BYTES")]
     inline_io: Option<u64>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        listen: "127.0.0.1:8080".parse().expect("valid default"),
-        data: PathBuf::from("./data"),
-        keys: Vec::new(),
-        base_url: None,
-        max_file_size: None,
-        max_request_size: None,
-        private: false,
-        legacy_signatures: false,
-        upload_ttl: None,
-        session_ttl: None,
-        conditions: None,
-        store: None,
-        hardening: Hardening {
-            header_read_timeout: Duration::from_secs(30),
-            body_idle_timeout: None,
-            max_incomplete_uploads: None,
-            durability: Durability::Process,
-            inline_io: None,
-        },
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
-            _ => (flag.clone(), None),
-        };
-        let mut value = |what: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs {what}"))
-        };
-        let number = |s: String, name: &str| {
-            s.parse::<u64>()
-                .map_err(|_| format!("{name}: not a number of bytes/seconds: {s}"))
-        };
-        match name.as_str() {
-            "--listen" => {
-                let v = value("an address")?;
-                args.listen = v
-                    .parse()
-                    .map_err(|_| format!("--listen: bad address {v}"))?;
-            }
-            "--data" => args.data = PathBuf::from(value("a directory")?),
-            "--store" => args.store = Some(value("a URL")?),
-            "--key" => args.keys.push(value("a key")?),
-            "--base-url" => args.base_url = Some(value("a URL")?),
-            "--max-file-size" => args.max_file_size = Some(number(value("bytes")?, &name)?),
-            "--max-request-size" => args.max_request_size = Some(number(value("bytes")?, &name)?),
-            "--upload-ttl" => args.upload_ttl = Some(number(value("seconds")?, &name)?),
-            "--session-ttl" => args.session_ttl = Some(number(value("seconds")?, &name)?),
-            "--conditions" => {
-                let json = value("a JSON document")?;
-                let parsed = tower_uploads::conditions::Conditions::parse(json.as_bytes())
-                    .map_err(|e| format!("--conditions: {e}"))?;
-                args.conditions = Some(parsed);
-            }
-            "--header-read-timeout" => {
-                let secs = number(value("seconds")?, &name)?.max(1);
-                args.hardening.header_read_timeout = Duration::from_secs(secs);
-            }
-            "--body-idle-timeout" => {
-                args.hardening.body_idle_timeout = Some(number(value("seconds")?, &name)?);
-            }
-            "--max-incomplete-uploads" => {
-                let n = number(value("a count")?, &name)?;
-                args.hardening.max_incomplete_uploads =
-                    Some(usize::try_from(n).unwrap_or(usize::MAX));
-            }
-            "--durability" => {
-                args.hardening.durability = match value("process or power")?.as_str() {
-                    "process" => Durability::Process,
-                    "power" => Durability::Power,
-                    v => return Err(format!("--durability: process or power, not {v}")),
-                };
-            }
-            "--inline-io" => {
-                args.hardening.inline_io = Some(number(value("a number of bytes")?, &name)?);
-            }
-            "--private" => args.private = true,
-            "--legacy-signatures" => args.legacy_signatures = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument: {other}")),
+/// The values of `--durability`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    /// No fsync: survives the process being killed, not a power cut.
+    Process,
+    /// fsync before a range counts and before a publication is answered.
+    Power,
+}
+
+/// `--conditions JSON`, parsed.
+fn conditions(json: &str) -> Result<tower_uploads::conditions::Conditions, String> {
+    tower_uploads::conditions::Conditions::parse(json.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The command line, or exit: 0 after `--help`, 2 with clap's message on stderr for a bad one.
+fn parse_args() -> Args {
+    use clap::Parser;
+    Args::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit();
         }
-    }
-    Ok(args)
+        // Its usage line as `usage:`, as before clap (what scripts and tests look for).
+        eprint!(
+            "{}",
+            e.render().to_string().replace("\nUsage: ", "\nusage: ")
+        );
+        std::process::exit(2)
+    })
 }
 
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -232,9 +214,9 @@ async fn main() {
         uploads = uploads.body_idle_timeout((secs > 0).then(|| Duration::from_secs(secs)));
     }
     if let Some(n) = args.hardening.max_incomplete_uploads {
-        uploads = uploads.max_incomplete_uploads(n);
+        uploads = uploads.max_incomplete_uploads(usize::try_from(n).unwrap_or(usize::MAX));
     }
-    let header_read_timeout = args.hardening.header_read_timeout;
+    let header_read_timeout = Duration::from_secs(args.hardening.header_read_timeout.max(1));
     let _sweeper = uploads.spawn_sweeper();
     let service = uploads.service();
 
@@ -382,7 +364,10 @@ fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
     };
     FsStorage::new(&dir)
         .map(|s| {
-            let s = s.durability(args.hardening.durability);
+            let s = s.durability(match args.hardening.durability {
+                DurabilityArg::Process => Durability::Process,
+                DurabilityArg::Power => Durability::Power,
+            });
             let s = match args.hardening.inline_io {
                 Some(limit) => s.inline_io(limit),
                 None => s,

@@ -12,7 +12,9 @@
 //! curl localhost:3000/app/files
 //! ```
 //!
-//! Prints `listening on http://ADDR` once it accepts connections.
+//! Flags (`--help` describes them): `--listen ADDR` (default 127.0.0.1:3000), `--data DIR`
+//! (default ./data), `--db FILE` (default ./files.db), `--key KEY` (else env `ITTYBIT_API_KEY`,
+//! else demo-key). Prints `listening on http://ADDR` once it accepts connections.
 
 use axum::{Json, Router, extract::State, routing::get};
 use rusqlite::Connection;
@@ -129,45 +131,46 @@ async fn list_files(State(db): State<Db>) -> Json<Value> {
     Json(json!({ "files": rows }))
 }
 
+/// An axum app that keeps a row per uploaded file in its own SQLite database, from the upload
+/// hooks.
+#[derive(clap::Parser)]
+#[command(name = "sqlite", args_override_self = true)]
 struct Args {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
     listen: String,
+    /// The directory of the uploads and files.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "./data",
+        allow_hyphen_values = true
+    )]
     data: PathBuf,
+    /// The SQLite database.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "./files.db",
+        allow_hyphen_values = true
+    )]
     db: PathBuf,
-    key: String,
-}
-
-fn args() -> Result<Args, String> {
-    let mut a = Args {
-        listen: "127.0.0.1:3000".into(),
-        data: "./data".into(),
-        db: "./files.db".into(),
-        key: std::env::var("ITTYBIT_API_KEY").unwrap_or_else(|_| "demo-key".into()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => a.listen = value()?,
-            "--data" => a.data = value()?.into(),
-            "--db" => a.db = value()?.into(),
-            "--key" => a.key = value()?,
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    Ok(a)
+    /// The API key (default: env ITTYBIT_API_KEY, else demo-key).
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    key: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = args().map_err(|e| {
-        eprintln!("usage: sqlite [--listen ADDR] [--data DIR] [--db FILE] [--key KEY]: {e}");
-        std::process::exit(2)
-    })?;
+    let args = <Args as clap::Parser>::parse();
+    let key = args
+        .key
+        .unwrap_or_else(|| std::env::var("ITTYBIT_API_KEY").unwrap_or_else(|_| "demo-key".into()));
     let db = Db::open(&args.db)?;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let addr = listener.local_addr()?;
     let uploads = Uploads::new(FsStorage::new(&args.data)?)
-        .key(args.key)
+        .key(key)
         .base_url(format!("http://{addr}/files"))
         .hooks(db.clone());
     let _sweeper = uploads.spawn_sweeper();

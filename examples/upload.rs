@@ -15,11 +15,12 @@
 //! name); `--chunk-size BYTES` (default 8 MiB; files up to this size go in one plain PUT),
 //! `--parallel N` (default 4), `--retries N` per chunk (default 8), `--limit-rate BYTES` per
 //! second (default: none), `--quiet` (no progress bar). Sizes take `k`/`m`/`g` suffixes.
+//! `--help` describes them.
 //!
 //! Prints one line per file, `done <path> <status> sent=<bytes> <url>` (after a
 //! `resuming <path>: <n> of <total> bytes already on the server` line when it resumed), and
-//! exits 0 when every file is stored, 1 otherwise. Plain `http://` only: this example's
-//! `reqwest` is built without TLS.
+//! exits 0 when every file is stored, 1 otherwise (2 on a bad command line). Plain `http://`
+//! only: this example's `reqwest` is built without TLS.
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -32,9 +33,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-
-const USAGE: &str = "usage: upload (--url SIGNED_URL | --base URL [--key KEY]) [--chunk-size BYTES] \
-[--parallel N] [--retries N] [--limit-rate BYTES_PER_SEC] [--quiet] SOURCE [DEST]";
 
 /// Bytes per frame of a chunk's body (the rate limiter's and the progress bar's step).
 const FRAME: usize = 64 * 1024;
@@ -50,15 +48,43 @@ enum Target {
     Bearer { base: String, key: String },
 }
 
+/// A command-line uploader for tower-uploads (or ittybit) endpoints: resumable, parallel,
+/// retried. Exits 0 when every file is stored, 1 otherwise, 2 on a bad command line.
+#[derive(clap::Parser)]
+#[command(name = "upload", args_override_self = true)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["url", "base"])))]
 struct Args {
-    target: Target,
-    source: PathBuf,
-    dest: Option<String>,
+    /// A signed URL for one file.
+    #[arg(long, value_name = "SIGNED_URL", allow_hyphen_values = true)]
+    url: Option<String>,
+    /// The server's URL: files go to URL/DEST with a bearer key.
+    #[arg(long, value_name = "URL", allow_hyphen_values = true)]
+    base: Option<String>,
+    /// The bearer key for --base (else env ITTYBIT_API_KEY).
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    key: Option<String>,
+    /// The size of a chunk; files up to this size go in one plain PUT. Takes k/m/g suffixes.
+    #[arg(long, value_name = "BYTES", default_value = "8m", value_parser = size_arg)]
     chunk_size: u64,
+    /// Chunks sent at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = positive)]
     parallel: usize,
+    /// Retries per chunk.
+    #[arg(long, value_name = "N", default_value_t = 8)]
     retries: u32,
+    /// A cap on the bytes sent per second (default: none). Takes k/m/g suffixes.
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = size_arg)]
     limit_rate: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
     quiet: bool,
+    /// The file or folder to upload.
+    #[arg(value_name = "SOURCE")]
+    source: PathBuf,
+    /// Its destination path with --base (default: the file's or folder's name); a signed URL
+    /// names its own.
+    #[arg(value_name = "DEST", conflicts_with = "url")]
+    dest: Option<String>,
 }
 
 fn size_arg(s: &str) -> Result<u64, String> {
@@ -81,71 +107,38 @@ fn size_arg(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("not a size: {s}"))
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut url = None;
-    let mut base = None;
-    let mut key = None;
-    let mut positional = Vec::new();
-    let mut args = Args {
-        target: Target::Signed(String::new()),
-        source: PathBuf::new(),
-        dest: None,
-        chunk_size: 8 << 20,
-        parallel: 4,
-        retries: 8,
-        limit_rate: None,
-        quiet: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--url" => url = Some(value()?),
-            "--base" => base = Some(value()?.trim_end_matches('/').to_owned()),
-            "--key" => key = Some(value()?),
-            "--chunk-size" => args.chunk_size = size_arg(&value()?)?,
-            "--parallel" => {
-                args.parallel = value()?
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or("--parallel needs a positive number")?;
-            }
-            "--retries" => {
-                args.retries = value()?.parse().map_err(|_| "--retries needs a number")?;
-            }
-            "--limit-rate" => args.limit_rate = Some(size_arg(&value()?)?),
-            "--quiet" => args.quiet = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            s if s.starts_with("--") => return Err(format!("unknown flag {s}")),
-            _ => positional.push(a),
-        }
-    }
-    let mut positional = positional.into_iter();
-    args.source = PathBuf::from(positional.next().ok_or("SOURCE is missing")?);
-    args.dest = positional.next();
-    if positional.next().is_some() {
-        return Err("too many arguments".into());
-    }
-    args.target = match (url, base) {
-        (Some(url), None) => {
-            if args.dest.is_some() {
-                return Err("a signed URL names its path: no DEST with --url".into());
-            }
-            Target::Signed(url)
-        }
+/// `--parallel N`: at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "not a positive number".to_owned())
+}
+
+/// Where the files go; exits 2 when `--base` has no key.
+fn target(args: &Args) -> Target {
+    match (&args.url, &args.base) {
+        (Some(url), _) => Target::Signed(url.clone()),
         (None, Some(base)) => {
-            let key = key
-                .or_else(|| std::env::var("ITTYBIT_API_KEY").ok())
-                .ok_or("--base needs --key KEY or ITTYBIT_API_KEY")?;
-            Target::Bearer { base, key }
+            let key = args
+                .key
+                .clone()
+                .or_else(|| std::env::var("ITTYBIT_API_KEY").ok());
+            let key = key.unwrap_or_else(|| {
+                <Args as clap::CommandFactory>::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "--base needs --key KEY or ITTYBIT_API_KEY",
+                    )
+                    .exit()
+            });
+            Target::Bearer {
+                base: base.trim_end_matches('/').to_owned(),
+                key,
+            }
         }
-        _ => return Err("give either --url or --base".into()),
-    };
-    Ok(args)
+        (None, None) => unreachable!("clap requires --url or --base"),
+    }
 }
 
 /// One file to upload.
@@ -510,12 +503,10 @@ async fn send_whole(ctx: &Arc<Ctx>, job: &Job, data: Bytes) -> Result<Reply, Err
 
 #[tokio::main]
 async fn main() {
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("error: {e}\n{USAGE}");
-        std::process::exit(2)
-    });
+    let args = <Args as clap::Parser>::parse();
+    let target = target(&args);
     // A signed URL names the destination: show its path.
-    let dest = match &args.target {
+    let dest = match &target {
         Target::Signed(url) => reqwest::Url::parse(url).ok().map(|u| {
             percent_encoding::percent_decode_str(u.path().trim_start_matches('/'))
                 .decode_utf8_lossy()
@@ -527,7 +518,7 @@ async fn main() {
         eprintln!("error: {}: {e}", args.source.display());
         std::process::exit(2)
     });
-    if matches!(args.target, Target::Signed(_)) && jobs.len() != 1 {
+    if matches!(target, Target::Signed(_)) && jobs.len() != 1 {
         eprintln!("error: a signed URL is for one file; use --base and --key for a folder");
         std::process::exit(2);
     }
@@ -549,7 +540,7 @@ async fn main() {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .expect("HTTP client"),
-        target: args.target.clone(),
+        target,
         retries: args.retries,
         rate: args.limit_rate.map(|bytes_per_sec| RateLimit {
             bytes_per_sec,
