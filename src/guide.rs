@@ -1,7 +1,8 @@
-//! The user guide: quick starts for axum, hyper and warp, the protocol at a glance, writing a
-//! storage backend of your own, and security notes. (Documentation only; every example here
-//! runs as a doctest.) Behind tower-http layers (CORS, tracing, timeouts, body limits): see
-//! [`stack`](crate::stack).
+//! The user guide: quick starts for axum, hyper and warp, the protocol at a glance, upload
+//! sessions, media facts and conditions, writing a storage backend of your own, object
+//! storage shared by several instances, and security notes. (Documentation only; every Rust
+//! example here runs as a doctest.) Behind tower-http layers (CORS, tracing, timeouts, body
+//! limits): see [`stack`](crate::stack).
 //!
 //! # Quick start: axum
 //!
@@ -130,8 +131,9 @@
 //!
 //! # The protocol at a glance
 //!
-//! The full contract, with every rule the tests check, is `PROTOCOL.md` in the repository.
-//! Paths are `<prefix>/<folder>/…/<filename>`.
+//! The full contract, with every rule the tests check and how this crate reads the points it
+//! leaves open, is `docs/PROTOCOL.md` in the repository. Paths are
+//! `<prefix>/<folder>/…/<filename>`.
 //!
 //! | request | credentials | answer |
 //! |---|---|---|
@@ -147,27 +149,67 @@
 //!
 //! Request headers on uploads: `Content-Digest: sha-256=:<base64>:` (verified before a chunk
 //! counts; `400 digest_mismatch`, also for a malformed header), `If-None-Match: *` (create
-//! only) and `If-Match: <etag>` on a simple `PUT` (`412 precondition_failed`; chunks of a
-//! resumable upload ignore them), `Accept-Version: 2025-08-20` or later (bare objects instead
-//! of ittybit's `{meta, data, error, links}` envelope). A signed URL is
+//! only) and `If-Match: <etag>` on a simple `PUT` or on the chunk that creates or joins an
+//! upload (`412 precondition_failed`), `Accept-Version: 2025-08-20` or later (bare objects
+//! instead of ittybit's `{meta, data, error, links}` envelope). A signed URL is
 //! `<base>/<path>?expiry=<unix secs>&method=<put|get>&signature=<base64url HMAC-SHA256 of
 //! "<path>?expiry=…&method=…">` ([`auth::Signer`](crate::auth::Signer)).
 //!
 //! | status | `kind` | when |
 //! |---|---|---|
-//! | 400 | `path_invalid`, `range_invalid` (length mismatch), `digest_mismatch`, `part_invalid`, `metadata_invalid`, `bad_request` | malformed input; a body that ended early |
+//! | 400 | `path_invalid`, `range_invalid` (length mismatch), `digest_mismatch`, `part_invalid`, `metadata_invalid`, `conditions_invalid`, `multipart_invalid`, `bad_request` | malformed input; a body that ended early |
 //! | 401 | `token_missing`, `token_invalid` | no credentials; an unknown bearer key |
-//! | 403 | `signature_invalid`, `signature_expired`, `key_invalid` | a bad or expired signed URL; a tampered session key |
+//! | 403 | `signature_invalid`, `signature_expired`, `key_invalid`, `forbidden` | a bad or expired signed URL; a tampered session key; credentials (a [`Grant`](crate::Grant)) that do not cover the file or the method |
 //! | 404 | `file_not_found` | nothing stored there |
+//! | 405 | `method_not_allowed` | a method the endpoint does not accept |
 //! | 408 | `request_timeout` | no body byte for the idle timeout (`Uploads::body_idle_timeout`) |
-//! | 409 | `range_conflict` | a chunk's total differs from its upload's (also: another request's finalization of the upload outlasted 30 s, or the upload kept changing under the chunk: send it again) |
+//! | 409 | `range_conflict`, `alias_taken` | a chunk's total differs from its upload's (also: another request's finalization of the upload outlasted 30 s, or the upload kept changing under the chunk: send it again); an upload session's alias is already a file |
 //! | 410 | `upload_gone` | an upload-session key used or expired |
 //! | 412 | `precondition_failed` | `If-None-Match` / `If-Match` |
 //! | 413 | `file_too_large` | `Content-Length`, a chunk or a total over the limits |
 //! | 416 | `range_invalid`, `range_not_satisfiable` | a bad `Content-Range`; a `Range` past the end |
-//! | 422 | `conditions_failed` | the file breaks the upload conditions |
+//! | 422 | `conditions_failed`, `upload_rejected` | the file breaks the upload conditions; the app's hook rejected it (with the hook's status) |
 //! | 429 | `too_many_uploads` | more resumable uploads in progress than `Uploads::max_incomplete_uploads` |
 //! | 500 / 507 | `internal_error` / `insufficient_storage` | the storage failed / is full |
+//!
+//! # Upload sessions
+//!
+//! ittybit's earlier `/uploads` API: the backend asks for a one-time upload URL, the browser
+//! sends the file to it without any other credential ([`session`](crate::session) has the
+//! endpoints, keys and limits; `docs/PROTOCOL.md` how this crate reads them). Against the demo
+//! server (`examples/server.rs`, key `my-secret-key`):
+//!
+//! ```sh
+//! # The backend makes a one-time upload URL (bearer key)
+//! curl -s -X POST http://127.0.0.1:8080/uploads -H 'Authorization: Bearer my-secret-key' \
+//!   -d '{"metadata": {"user_id": "u1"}, "alias": "avatars/u1"}'
+//! # → {"meta":{…},"data":{"id":"ses_…","url":"http://127.0.0.1:8080/store/single?key=…",…},…}
+//! URL='http://127.0.0.1:8080/store/single?key=…'   # that data.url
+//!
+//! # The browser (or curl) posts the file as a form → 200 + the Media object; the key is spent
+//! curl -s -F file=@me.png "$URL"
+//!
+//! # Resumable sessions ({"resumable": true}; data.url is /store/resumable?key=…): PUT the
+//! # parts with X-Upload-Index, in any order, then POST the list
+//! curl -s -X PUT "$URL" -H 'X-Upload-Index: 0' --data-binary @part0   # → {…,"data":{"index":0,"etag":"…"},…}
+//! curl -s -X POST "$URL" -d '{"parts":[{"index":0,"etag":"…"}]}'      # → the Media object
+//! ```
+//!
+//! # Media facts and conditions
+//!
+//! Every File object carries what the bytes show — `kind`, `type`, `width`, `height`, and for
+//! audio and video `duration`, `fps`, `frames`, `bitrate`, `codec`, `container` — probed with
+//! bounded ranged reads (an MP4's `moov` is found wherever it sits). Formats: PNG, JPEG, GIF
+//! (frames, duration), WebP (animated too), AVIF/HEIC, BMP, TIFF, SVG; MP4/MOV/M4V/M4A,
+//! WebM/MKV, MP3, WAV, FLAC, Ogg. Anything else is `kind: "other"`. What each format gives,
+//! and what a probe may read: [`media::probe`](mod@crate::media::probe).
+//!
+//! Upload conditions (ittybit's rules, such as "an image, at most 10 MB") are set for the whole
+//! app with [`Uploads::conditions`](crate::Uploads::conditions) (or
+//! [`ConditionsLayer`](crate::conditions::ConditionsLayer) in front of the handler used alone)
+//! and per upload session; all must hold. They are checked as early as the bytes allow, and a
+//! failing upload gets 422 `conditions_failed` naming the failing rules; its bytes are deleted.
+//! The document and its evaluation: [`conditions`](crate::conditions).
 //!
 //! # Writing a storage backend
 //!
@@ -203,9 +245,17 @@
 //! 7. **Records** (`put_record` …) are small documents; `RecordMode::Create` has exactly one
 //!    winner among concurrent creators.
 //!
-//! Then run the conformance suite (feature `conformance`) from a test of your backend: it
-//! checks every promise above, including an 8-way claim race, with fresh random paths (so it
-//! can run against a store that holds data). A skeleton — here a backend that wraps another
+//! Then run the conformance suite from a test of your backend (it needs a multi-threaded
+//! runtime: `#[tokio::test(flavor = "multi_thread")]`), with the feature in your
+//! dev-dependency:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! tower-uploads = { version = "0.1", features = ["conformance"] }
+//! ```
+//!
+//! It checks every promise above, including an 8-way claim race, with fresh random paths (so
+//! it can run against a store that holds data). A skeleton — here a backend that wraps another
 //! and counts publications, showing every method's signature:
 //!
 //! ```
@@ -300,7 +350,31 @@
 //! # });
 //! ```
 //!
+//! # Object storage, several instances
+//!
+//! With feature `object-store`, `storage::ObjectStoreStorage` keeps uploads and files in an S3
+//! bucket (or an S3-compatible server: Garage, MinIO, …) through the `object_store` crate. Any
+//! number of instances can share one bucket behind a load balancer: chunks of one upload may
+//! go to any of them, in any order; exactly one gets the 201; nothing but the bucket holds
+//! state. The demo server on a bucket, configured by the standard `AWS_*` variables:
+//!
+//! ```sh
+//! AWS_ENDPOINT=http://127.0.0.1:3900 AWS_ALLOW_HTTP=true AWS_REGION=garage \
+//! AWS_ACCESS_KEY_ID=GK… AWS_SECRET_ACCESS_KEY=… \
+//! cargo run --features object-store --example server -- --store s3://my-bucket --key k
+//! ```
+//!
+//! Its tests, `cargo test --all-features --test object_store`, run against a real Garage
+//! (`cargo install garage --version 2.5.0 --locked`): the one `tests/garage/start.sh` started
+//! on loopback (it prints the variables), or else one they start themselves. How it decides
+//! "exactly once" without conditional writes, and what an upload costs in requests and bytes:
+//! `ARCHITECTURE.md`.
+//!
 //! # Security notes
+//!
+//! The threat model, each defence and the figures of the tests behind them are in
+//! `SECURITY.md` in the repository. In short:
+//!
 //!
 //! - **The API key stays on the server.** Browsers and other untrusted clients get signed
 //!   URLs: your backend signs them ([`auth::Signer`](crate::auth::Signer), or
@@ -317,10 +391,11 @@
 //!   own spans carry the file path only, never the query or the `Authorization` header.
 //! - **Delivery is public by default.** [`Uploads::private`](crate::Uploads::private) makes
 //!   GET/HEAD need a key or a `get` signature. Uploaded files are served with their sniffed
-//!   type and `X-Content-Type-Options: nosniff`; user-uploaded HTML or SVG served from your
-//!   app's own origin can still run script in it, so serve user files from a separate
-//!   origin (or add `Content-Security-Policy: sandbox` with tower-http's
-//!   `SetResponseHeaderLayer`).
+//!   type, `X-Content-Type-Options: nosniff` and a sandboxing `Content-Security-Policy`, and
+//!   scripts and style sheets as `text/plain` unless
+//!   [`Uploads::active_types`](crate::Uploads::active_types) (the File object's `type` is
+//!   unchanged), so that no upload can script your app; serving user files from a separate
+//!   origin is better still.
 //! - **Untrusted input is bounded**: paths are validated once and can never leave the
 //!   storage root; `Content-Length`, chunk sizes and totals are checked against
 //!   [`max_request_size`](crate::Uploads::max_request_size) /
@@ -328,7 +403,10 @@
 //!   read at most 32 MiB + 64 KiB of any file, do work bounded by what they read, stop
 //!   after 300 ms of work, and run on tokio's blocking pool, not on the async workers.
 //!   Abandoned uploads expire
-//!   ([`upload_ttl`](crate::Uploads::upload_ttl), the sweeper). Add tower's
+//!   ([`upload_ttl`](crate::Uploads::upload_ttl), the sweeper); a stalled body is cut off
+//!   ([`body_idle_timeout`](crate::Uploads::body_idle_timeout), 408) and the uploads in
+//!   progress can be capped
+//!   ([`max_incomplete_uploads`](crate::Uploads::max_incomplete_uploads), 429). Add tower's
 //!   `ConcurrencyLimitLayer` or a rate limiter per client if untrusted clients can open
 //!   many uploads.
 //! - **Integrity**: send `Content-Digest` with chunks (the browser demo and the CLI

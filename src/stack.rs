@@ -92,6 +92,11 @@
 //! # });
 //! ```
 //!
+//! `tests/stack.rs` in the repository runs each of these on loopback: the preflight for a
+//! chunk `PUT`, the exposed headers, a chunk stalled until a `TimeoutLayer` or a
+//! `RequestBodyTimeoutLayer` fires, a body cut off by the limit layer, and the log output
+//! searched for keys and signatures.
+//!
 //! [`TraceLayer`]: https://docs.rs/tower-http/latest/tower_http/trace/struct.TraceLayer.html
 //! [`CorsLayer`]: https://docs.rs/tower-http/latest/tower_http/cors/struct.CorsLayer.html
 //! [`TimeoutLayer`]: https://docs.rs/tower-http/latest/tower_http/timeout/struct.TimeoutLayer.html
