@@ -54,19 +54,26 @@
 //! - [`stack`]: the recommended tower-http stack around it — CORS for browsers, tracing
 //!   without secrets, timeouts, body limits.
 //! - `examples/` in the repository: `server.rs` (the demo server), `axum.rs`, `hyper.rs`,
-//!   `warp.rs`, `sign.rs`, `browser/` (a page uploading in parallel, resumable chunks) and
-//!   `upload.rs` (a resumable, parallel command-line uploader).
+//!   `warp.rs`, `custom_auth.rs` (the handler behind the app's own login, no API key),
+//!   `sign.rs`, `sqlite.rs` (hooks keeping rows), `browser/` (a page uploading in parallel,
+//!   resumable chunks) and `upload.rs` (a resumable, parallel command-line uploader).
 //!
 //! ## Map
 //!
-//! - [`Uploads`] bundles the stack; mount it with `.layer()` or `.service()`
-//!   ([`service`] module docs show both with axum).
-//! - [`auth`]: bearer keys, signed URLs ([`auth::Signer`]), the [`auth::SignatureLayer`].
-//! - [`upload`]: simple and resumable `PUT`, the sweeper of expired uploads.
-//! - [`delivery`]: `GET`/`HEAD` with ranges and conditional requests.
-//! - [`storage`]: the [`Storage`] trait, [`FsStorage`], [`MemoryStorage`], and the
-//!   conformance suite for custom backends (feature `conformance`).
-//! - [`path`], [`file`](mod@file), [`media`], [`response`], [`error`]: the pieces of the wire contract.
+//! - [`Uploads`] bundles the stack, the preset; mount it with `.layer()` or `.service()`
+//!   ([`service`] module docs show both with axum). It is three pieces, each usable alone:
+//!   - [`auth`]: bearer keys, signed URLs ([`auth::Signer`]), the [`auth::SignatureLayer`]
+//!     that turns credentials into a [`Grant`];
+//!   - [`Handler`] ([`Uploads::handler`]): uploads, chunks, delivery, upload sessions and
+//!     `POST /signatures` over a [`Storage`], authorized from the request's [`Grant`] alone
+//!     — the signature layer's, or one the app's own auth middleware inserts ([`grant`]);
+//!   - [`conditions`]: ittybit's upload conditions and the [`conditions::ConditionsLayer`].
+//! - [`hooks`]: the app's say on each upload (accept, metadata, reject; published, expired).
+//! - [`storage`]: the [`Storage`] trait, its [`prelude`](storage::prelude), [`FsStorage`],
+//!   [`MemoryStorage`], and the conformance suite for custom backends (feature
+//!   `conformance`).
+//! - [`path`], [`file`](mod@file), [`media`], [`response`], [`error`]: the pieces of the wire
+//!   contract (`docs/PROTOCOL.md` in the repository).
 //! - [`stack`]: CORS header lists and log redaction for a tower-http stack; [`guide`]: docs.
 //!
 //! See `ARCHITECTURE.md` in the repository for how a request flows through the layers.

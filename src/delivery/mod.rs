@@ -120,6 +120,7 @@ const MAX_HTTP_DATE_SECS: u64 = 253_402_300_800;
 
 /// What a `Range` header asks of a file of a given size ([`parse_range`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[doc(hidden)]
 pub enum ByteRange {
     /// The whole file: no usable `Range` (absent, another unit, malformed, or several
     /// ranges).
@@ -146,6 +147,7 @@ pub enum ByteRange {
 /// assert_eq!(parse_range("bytes=1000-", 1000), ByteRange::Unsatisfiable);
 /// assert_eq!(parse_range("bytes=0-1,5-6", 1000), ByteRange::Full);
 /// ```
+#[doc(hidden)]
 pub fn parse_range(value: &str, size: u64) -> ByteRange {
     let Some((unit, set)) = value.trim().split_once('=') else {
         return ByteRange::Full;
@@ -198,6 +200,7 @@ fn number(s: &str) -> Option<u64> {
 
 /// The outcome of a `GET`/`HEAD` request's preconditions and `Range` ([`decide`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[doc(hidden)]
 pub enum Decision {
     /// `200` with the whole file.
     Full,
@@ -215,6 +218,7 @@ pub enum Decision {
 /// the order of RFC 9110 §13.2.2 (see the [module docs](self)). Only `GET` and `HEAD` get
 /// `304` or ranges; header values that cannot be read are ignored (a malformed
 /// `If-Match` matches nothing).
+#[doc(hidden)]
 pub fn decide(method: &Method, headers: &HeaderMap, meta: &ObjectMeta) -> Decision {
     let read = *method == Method::GET || *method == Method::HEAD;
     let modified = unix_secs(meta.modified);
@@ -361,6 +365,7 @@ fn if_range_holds(headers: &HeaderMap, meta: &ObjectMeta) -> bool {
 /// failures.
 ///
 /// Scripts and style sheets are delivered inert; [`deliver_with`] can opt out.
+#[doc(hidden)]
 pub async fn deliver(
     storage: &dyn Storage,
     path: &FilePath,
@@ -382,6 +387,7 @@ pub async fn deliver(
 }
 
 /// [`deliver`] with [`DeliveryOptions`].
+#[doc(hidden)]
 pub async fn deliver_with(
     storage: &dyn Storage,
     path: &FilePath,

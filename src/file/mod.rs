@@ -123,6 +123,7 @@ const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// from SHA-256 of the prefix, the path and the etag. Not a secret (the etag is in every
 /// delivery's `ETag`), and as unique as the storage's etags (see
 /// [`Capabilities::stable_meta`](crate::storage::Capabilities::stable_meta)).
+#[doc(hidden)]
 pub fn version_id(prefix: &str, path: &FilePath, etag: &str) -> String {
     use sha2::{Digest as _, Sha256};
     let mut h = Sha256::new();
@@ -144,6 +145,7 @@ pub fn version_id(prefix: &str, path: &FilePath, etag: &str) -> String {
 
 /// A random id: `prefix` + 16 characters of `[A-Za-z0-9]`, each uniform (from the thread's
 /// CSPRNG, a byte at a time, bytes of 248 and above drawn again).
+#[doc(hidden)]
 pub fn random_id(prefix: &str) -> String {
     let mut rng = rand::rng();
     let mut s = String::with_capacity(prefix.len() + 16);
@@ -166,6 +168,7 @@ pub fn random_id(prefix: &str) -> String {
 }
 
 /// `t` as RFC 3339 in UTC, to the second (`2025-01-01T01:23:45Z`).
+#[doc(hidden)]
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }

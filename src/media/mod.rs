@@ -1,12 +1,16 @@
 //! Media facts from a file's first bytes: `kind`, MIME `type`, and image dimensions.
 //! (PROTOCOL.md §3: magic bytes decide; a hint never makes a file media.) See [`sniff()`].
 
+#[doc(hidden)]
 pub mod probe;
 mod sniff;
 mod source;
+#[doc(hidden)]
 pub use probe::probe;
 pub use sniff::*;
-pub use source::{MAX_PROBE_READ, MemorySource, Source, UploadSource};
+pub use source::MAX_PROBE_READ;
+#[doc(hidden)]
+pub use source::{MemorySource, Source, UploadSource};
 
 /// What a file is, as far as its bytes show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

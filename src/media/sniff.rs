@@ -104,6 +104,7 @@ pub(crate) fn type_by_name(filename: &str) -> Option<&'static str> {
 /// The MIME type that upload conditions (PROTOCOL.md §5) compare against: what the bytes
 /// showed, or `application/octet-stream` when they were not recognised (whatever the hint
 /// or the extension said).
+#[doc(hidden)]
 pub fn mime_for_conditions(facts: &MediaFacts) -> &str {
     if facts.recognised {
         &facts.mime_type

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// The first `Accept-Version` that gets the bare style.
+#[doc(hidden)]
 pub const BARE_SINCE: &str = "2025-08-20";
 
 /// How a response body is shaped.
@@ -65,6 +66,7 @@ fn is_date(v: &str) -> bool {
 
 /// What the envelope's `meta` tells about the request.
 #[derive(Clone, Debug)]
+#[doc(hidden)]
 pub struct RequestFacts {
     /// A request id (`req_…`).
     pub id: String,
@@ -94,6 +96,7 @@ impl RequestFacts {
 
 /// A JSON answer under construction.
 #[derive(Debug)]
+#[doc(hidden)]
 pub struct Answer<'a> {
     style: ResponseStyle,
     facts: &'a RequestFacts,
@@ -223,6 +226,7 @@ fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response<ResponseBody> {
 }
 
 /// A JSON response with `Content-Type: application/json`.
+#[doc(hidden)]
 pub fn json_response(status: StatusCode, doc: &Value) -> Response<ResponseBody> {
     json_bytes(
         status,
@@ -231,6 +235,7 @@ pub fn json_response(status: StatusCode, doc: &Value) -> Response<ResponseBody> 
 }
 
 /// An error response for a request, in the style it negotiated.
+#[doc(hidden)]
 pub fn error_response<B>(
     req: &http::Request<B>,
     default: ResponseStyle,

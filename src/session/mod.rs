@@ -73,12 +73,17 @@
 
 mod api;
 mod budget;
+#[doc(hidden)]
 pub mod key;
+#[doc(hidden)]
 pub mod model;
+#[doc(hidden)]
 pub mod multipart;
 mod parts;
 
+#[doc(hidden)]
 pub use key::{KeyError, SessionKey};
+#[doc(hidden)]
 pub use model::{CreateSession, MediaObject, PartRef, SourceObject};
 
 pub(crate) use api::{create, resolve_media, single};
@@ -93,6 +98,7 @@ use model::{PartRecord, SessionRecord};
 
 /// Discards sessions whose key expired more than `grace` ago: their part uploads, part
 /// records, `done` marker and session record. Returns the ids of the discarded sessions.
+#[doc(hidden)]
 pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageResult<Vec<String>> {
     let root = RecordKey::new("sessions").expect("a valid record key");
     let now = SystemTime::now()

@@ -59,10 +59,15 @@ pub mod prelude {
         UploadWriter, merge_ranges,
     };
     pub use crate::path::FilePath;
+    #[doc(no_inline)]
     pub use async_trait::async_trait;
+    #[doc(no_inline)]
     pub use bytes::Bytes;
+    #[doc(no_inline)]
     pub use futures_util::stream::{self, StreamExt, TryStreamExt};
+    #[doc(no_inline)]
     pub use std::ops::Range;
+    #[doc(no_inline)]
     pub use std::time::SystemTime;
 }
 

@@ -3,7 +3,9 @@
 //!
 //! The pure parsers ([`content_range`], [`digest`]) live apart from the I/O.
 
+#[doc(hidden)]
 pub mod content_range;
+#[doc(hidden)]
 pub mod digest;
 
 pub(crate) mod body;
@@ -16,6 +18,7 @@ mod sweeper;
 
 pub use sinks::MAX_UPLOAD_RANGES;
 
+#[doc(hidden)]
 pub use sweeper::{SweepReport, spawn_sweeper, spawn_sweeper_with, sweep, sweep_with};
 
 pub(crate) use resumable::put_chunk;
