@@ -1,0 +1,120 @@
+//! `examples/custom_storage.rs` (a `Storage` over SQLite): the crate's conformance suite, a
+//! claim take-over, and the `Uploads` service over it on loopback.
+
+#[allow(dead_code)] // the example's `main`
+#[path = "../examples/custom_storage.rs"]
+mod custom_storage;
+
+use custom_storage::SqliteStorage;
+use std::sync::Arc;
+use tower_uploads::storage::prelude::*;
+
+const KEY: &str = "test-key";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db.sqlite3")).unwrap();
+    tower_uploads::storage::conformance::run(Arc::new(storage)).await;
+}
+
+/// A claim held by a storage that is alive is never taken over; one whose holder's heartbeat
+/// stopped is, and the old holder can then no longer publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_claim_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite3");
+    let (a, b) = (
+        SqliteStorage::open(&db).unwrap(),
+        SqliteStorage::open(&db).unwrap(),
+    );
+    let path = FilePath::new("taken/over.bin").unwrap();
+    let up = a
+        .open_upload(&path, UploadSpec::Resumable { total: 2 })
+        .await
+        .unwrap();
+    let mut w = a.writer(&up.id, 0).await.unwrap();
+    w.write(Bytes::from_static(b"hi")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(a.claim(&up.id).await.unwrap(), Claim::Won);
+    assert_eq!(
+        b.claim(&up.id).await.unwrap(),
+        Claim::Lost,
+        "a live holder keeps it"
+    );
+    // `a` "dies": its heartbeat row stops being fresh.
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    raw.execute("UPDATE uploads SET claimed_by = 'dead-process'", [])
+        .unwrap();
+    assert_eq!(b.claim(&up.id).await.unwrap(), Claim::Won, "take-over");
+    assert_eq!(a.claim(&up.id).await.unwrap(), Claim::Lost);
+    let err = a
+        .publish(&up.id, &path, 2, PublishOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::UploadClosed), "{err:?}");
+    b.publish(&up.id, &path, 2, PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(a.head(&path).await.unwrap().unwrap().size, 2);
+}
+
+/// The service over SqliteStorage on loopback: a 5 MiB resumable upload in three
+/// `Content-Range` chunks sent out of order, and a simple PUT, each read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("db.sqlite3")).unwrap();
+    let service = tower_uploads::Uploads::new(storage).key(KEY).service();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback_service(service);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        let req = http.get(format!("{base}/{path}")).bearer_auth(KEY);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.bytes().await.unwrap().to_vec())
+        }
+    };
+
+    let file: Vec<u8> = (0..5u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let total = file.len();
+    let chunks = [(4 << 20)..total, 0..(2 << 20), (2 << 20)..(4 << 20)];
+    for (i, range) in chunks.into_iter().enumerate() {
+        let res = http
+            .put(format!("{base}/videos/big.bin"))
+            .bearer_auth(KEY)
+            .header(
+                "content-range",
+                format!("bytes {}-{}/{total}", range.start, range.end - 1),
+            )
+            .body(file[range].to_vec())
+            .send()
+            .await
+            .unwrap();
+        let want = if i == 2 { 201 } else { 202 };
+        let status = res.status().as_u16();
+        assert_eq!(status, want, "chunk {i}: {}", res.text().await.unwrap());
+    }
+    let (status, body) = get("videos/big.bin").await;
+    assert_eq!(status, 200);
+    assert!(
+        body == file,
+        "the 5 MiB file reads back whole ({} bytes)",
+        body.len()
+    );
+
+    let res = http
+        .put(format!("{base}/hello.txt"))
+        .bearer_auth(KEY)
+        .body("hello, sqlite")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
+    assert_eq!(get("hello.txt").await, (200, b"hello, sqlite".to_vec()));
+}
