@@ -6,16 +6,23 @@
 mod custom_storage;
 
 use custom_storage::SqliteStorage;
-use std::sync::Arc;
 use tower_uploads::storage::prelude::*;
 
 const KEY: &str = "test-key";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("db.sqlite3")).unwrap();
-    tower_uploads::storage::conformance::run(Arc::new(storage)).await;
+/// A fresh database in a directory of its own (kept: the storage outlives this call).
+fn fresh() -> SqliteStorage {
+    let dir = tempfile::Builder::new()
+        .prefix("tower-uploads-sqlite")
+        .tempdir()
+        .unwrap()
+        .keep();
+    SqliteStorage::open(dir.join("db.sqlite3")).unwrap()
+}
+
+/// The conformance suite, one test per check.
+mod conformance {
+    tower_uploads::storage_conformance_tests!(super::fresh());
 }
 
 /// A claim held by a storage that is alive is never taken over; one whose holder's heartbeat

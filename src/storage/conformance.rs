@@ -1,5 +1,5 @@
-//! The conformance suite every [`Storage`] backend must pass. Run it from a test of your own
-//! backend (feature `conformance`):
+//! The conformance suite every [`Storage`] backend must pass, check by check. Run it from a
+//! test of your own backend (feature `conformance`): all of it,
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -9,11 +9,25 @@
 //! # });
 //! ```
 //!
+//! or one test per check, each named after its check, with
+//! [`storage_conformance_tests!`](crate::storage_conformance_tests):
+//!
+//! ```
+//! # use tower_uploads::storage::MemoryStorage;
+//! mod conformance {
+//!     tower_uploads::storage_conformance_tests!(super::MemoryStorage::new());
+//! }
+//! ```
+//!
 //! Each check uses fresh random paths, so the suite can run against a storage that already
-//! holds data. It panics (like a failed test) at the first broken promise, naming it.
+//! holds data. A broken promise fails the check with a panic that names the check and the
+//! promise, followed by what was seen. Checks of a [`Capabilities`](super::Capabilities)
+//! promise check it only where the backend declares it. Needs a multi-threaded tokio runtime
+//! with timers.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -22,22 +36,160 @@ use super::{
 };
 use crate::path::FilePath;
 
-/// Runs every check against `storage`. Needs a multi-threaded tokio runtime with timers.
+/// One promise of the [`Storage`] contract, checked on its own (see [`CHECKS`]).
+#[derive(Clone, Copy)]
+pub struct Check {
+    /// The check's name (also the test name that
+    /// [`storage_conformance_tests!`](crate::storage_conformance_tests) gives it).
+    pub name: &'static str,
+    /// The promise it checks, as a failure states it.
+    pub promise: &'static str,
+    body: fn(Arc<dyn Storage>) -> BoxFuture<'static, ()>,
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check")
+            .field("name", &self.name)
+            .field("promise", &self.promise)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Check {
+    /// Runs the check against `storage`.
+    ///
+    /// # Panics
+    /// When the backend breaks the promise: the message names the check and the promise,
+    /// then what was seen.
+    pub async fn run(&self, storage: Arc<dyn Storage>) {
+        let Err(e) = tokio::spawn((self.body)(storage)).await else {
+            return;
+        };
+        let seen = if e.is_panic() {
+            let payload = e.into_panic();
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        } else {
+            e.to_string()
+        };
+        let mut seen: String = seen.chars().take(2_000).collect();
+        if seen.len() >= 2_000 {
+            seen.push_str(" …");
+        }
+        panic!(
+            "storage conformance check `{}` failed: the backend broke the promise that {}.\nseen: {seen}",
+            self.name, self.promise
+        );
+    }
+}
+
+/// Declares the checks once: [`CHECKS`] and the tests of
+/// [`storage_conformance_tests!`](crate::storage_conformance_tests) are both made from this
+/// list (`name: ref | arc "promise"`; `ref` checks take `&dyn Storage`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __storage_conformance_checks {
+    (@list [table] $($name:ident : $kind:ident $promise:literal),* $(,)?) => {
+        /// Every check, in the order [`run`] runs them.
+        pub const CHECKS: &[Check] = &[
+            $($crate::__storage_conformance_checks!(@one $name $kind $promise)),*
+        ];
+    };
+    (@list [tests $make:expr] $($name:ident : $kind:ident $promise:literal),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let storage: ::std::sync::Arc<dyn $crate::storage::Storage> =
+                    ::std::sync::Arc::new($make);
+                $crate::storage::conformance::check(stringify!($name))
+                    .expect("a conformance check of this version")
+                    .run(storage)
+                    .await;
+            }
+        )*
+    };
+    (@one $name:ident ref $promise:literal) => {
+        Check {
+            name: stringify!($name),
+            promise: $promise,
+            body: |s: Arc<dyn Storage>| -> BoxFuture<'static, ()> {
+                Box::pin(async move { $name(&*s).await })
+            },
+        }
+    };
+    (@one $name:ident arc $promise:literal) => {
+        Check {
+            name: stringify!($name),
+            promise: $promise,
+            body: |s: Arc<dyn Storage>| -> BoxFuture<'static, ()> { Box::pin($name(s)) },
+        }
+    };
+    ($($mode:tt)*) => {
+        $crate::__storage_conformance_checks! { @list [$($mode)*]
+            single_upload_roundtrip: ref "a published file reads back byte for byte, with the size, etag, content type and attributes publish gave",
+            overwrite_and_preconditions: ref "publish honours PutMode atomically: Create fails on an existing file, Update(etag) only replaces that version, nothing is left behind by a failed one",
+            empty_attributes_and_stable_meta: ref "empty attributes round-trip, and with Capabilities::stable_meta head and read give the etag and time publish gave, and a new version a new etag",
+            create_only_race: arc "exactly one of several concurrent create-only publications of a path wins, and the file is the winner's",
+            ranged_reads: ref "read returns exactly the requested range",
+            delete: ref "delete removes a file and says whether there was one",
+            uncommitted_bytes_do_not_count: ref "bytes count as received only at commit: a dropped writer counts nothing",
+            resumable_create_join_and_ranges: ref "open_upload creates a path's resumable upload once and joins it after (keeping the first total), and commit returns every received range, merged",
+            parallel_chunks_and_single_claim: arc "parallel chunks land in one upload, exactly one of several concurrent claims wins, and its publication is the assembled bytes",
+            closed_after_claim: ref "after a claim no writer can commit (one opened before it included, even with its bytes written), until an unclaim lets the next claim win",
+            abort_and_listing: ref "list_uploads lists uploads in progress (single ones once they hold bytes), and abort removes them, idempotently",
+            reader_keeps_its_version: ref "a read stream keeps reading the version it opened, whole, when the file is replaced meanwhile",
+            empty_file: ref "an empty file publishes and reads back",
+            lasting_upload: arc "a Lasting upload, once committed, is listed, and another request can claim and publish it",
+            records: arc "records: create-only has exactly one winner among concurrent creators, overwrite replaces, listing finds what is under a prefix, delete says whether there was one",
+        }
+    };
+}
+
+crate::__storage_conformance_checks!(table);
+
+/// One `#[tokio::test]` per conformance [`Check`], named after it, each on a storage made by
+/// `$make` (an expression of a type that implements [`Storage`], evaluated once per test).
+/// Needs `tokio` (with the `macros` and `rt-multi-thread` features) in the caller's
+/// dev-dependencies. Use it inside a module of its own, as the test names are the checks'.
+#[macro_export]
+macro_rules! storage_conformance_tests {
+    ($make:expr) => {
+        $crate::__storage_conformance_checks!(tests $make);
+    };
+}
+
+/// The check named `name`.
+pub fn check(name: &str) -> Option<&'static Check> {
+    CHECKS.iter().find(|c| c.name == name)
+}
+
+/// Runs every check against `storage`, in order; the first broken promise panics, naming
+/// its check (see [`Check::run`]). Needs a multi-threaded tokio runtime with timers.
 pub async fn run(storage: Arc<dyn Storage>) {
-    single_upload_roundtrip(&*storage).await;
-    overwrite_and_preconditions(&*storage).await;
-    empty_attributes_and_stable_meta(&*storage).await;
-    create_only_race(storage.clone()).await;
-    ranged_reads(&*storage).await;
-    delete(&*storage).await;
-    uncommitted_bytes_do_not_count(&*storage).await;
-    resumable_create_join_and_ranges(&*storage).await;
-    parallel_chunks_and_single_claim(storage.clone()).await;
-    closed_after_claim(&*storage).await;
-    abort_and_listing(&*storage).await;
-    reader_keeps_its_version(&*storage).await;
-    empty_file(&*storage).await;
-    records(storage.clone()).await;
+    for check in CHECKS {
+        check.run(storage.clone()).await;
+    }
+}
+
+/// `got == want`, or a panic naming `what`, the lengths and the first differing offset
+/// (never the bytes: files here are megabytes).
+fn same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: {} bytes read, {} expected, first difference at {}",
+            got.len(),
+            want.len(),
+            at.map_or_else(
+                || "the end of the shorter".to_owned(),
+                |i| format!("offset {i}")
+            )
+        );
+    }
 }
 
 fn fresh(name: &str) -> FilePath {
@@ -117,10 +269,10 @@ async fn single_upload_roundtrip(storage: &dyn Storage) {
     assert_eq!(head.etag, meta.etag, "head and publish agree on the etag");
     assert_eq!(head.content_type, "application/x-test");
     assert_eq!(head.attributes, Bytes::from_static(b"{\"a\":1}"));
-    assert_eq!(
-        read_all(storage, &path, None).await,
-        data,
-        "bytes round-trip"
+    same_bytes(
+        &read_all(storage, &path, None).await,
+        &data,
+        "bytes round-trip",
     );
 }
 
@@ -165,20 +317,18 @@ async fn empty_attributes_and_stable_meta(storage: &dyn Storage) {
 async fn overwrite_and_preconditions(storage: &dyn Storage) {
     let path = fresh("x.bin");
     let v1 = put(storage, &path, b"one", PutMode::Create).await.unwrap();
-    let err = put(storage, &path, b"two", PutMode::Create)
-        .await
-        .unwrap_err();
+    let err = put(storage, &path, b"two", PutMode::Create).await.err();
     assert!(
-        matches!(err, StorageError::PreconditionFailed),
-        "create-only on existing: {err:?}"
+        matches!(err, Some(StorageError::PreconditionFailed)),
+        "create-only on an existing file must fail with PreconditionFailed: {err:?}"
     );
     assert_eq!(read_all(storage, &path, None).await, b"one");
     let err = put(storage, &path, b"two", PutMode::Update("nope".into()))
         .await
-        .unwrap_err();
+        .err();
     assert!(
-        matches!(err, StorageError::PreconditionFailed),
-        "if-match mismatch: {err:?}"
+        matches!(err, Some(StorageError::PreconditionFailed)),
+        "Update with another etag must fail with PreconditionFailed: {err:?}"
     );
     let v2 = put(storage, &path, b"two!", PutMode::Update(v1.etag.clone()))
         .await
@@ -193,10 +343,10 @@ async fn overwrite_and_preconditions(storage: &dyn Storage) {
     let missing = fresh("missing.bin");
     let err = put(storage, &missing, b"x", PutMode::Update(v3.etag))
         .await
-        .unwrap_err();
+        .err();
     assert!(
-        matches!(err, StorageError::PreconditionFailed),
-        "if-match on nothing: {err:?}"
+        matches!(err, Some(StorageError::PreconditionFailed)),
+        "Update where there is no file must fail with PreconditionFailed: {err:?}"
     );
     assert!(
         storage.head(&missing).await.unwrap().is_none(),
@@ -231,10 +381,10 @@ async fn create_only_race(storage: Arc<dyn Storage>) {
             }
         }
         assert_eq!(winners.len(), 1, "exactly one create-only publication wins");
-        assert_eq!(
-            read_all(&*storage, &path, None).await,
-            winners[0],
-            "the file is the winner's"
+        same_bytes(
+            &read_all(&*storage, &path, None).await,
+            &winners[0],
+            "the file is the winner's",
         );
     }
 }
@@ -253,10 +403,10 @@ async fn ranged_reads(storage: &dyn Storage) {
         5..5,
     ] {
         let got = read_all(storage, &path, Some(range.clone())).await;
-        assert_eq!(
-            got,
-            data[range.start as usize..range.end as usize],
-            "range {range:?}"
+        same_bytes(
+            &got,
+            &data[range.start as usize..range.end as usize],
+            &format!("range {range:?}"),
         );
     }
 }
@@ -301,7 +451,7 @@ async fn resumable_create_join_and_ranges(storage: &dyn Storage) {
     let b = storage
         .open_upload(&path, UploadSpec::Resumable { total: 99 })
         .await
-        .unwrap();
+        .expect("joining the upload in progress");
     assert!(!b.created_now, "the second open joins");
     assert_eq!(b.id, a.id);
     assert_eq!(
@@ -399,30 +549,48 @@ async fn parallel_chunks_and_single_claim(storage: Arc<dyn Storage>) {
     for _ in 0..8 {
         let (storage, id, path) = (storage.clone(), id.clone(), path.clone());
         claims.push(tokio::spawn(async move {
-            let c = storage.claim(&id).await.unwrap();
-            if c == Claim::Won {
+            let c = storage.claim(&id).await;
+            let mut published = None;
+            if let Ok(Claim::Won) = c {
                 // Hold the claim a moment so that the others really race it, then publish:
                 // a losing claim may wait for the winner's outcome.
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                storage
-                    .publish(&id, &path, total, PublishOptions::default())
-                    .await
-                    .unwrap();
+                published = Some(
+                    storage
+                        .publish(&id, &path, total, PublishOptions::default())
+                        .await,
+                );
             }
-            c
+            (c, published)
         }));
     }
-    let mut won = 0;
+    let mut outcomes = Vec::new();
     for c in claims {
-        if c.await.unwrap() == Claim::Won {
-            won += 1;
+        outcomes.push(c.await.expect("a claiming task"));
+    }
+    let won = outcomes
+        .iter()
+        .filter(|(c, _)| matches!(c, Ok(Claim::Won)))
+        .count();
+    assert_eq!(
+        won,
+        1,
+        "exactly one of 8 concurrent claims wins: {:?}",
+        outcomes.iter().map(|(c, _)| c).collect::<Vec<_>>()
+    );
+    for (claim, published) in &outcomes {
+        assert!(claim.is_ok(), "a claim failed: {claim:?}");
+        if let Some(published) = published {
+            assert!(
+                published.is_ok(),
+                "the winner's publish failed: {published:?}"
+            );
         }
     }
-    assert_eq!(won, 1, "exactly one claim wins");
-    assert_eq!(
-        read_all(&*storage, &path, None).await,
-        *data,
-        "assembled bytes"
+    same_bytes(
+        &read_all(&*storage, &path, None).await,
+        &data,
+        "assembled bytes",
     );
     assert!(
         storage.find_upload(&path).await.unwrap().is_none(),
@@ -470,6 +638,68 @@ async fn closed_after_claim(storage: &dyn Storage) {
     );
     storage.abort(&up.id).await.unwrap();
     assert!(storage.head(&path).await.unwrap().is_none());
+
+    // A writer whose bytes (several batches) were all written before the claim cannot make
+    // them count after it.
+    let path = fresh("closed-full.bin");
+    let total = 3 << 20;
+    let up = storage
+        .open_upload(
+            &path,
+            UploadSpec::Resumable {
+                total: total as u64,
+            },
+        )
+        .await
+        .unwrap();
+    let mut full = storage.writer(&up.id, 0).await.unwrap();
+    full.write(Bytes::from(pattern(total, 9))).await.unwrap();
+    full.flush().await.unwrap();
+    assert_eq!(storage.claim(&up.id).await.unwrap(), Claim::Won);
+    let late = full.commit().await;
+    assert!(
+        matches!(late, Err(StorageError::UploadClosed)),
+        "a writer whose bytes were all written before the claim cannot commit after it: {late:?}"
+    );
+    assert_eq!(
+        storage.received(&up.id).await.unwrap_or_default(),
+        Vec::<Range<u64>>::new(),
+        "nothing counted"
+    );
+    storage.abort(&up.id).await.unwrap();
+}
+
+async fn lasting_upload(storage: Arc<dyn Storage>) {
+    let path = fresh("part.bin");
+    let up = storage
+        .open_upload(&path, UploadSpec::Lasting)
+        .await
+        .expect("open a lasting upload");
+    assert!(up.created_now, "a lasting upload is always new");
+    let mut w = storage.writer(&up.id, 0).await.unwrap();
+    w.write(Bytes::from_static(b"part")).await.unwrap();
+    w.commit().await.unwrap();
+    // Another request (a task of its own) finds it, claims it and publishes it by its id.
+    let (other, id, target) = (storage.clone(), up.id.clone(), path.clone());
+    tokio::spawn(async move {
+        let listed = other.list_uploads().await.unwrap();
+        assert!(
+            listed.iter().any(|u| u.id == id),
+            "a committed lasting upload is listed"
+        );
+        assert_eq!(other.claim(&id).await.unwrap(), Claim::Won);
+        other
+            .publish(&id, &target, 4, PublishOptions::default())
+            .await
+            .unwrap();
+    })
+    .await
+    .expect("the other request");
+    same_bytes(
+        &read_all(&*storage, &path, None).await,
+        b"part",
+        "the published part",
+    );
 }
 
 async fn abort_and_listing(storage: &dyn Storage) {
@@ -517,12 +747,16 @@ async fn reader_keeps_its_version(storage: &dyn Storage) {
     put(storage, &path, &new, PutMode::Overwrite).await.unwrap();
     let frames: Vec<Bytes> = stream.try_collect().await.unwrap();
     assert_eq!(meta.size, old.len() as u64);
-    assert_eq!(
-        frames.concat(),
-        old,
-        "a reader sees the version it opened, whole"
+    same_bytes(
+        &frames.concat(),
+        &old,
+        "a reader sees the version it opened, whole",
     );
-    assert_eq!(read_all(storage, &path, None).await, new);
+    same_bytes(
+        &read_all(storage, &path, None).await,
+        &new,
+        "the new version",
+    );
 }
 
 async fn empty_file(storage: &dyn Storage) {

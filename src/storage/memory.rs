@@ -349,9 +349,7 @@ impl UploadWriter for MemWriter {
 }
 
 #[cfg(test)]
-mod tests {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance() {
-        super::super::conformance::run(std::sync::Arc::new(super::MemoryStorage::new())).await;
-    }
+mod conformance {
+    // One test per check.
+    crate::storage_conformance_tests!(super::MemoryStorage::new());
 }

@@ -301,3 +301,17 @@ async fn an_aborted_inline_upload_closes_its_staging_file() {
     assert_eq!(staging_entries(dir.path()), 0);
     assert!(storage.head(&p).await.unwrap().is_none());
 }
+
+/// The conformance suite, one test per check, each on a directory of its own.
+mod conformance_by_check {
+    fn fresh() -> super::FsStorage {
+        let dir = tempfile::Builder::new()
+            .prefix("tower-uploads-fs")
+            .tempdir()
+            .unwrap()
+            .keep();
+        super::FsStorage::new(dir).unwrap()
+    }
+
+    crate::storage_conformance_tests!(fresh());
+}

@@ -630,9 +630,10 @@ mod tests {
         assert_eq!(b.take_rest().content_length(), 7);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn conformance_in_memory() {
-        let storage = ObjectStoreStorage::from_url("memory://").unwrap();
-        crate::storage::conformance::run(Arc::new(storage)).await;
+    mod conformance_in_memory {
+        // One test per check.
+        crate::storage_conformance_tests!(
+            crate::storage::ObjectStoreStorage::from_url("memory://").unwrap()
+        );
     }
 }

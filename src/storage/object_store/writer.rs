@@ -51,6 +51,16 @@ impl UploadWriter for ChunkWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
+        // Claimed meanwhile: make nothing visible (a chunk that appeared after the claim
+        // would count). A claim between this look and the completion below still leaves a
+        // window: closing it needs the store's conditional writes, which replace this
+        // backend's coordination next.
+        if !self.storage.is_open(&self.id).await? {
+            if let Some(mp) = self.mp.take() {
+                self.storage.abort_multipart(mp).await;
+            }
+            return Err(StorageError::UploadClosed);
+        }
         let stored = self.store_rest().await;
         closed_or(&self.storage, &self.id, stored).await?;
         if !self.storage.is_open(&self.id).await? {
