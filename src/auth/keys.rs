@@ -5,6 +5,16 @@ use std::fmt;
 use std::sync::Arc;
 use subtle::{Choice, ConstantTimeEq};
 
+/// The keyed hash of signatures and session keys.
+pub(crate) type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// An HMAC-SHA256 keyed with `key`.
+pub(crate) fn keyed_mac(key: &[u8]) -> HmacSha256 {
+    use hmac::Mac;
+    // HMAC accepts keys of any length (longer ones are hashed), so this never fails.
+    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
+}
+
 /// A secret API key: the bytes a client sends as `Authorization: Bearer <key>`, and the HMAC
 /// key of signed URLs.
 ///
@@ -81,7 +91,7 @@ struct Inner {
     digests: Vec<[u8; 32]>,
     /// Each key's HMAC state after the key schedule, cloned per verification (two SHA-256
     /// compressions saved per key and request).
-    macs: Vec<super::signer::HmacSha256>,
+    macs: Vec<HmacSha256>,
 }
 
 impl KeySet {
@@ -107,7 +117,7 @@ impl KeySet {
         let digests = keys.iter().map(|k| digest(k.expose_secret())).collect();
         let macs = keys
             .iter()
-            .map(|k| super::signer::keyed_mac(k.expose_secret()))
+            .map(|k| keyed_mac(k.expose_secret()))
             .collect();
         Some(KeySet {
             inner: Arc::new(Inner {
@@ -119,7 +129,7 @@ impl KeySet {
     }
 
     /// Every key's keyed HMAC-SHA256, ready to be cloned and fed a message.
-    pub(crate) fn keyed_macs(&self) -> &[super::signer::HmacSha256] {
+    pub(crate) fn keyed_macs(&self) -> &[HmacSha256] {
         &self.inner.macs
     }
 

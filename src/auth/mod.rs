@@ -66,6 +66,6 @@ pub use crate::response::ResponseFuture;
 pub use keys::{ApiKey, KeySet};
 pub(crate) use layer::has_body;
 pub use layer::{AuthPolicy, Signature, SignatureLayer};
-pub(crate) use signer::keyed_mac as keyed_hmac;
+pub(crate) use keys::keyed_mac as keyed_hmac;
 pub use signer::{SignedMethod, SignedUrl, Signer, signature};
 pub use verify::{Verified, Verifier, VerifyInput, Via};

@@ -1,20 +1,11 @@
 //! Signing URLs (PROTOCOL.md §2): pure functions, no I/O, no clock.
 
-use super::keys::ApiKey;
+use super::keys::{ApiKey, HmacSha256, keyed_mac};
 use crate::path::FilePath;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 use std::fmt;
-
-pub(crate) type HmacSha256 = Hmac<Sha256>;
-
-/// An HMAC-SHA256 keyed with `key`.
-pub(crate) fn keyed_mac(key: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length (longer ones are hashed), so this never fails.
-    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
-}
 
 /// Feeds the canonical message `<path>?expiry=<expiry>[&method=<method>]` to `mac`.
 pub(crate) fn feed_message(

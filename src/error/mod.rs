@@ -70,6 +70,12 @@ pub enum ErrorKind {
     InsufficientStorage,
 }
 
+impl From<crate::path::PathError> for ApiError {
+    fn from(e: crate::path::PathError) -> Self {
+        ApiError::new(ErrorKind::PathInvalid, e.to_string())
+    }
+}
+
 impl ErrorKind {
     /// The `kind` string sent to clients.
     pub fn as_str(self) -> &'static str {

@@ -47,12 +47,6 @@ pub enum PathError {
     TooLong,
 }
 
-impl From<PathError> for crate::error::ApiError {
-    fn from(e: PathError) -> Self {
-        crate::error::ApiError::new(crate::error::ErrorKind::PathInvalid, e.to_string())
-    }
-}
-
 /// A validated, percent-decoded file path (`folder/…/filename`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FilePath(String);
