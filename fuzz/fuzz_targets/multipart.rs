@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tower_uploads::session::multipart::{
-    FormLimits, FormType, form_type, next_file_part, open_form,
+    FormLimits, form_type, next_file_part, open_form,
 };
 
 const LIMITS: FormLimits = FormLimits {

@@ -10,10 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{SignedMethod, Signer};
 use crate::body::{BoxError, ResponseBody};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::Answer;
-use crate::service::config::Config;
 
 /// The largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;

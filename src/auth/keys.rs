@@ -115,10 +115,7 @@ impl KeySet {
             return None;
         }
         let digests = keys.iter().map(|k| digest(k.expose_secret())).collect();
-        let macs = keys
-            .iter()
-            .map(|k| keyed_mac(k.expose_secret()))
-            .collect();
+        let macs = keys.iter().map(|k| keyed_mac(k.expose_secret())).collect();
         Some(KeySet {
             inner: Arc::new(Inner {
                 keys,

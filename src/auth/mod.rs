@@ -63,9 +63,9 @@ mod signer;
 mod verify;
 
 pub use crate::response::ResponseFuture;
+pub(crate) use keys::keyed_mac as keyed_hmac;
 pub use keys::{ApiKey, KeySet};
 pub(crate) use layer::has_body;
 pub use layer::{AuthPolicy, Signature, SignatureLayer};
-pub(crate) use keys::keyed_mac as keyed_hmac;
 pub use signer::{SignedMethod, SignedUrl, Signer, signature};
 pub use verify::{Verified, Verifier, VerifyInput, Via};

@@ -364,7 +364,7 @@ fn decode_signature(raw: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::signer::keyed_mac;
+    use crate::auth::keys::keyed_mac;
     use crate::auth::signer::signature;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
     use http::{HeaderValue, Method};

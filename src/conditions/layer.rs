@@ -3,10 +3,10 @@
 use super::eval::{Decision, Facts};
 use super::extension::UploadConditions;
 use super::model::{Conditions, Key};
+use crate::headers::content_range::{self, ContentRange};
 use crate::response::ResponseFuture;
 use crate::response::{ResponseStyle, error_response};
 use crate::route::Endpoint;
-use crate::upload::content_range::{self, ContentRange};
 use http::{HeaderMap, Request, Response, header};
 use std::sync::Arc;
 use std::task::{Context, Poll};

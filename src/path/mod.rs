@@ -175,6 +175,39 @@ impl AsRef<str> for FilePath {
     }
 }
 
+/// The MIME type that `filename`'s extension gives ([`mime_guess`]'s first), if any.
+///
+/// The last answer is remembered per thread: uploads come in runs of one extension, and a
+/// small upload asks twice (its sniffing, then FsStorage's publication). mime_guess's
+/// case-insensitive search of its table was ~1 % of a small upload's server time.
+pub(crate) fn type_by_name(filename: &str) -> Option<&'static str> {
+    use std::cell::Cell;
+    /// The extensions remembered: up to this many bytes.
+    const MAX_EXT: usize = 15;
+    thread_local! {
+        static LAST: Cell<([u8; MAX_EXT], u8, Option<&'static str>)> =
+            const { Cell::new(([0; MAX_EXT], u8::MAX, None)) };
+    }
+    // As `Path::extension`: after the last dot, unless the name starts with its only dot.
+    let (stem, ext) = filename.rsplit_once('.')?;
+    if stem.is_empty() {
+        return None;
+    }
+    let guess = || mime_guess::from_ext(ext).first_raw();
+    if ext.len() > MAX_EXT {
+        return guess();
+    }
+    let (bytes, len, answer) = LAST.get();
+    if usize::from(len) == ext.len() && &bytes[..ext.len()] == ext.as_bytes() {
+        return answer;
+    }
+    let answer = guess();
+    let mut bytes = [0; MAX_EXT];
+    bytes[..ext.len()].copy_from_slice(ext.as_bytes());
+    LAST.set((bytes, ext.len() as u8, answer));
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,7 @@ impl RequestFacts {
     /// Facts of a request.
     pub fn of<B>(req: &http::Request<B>) -> Self {
         RequestFacts {
-            id: crate::file::random_id("req_"),
+            id: crate::id::random_id("req_"),
             method: req.method().clone(),
             url: req.uri().path().to_owned(),
             version: req

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
-use super::config::Config;
 use crate::Grant;
 use crate::body::{BodySeen, BoxError, ResponseBody, Tracked};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};

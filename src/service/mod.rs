@@ -17,10 +17,9 @@
 //! # let _ = (app, app2);
 //! ```
 
-pub(crate) mod config;
 mod handler;
 
-pub use config::{
+pub use crate::config::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_REQUEST_SIZE,
     MAX_FILE_SIZE_CEILING,
 };
@@ -38,11 +37,11 @@ use tower_service::Service;
 use crate::auth::{ApiKey, AuthPolicy, KeySet, Signature, Verifier};
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Conditions;
+use crate::config::Config;
 use crate::hooks::{Accept, Completion, OnComplete, Rejection, UploadHooks};
 use crate::response::ResponseStyle;
 use crate::route::normalize_prefix;
 use crate::storage::Storage;
-use config::Config;
 
 /// Builds the upload stack. See the [module docs](self) for how to mount it.
 #[derive(Clone)]
@@ -107,7 +106,7 @@ impl Uploads {
             session_ttl: Duration::from_secs(3600),
             hooks: None,
             conditions: None,
-            body_idle_timeout: Some(config::DEFAULT_BODY_IDLE_TIMEOUT),
+            body_idle_timeout: Some(crate::config::DEFAULT_BODY_IDLE_TIMEOUT),
             max_incomplete_uploads: None,
             active_types: false,
         }

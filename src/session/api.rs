@@ -17,12 +17,12 @@ use super::multipart::{
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::{Facts, UploadConditions};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::file::{FileObject, random_id};
 use crate::media::{MediaFacts, SNIFF_BYTES, sniff};
 use crate::path::FilePath;
 use crate::response::Answer;
-use crate::service::config::Config;
 use crate::storage::{
     Claim, PublishOptions, PutMode, RecordKey, RecordMode, StorageError, UploadId, UploadSpec,
 };

@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
-use crate::file::random_id;
-use crate::service::config::Config;
+use crate::id::random_id;
 use crate::storage::{RecordKey, RecordMode, Storage, StorageResult};
 
 fn held_prefix(id: &str) -> Result<RecordKey, ApiError> {

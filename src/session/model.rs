@@ -336,7 +336,7 @@ impl MediaObject {
             alias: alias.map(str::to_owned),
             url: file.url.clone(),
             sources: vec![SourceObject {
-                id: crate::file::random_id("src_"),
+                id: crate::id::random_id("src_"),
                 object: "source".into(),
                 label: "original".into(),
                 url: source_url,

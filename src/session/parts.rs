@@ -14,11 +14,11 @@ use super::model::{
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Facts;
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::media::SNIFF_BYTES;
 use crate::path::FilePath;
 use crate::response::Answer;
-use crate::service::config::Config;
 use crate::storage::{RecordMode, StorageError, UploadId, UploadSpec};
 use crate::upload::body::{PumpError, Taps, pump};
 use crate::upload::digest::{self, DigestError, Sha256Check};

@@ -193,7 +193,7 @@ fn same_bytes(got: &[u8], want: &[u8], what: &str) {
 }
 
 fn fresh(name: &str) -> FilePath {
-    FilePath::new(format!("conformance/{}/{name}", crate::file::random_id(""))).unwrap()
+    FilePath::new(format!("conformance/{}/{name}", crate::id::random_id(""))).unwrap()
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -769,7 +769,7 @@ async fn empty_file(storage: &dyn Storage) {
 /// Records: create-only is exactly-once under concurrency, overwrite replaces, listing finds
 /// what is under a prefix (at any depth) and nothing else, delete says whether there was one.
 async fn records(storage: Arc<dyn Storage>) {
-    let base = RecordKey::new(format!("conformance/{}", crate::file::random_id(""))).unwrap();
+    let base = RecordKey::new(format!("conformance/{}", crate::id::random_id(""))).unwrap();
     let key = base.join("one").unwrap();
     assert_eq!(
         storage.get_record(&key).await.unwrap(),

@@ -12,10 +12,10 @@ use super::chunk_state::ChunkState;
 use super::{Record, check_conditions, file_response, new_record, probe_staged};
 use crate::body::ResponseBody;
 use crate::conditions::{Facts, UploadConditions};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
 use crate::response::Answer;
-use crate::service::config::Config;
 use crate::storage::{Claim, PublishOptions, PutMode, StorageError, StorageResult, UploadId};
 
 /// How long a request waits for another one to finalize an upload: a loser of the race to

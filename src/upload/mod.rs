@@ -4,7 +4,7 @@
 //! The pure parsers ([`content_range`], [`digest`]) live apart from the I/O.
 
 #[doc(hidden)]
-pub mod content_range;
+pub use crate::headers::content_range;
 #[doc(hidden)]
 pub mod digest;
 
@@ -31,12 +31,12 @@ use serde_json::value::RawValue;
 
 use crate::body::ResponseBody;
 use crate::conditions::{Decision, Facts, UploadConditions};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, Source, UploadSource, probe, sniff};
 use crate::path::FilePath;
 use crate::response::Answer;
-use crate::service::config::Config;
 use crate::storage::{ObjectMeta, PutMode, Storage, UploadId};
 
 /// What the service keeps with every published file, in [`ObjectMeta::attributes`].

@@ -17,7 +17,6 @@ use subtle::ConstantTimeEq;
 use super::body::HeadCheck;
 use super::body::{Comparer, Head, PumpError, Taps, pump};
 use super::chunk_state::ChunkState;
-use super::content_range::{self, ContentRange};
 use super::digest::{self, Sha256Check};
 use super::finalize::{Finalizing, finalize, forget, raced, upload_exists};
 use super::sinks::{GapWriter, MAX_UPLOAD_RANGES, RetryOrWrite};
@@ -27,10 +26,11 @@ use super::{
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::{Facts, UploadConditions};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
+use crate::headers::content_range::{self, ContentRange};
 use crate::path::FilePath;
 use crate::response::Answer;
-use crate::service::config::Config;
 use crate::storage::{
     PutMode, RangeSet, StorageError, UploadId, UploadInfo, UploadSpec, UploadWriter,
 };

@@ -13,12 +13,12 @@ use super::{
 };
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Facts;
+use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::MediaFacts;
 use crate::path::FilePath;
 use crate::response::Answer;
-use crate::service::config::Config;
 use crate::storage::{Claim, ObjectMeta, PublishOptions, StorageError, UploadId, UploadSpec};
 
 /// Answers a simple `PUT` whose credentials the auth layer has verified.

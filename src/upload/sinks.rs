@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::body::Comparer;
+use crate::config::Config;
 use crate::path::FilePath;
-use crate::service::config::Config;
 use crate::storage::{
     PutMode, RangeSet, Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec,
     UploadWriter,

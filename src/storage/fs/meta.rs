@@ -79,7 +79,7 @@ mod attributes_b64 {
 /// The content type `head` gives a file without a record: from its name's extension, else
 /// `application/octet-stream`.
 pub(super) fn guessed_type(path: &FilePath) -> &'static str {
-    crate::media::type_by_name(path.filename()).unwrap_or("application/octet-stream")
+    crate::path::type_by_name(path.filename()).unwrap_or("application/octet-stream")
 }
 
 pub(super) fn etag_of(md: &fs::Metadata) -> String {

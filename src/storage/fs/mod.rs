@@ -203,7 +203,7 @@ fn unix_secs(t: SystemTime) -> u64 {
 }
 
 fn rand_token() -> String {
-    crate::file::random_id("")
+    crate::id::random_id("")
 }
 
 /// Which of our kinds of upload an id names.
@@ -462,7 +462,7 @@ impl Storage for FsStorage {
                 "s."
             };
             return Ok(UploadInfo {
-                id: UploadId(crate::file::random_id(tag)),
+                id: UploadId(crate::id::random_id(tag)),
                 path: Some(path),
                 total: None,
                 created: now,

@@ -69,7 +69,7 @@ where
     F: FnOnce(DateTime<Utc>) -> Fut,
     Fut: Future<Output = StorageResult<T>>,
 {
-    let me = crate::file::random_id("");
+    let me = crate::id::random_id("");
     let choosing = dir.clone().join("choosing").join(me.as_str());
     let mut ticket: Option<Path> = None;
     let result = async {

@@ -281,7 +281,7 @@ impl Storage for ObjectStoreStorage {
         let UploadSpec::Resumable { total } = spec else {
             let now = SystemTime::now();
             return Ok(UploadInfo {
-                id: UploadId(crate::file::random_id("s")),
+                id: UploadId(crate::id::random_id("s")),
                 path: Some(path.clone()),
                 total: None,
                 created: now,
@@ -299,7 +299,7 @@ impl Storage for ObjectStoreStorage {
             if let Some(info) = self.find_upload(path).await? {
                 return Ok(info);
             }
-            let id = UploadId(crate::file::random_id("r"));
+            let id = UploadId(crate::id::random_id("r"));
             let info = Info {
                 path: path.as_str().to_owned(),
                 total,
@@ -332,7 +332,7 @@ impl Storage for ObjectStoreStorage {
         if !self.is_open(upload).await? {
             return Err(StorageError::UploadClosed);
         }
-        let wid = crate::file::random_id("");
+        let wid = crate::id::random_id("");
         let dir = self.upload_dir(upload)?;
         Ok(Box::new(ChunkWriter {
             storage: self.clone(),
@@ -433,7 +433,7 @@ impl Storage for ObjectStoreStorage {
         let pieces = cover(&chunks, 0..size)
             .ok_or_else(|| StorageError::other("publish: the upload is incomplete"))?;
 
-        let version = crate::file::random_id("v");
+        let version = crate::id::random_id("v");
         let mut attributes = Attributes::new();
         attributes.insert(
             Attribute::ContentType,

@@ -1,4 +1,6 @@
-//! The configuration shared by every request of one [`Uploads`](super::Uploads) stack.
+//! The configuration shared by every request of one [`Uploads`](crate::Uploads) stack: what
+//! the handler, the upload core, sessions and the API read (its own module, so that they
+//! depend on it and not on the service that builds it).
 
 use http::HeaderMap;
 use std::sync::Arc;
