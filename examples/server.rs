@@ -19,7 +19,7 @@
 //! that sends nothing, or not a whole request head, or stays idle between requests),
 //! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
 //! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
-//! process: see `Durability`), `--inline-io BYTES` (`FsStorage::inline_io`, default 65536; 0 on
+//! process: see `Durability`), `--inline-io BYTES` (`FsOptions::inline_io`, default 65536; 0 on
 //! NFS or FUSE). `--help` describes them; a value follows its flag as `--flag VALUE` or
 //! `--flag=VALUE`; a bad command line exits 2. Prints `listening on http://ADDR` once it
 //! accepts connections.
@@ -115,7 +115,7 @@ struct Hardening {
     )]
     durability: DurabilityArg,
     /// Simple uploads up to this size are written on the calling thread, not tokio's blocking
-    /// pool (`FsStorage::inline_io`, default 65536; 0 on NFS or FUSE).
+    /// pool (`FsOptions::inline_io`, default 65536; 0 on NFS or FUSE).
     #[arg(long, value_name = "BYTES")]
     inline_io: Option<u64>,
 }
@@ -362,17 +362,16 @@ fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
             ));
         }
     };
-    FsStorage::new(&dir)
-        .map(|s| {
-            let s = s.durability(match args.hardening.durability {
-                DurabilityArg::Process => Durability::Process,
-                DurabilityArg::Power => Durability::Power,
-            });
-            let s = match args.hardening.inline_io {
-                Some(limit) => s.inline_io(limit),
-                None => s,
-            };
-            Arc::new(s) as Arc<dyn Storage>
-        })
+    let options = FsStorage::options().durability(match args.hardening.durability {
+        DurabilityArg::Process => Durability::Process,
+        DurabilityArg::Power => Durability::Power,
+    });
+    let options = match args.hardening.inline_io {
+        Some(limit) => options.inline_io(limit),
+        None => options,
+    };
+    options
+        .open(&dir)
+        .map(|s| Arc::new(s) as Arc<dyn Storage>)
         .map_err(|e| format!("cannot use {}: {e}", dir.display()))
 }

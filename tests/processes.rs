@@ -338,7 +338,7 @@ async fn two_processes_share_one_upload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
     // A does every file operation on tokio's blocking pool, B small ones on its request
-    // threads (`FsStorage::inline_io`, the default): the two ways share one directory.
+    // threads (`FsOptions::inline_io`, the default): the two ways share one directory.
     let a = DemoServer::start_keyed(&data_dir, KEY, &["--inline-io", "0"]);
     let b = start_server(&data_dir);
     let (api_a, api_b) = (api_of(&a), api_of(&b));

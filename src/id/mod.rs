@@ -7,7 +7,8 @@ use rand::Rng;
 use crate::path::FilePath;
 
 /// The characters of ids.
-pub(crate) const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub(crate) const ALPHABET: &[u8; 62] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// An id derived from one published version: `prefix` + 16 characters of `[A-Za-z0-9]`
 /// from SHA-256 of the prefix, the path and the etag. Not a secret (the etag is in every

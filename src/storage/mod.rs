@@ -73,7 +73,7 @@ pub mod prelude {
 
 #[cfg(feature = "object-store")]
 pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
-pub use fs::{DEFAULT_INLINE_IO, Durability, FsStorage};
+pub use fs::{DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};
 pub use record::{InvalidRecordKey, MAX_RECORD_KEY, RecordKey, RecordMode};

@@ -74,7 +74,7 @@ use std::io::{self, ErrorKind};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -92,7 +92,7 @@ pub const RESERVED_DIR: &str = ".tower-uploads";
 const LOCK_STRIPES: u64 = 64;
 /// Frame size of read streams.
 const READ_FRAME: usize = 256 * 1024;
-/// Default of [`FsStorage::inline_io`].
+/// Default of [`FsOptions::inline_io`].
 pub const DEFAULT_INLINE_IO: u64 = 64 * 1024;
 
 /// When the bytes of a chunk or a file are durable (see the module docs of `storage/fs/mod.rs`).
@@ -133,8 +133,8 @@ struct Inner {
     /// `<root>/.tower-uploads/staging`, made once (every simple upload's path starts there).
     staging: PathBuf,
     /// Simple uploads of at most this many bytes are written and published on the calling
-    /// thread (see [`FsStorage::inline_io`]).
-    inline_io: AtomicU64,
+    /// thread (see [`FsOptions::inline_io`]).
+    inline_io: u64,
     /// The publication lock stripes, opened once: a mutex serialises this process's threads
     /// (a `flock` is shared by everyone using the same open file), the `flock` other processes.
     stripes: Vec<(Mutex<()>, File)>,
@@ -256,13 +256,75 @@ fn check_reserved(path: &FilePath) -> StorageResult<()> {
     Ok(())
 }
 
-impl FsStorage {
-    /// A storage in `root`, created if missing.
-    pub fn new(root: impl Into<PathBuf>) -> StorageResult<FsStorage> {
-        Self::with_durability(root.into(), Durability::default())
+/// The options of an [`FsStorage`], set before it opens (every clone of a storage shares
+/// them): [`FsStorage::options`]`().durability(…).inline_io(…).open(root)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct FsOptions {
+    durability: Durability,
+    inline_io: u64,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            durability: Durability::default(),
+            inline_io: DEFAULT_INLINE_IO,
+        }
+    }
+}
+
+impl FsOptions {
+    /// The durability policy (default [`Durability::Process`]).
+    pub fn durability(mut self, durability: Durability) -> FsOptions {
+        self.durability = durability;
+        self
     }
 
-    fn with_durability(root: PathBuf, durability: Durability) -> StorageResult<FsStorage> {
+    /// Simple uploads of at most `limit` bytes (default [`DEFAULT_INLINE_IO`], 64 KiB) are
+    /// written and published with plain system calls on the calling thread instead of on
+    /// tokio's blocking pool; `0` turns this off. Unless `0`, the short metadata work of a
+    /// chunk (finding its upload, listing the received ranges, opening the data file, marking
+    /// the new range) runs on the calling thread too; chunk bytes, claims (which wait for
+    /// other writers), reads of file contents, sweeping and every `fsync` stay on the pool.
+    ///
+    /// A hop to the blocking pool and back costs two thread switches each way, which is more
+    /// than creating, writing and renaming a small file in the page cache: with the hop, a
+    /// 4 KiB `PUT` cost four context switches and ~3× the CPU of the whole request
+    /// (PERFORMANCE.md). Without it, an async worker thread is held for the duration of those
+    /// few system calls, as nginx and the benchmark's limit-server do. Turn it off when the
+    /// directory is on a filesystem whose metadata operations can stall for long (NFS, FUSE,
+    /// a network block device). [`Durability::Power`] never writes inline: an `fsync` is slow.
+    pub fn inline_io(mut self, limit: u64) -> FsOptions {
+        self.inline_io = limit;
+        self
+    }
+
+    /// Opens (and creates, if missing) the storage in `root` with these options.
+    ///
+    /// # Errors
+    /// When the directory or its bookkeeping cannot be created or opened.
+    pub fn open(self, root: impl Into<PathBuf>) -> StorageResult<FsStorage> {
+        FsStorage::open_with(root.into(), self)
+    }
+}
+
+impl FsStorage {
+    /// A storage in `root`, created if missing, with the default [`FsOptions`].
+    pub fn new(root: impl Into<PathBuf>) -> StorageResult<FsStorage> {
+        FsOptions::default().open(root)
+    }
+
+    /// Options to set before opening a storage: `FsStorage::options().durability(…).open(root)`.
+    pub fn options() -> FsOptions {
+        FsOptions::default()
+    }
+
+    fn open_with(root: PathBuf, options: FsOptions) -> StorageResult<FsStorage> {
+        let FsOptions {
+            durability,
+            inline_io,
+        } = options;
         let sys = root.join(RESERVED_DIR);
         for sub in ["staging", "uploads", "locks", "tmp", "records"] {
             fs::create_dir_all(sys.join(sub)).map_err(io)?;
@@ -291,7 +353,7 @@ impl FsStorage {
                 meta_files: AtomicBool::new(meta_files),
                 staged: Mutex::new(HashMap::new()),
                 unnamed_staging,
-                inline_io: AtomicU64::new(DEFAULT_INLINE_IO),
+                inline_io,
                 staging: sys.join("staging"),
                 stripes,
                 claims: Mutex::new(HashMap::new()),
@@ -301,39 +363,6 @@ impl FsStorage {
         })
     }
 
-    /// Sets the durability policy (default [`Durability::Process`]).
-    ///
-    /// # Panics
-    /// Only if the lock files, opened by [`new`](Self::new) a moment before, cannot be
-    /// opened again.
-    #[must_use]
-    pub fn durability(self, durability: Durability) -> FsStorage {
-        let inline = self.inner.inline_io.load(Ordering::Relaxed);
-        Self::with_durability(self.inner.root.clone(), durability)
-            .expect("the storage directory was usable a moment ago")
-            .inline_io(inline)
-    }
-
-    /// Simple uploads of at most `limit` bytes (default [`DEFAULT_INLINE_IO`], 64 KiB) are
-    /// written and published with plain system calls on the calling thread instead of on
-    /// tokio's blocking pool; `0` turns this off. Unless `0`, the short metadata work of a
-    /// chunk (finding its upload, listing the received ranges, opening the data file, marking
-    /// the new range) runs on the calling thread too; chunk bytes, claims (which wait for
-    /// other writers), reads of file contents, sweeping and every `fsync` stay on the pool.
-    ///
-    /// A hop to the blocking pool and back costs two thread switches each way, which is more
-    /// than creating, writing and renaming a small file in the page cache: with the hop, a
-    /// 4 KiB `PUT` cost four context switches and ~3× the CPU of the whole request
-    /// (PERFORMANCE.md). Without it, an async worker thread is held for the duration of those
-    /// few system calls, as nginx and the benchmark's limit-server do. Turn it off when the
-    /// directory is on a filesystem whose metadata operations can stall for long (NFS, FUSE,
-    /// a network block device). [`Durability::Power`] never writes inline: an `fsync` is slow.
-    #[must_use]
-    pub fn inline_io(self, limit: u64) -> FsStorage {
-        self.inner.inline_io.store(limit, Ordering::Relaxed);
-        self
-    }
-
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
@@ -341,15 +370,15 @@ impl FsStorage {
 }
 
 impl Inner {
-    /// Whether short metadata work runs on the calling thread ([`FsStorage::inline_io`] not
+    /// Whether short metadata work runs on the calling thread ([`FsOptions::inline_io`] not
     /// `0`, and no `fsync` to wait for).
     fn inline_meta(&self) -> bool {
-        self.durability == Durability::Process && self.inline_io.load(Ordering::Relaxed) > 0
+        self.durability == Durability::Process && self.inline_io > 0
     }
 
     /// Whether work on `size` bytes of a simple upload runs on the calling thread.
     fn inline(&self, size: u64) -> bool {
-        self.inline_meta() && size <= self.inline_io.load(Ordering::Relaxed)
+        self.inline_meta() && size <= self.inline_io
     }
 
     fn sys(&self) -> PathBuf {

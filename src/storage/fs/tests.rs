@@ -1,6 +1,7 @@
 //! Tests of `FsStorage` as a whole: the conformance suite, paths, publications, inline uploads.
 
 use super::*;
+use std::sync::atomic::Ordering;
 use crate::storage::PutMode;
 
 #[test]
@@ -62,9 +63,10 @@ async fn conformance() {
         let left: Vec<_> = fs::read_dir(sys.join(sub)).unwrap().collect();
         assert!(left.is_empty(), "{sub} not empty: {left:?}");
     }
-    let power = FsStorage::new(dir.path())
-        .unwrap()
-        .durability(Durability::Power);
+    let power = FsStorage::options()
+        .durability(Durability::Power)
+        .open(dir.path())
+        .unwrap();
     super::super::conformance::run(Arc::new(power)).await;
     // Records in files, as on a filesystem without user xattrs.
     let files = FsStorage::new(dir.path()).unwrap();
@@ -76,7 +78,7 @@ async fn conformance() {
     Arc::get_mut(&mut named.inner).unwrap().unnamed_staging = false;
     super::super::conformance::run(Arc::new(named)).await;
     // Every simple upload through the blocking pool (the default writes small ones inline).
-    let hopping = FsStorage::new(dir.path()).unwrap().inline_io(0);
+    let hopping = FsStorage::options().inline_io(0).open(dir.path()).unwrap();
     super::super::conformance::run(Arc::new(hopping)).await;
 }
 
