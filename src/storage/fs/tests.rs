@@ -1,8 +1,8 @@
 //! Tests of `FsStorage` as a whole: the conformance suite, paths, publications, inline uploads.
 
 use super::*;
-use std::sync::atomic::Ordering;
 use crate::storage::PutMode;
+use std::sync::atomic::Ordering;
 
 #[test]
 fn hex_strings() {
