@@ -245,18 +245,27 @@
 //! 7. **Records** (`put_record` …) are small documents; `RecordMode::Create` has exactly one
 //!    winner among concurrent creators.
 //!
-//! Then run the conformance suite from a test of your backend (it needs a multi-threaded
-//! runtime: `#[tokio::test(flavor = "multi_thread")]`), with the feature in your
-//! dev-dependency:
+//! **Start from a real backend**: `examples/custom_storage.rs` in the repository keeps files,
+//! uploads, staged bytes in 1 MiB blocks and records in one SQLite database (claims and
+//! create-only records decided by SQLite's constraints, publication a re-pointing of rows in
+//! one transaction, reads streamed block by block) and passes every check. Everything an
+//! implementation needs is in [`storage::prelude`](crate::storage::prelude), including
+//! `async_trait`, `Bytes` and `futures_util`'s `stream`.
+//!
+//! Then run the conformance suite from a test of your backend, with the feature in your
+//! dev-dependency (and `tokio` with `macros` and `rt-multi-thread`):
 //!
 //! ```toml
 //! [dev-dependencies]
 //! tower-uploads = { version = "0.1", features = ["conformance"] }
 //! ```
 //!
-//! It checks every promise above, including an 8-way claim race, with fresh random paths (so
-//! it can run against a store that holds data). A skeleton — here a backend that wraps another
-//! and counts publications, showing every method's signature:
+//! `tower_uploads::storage_conformance_tests!(MyStorage::new())` inside a test module makes
+//! one test per check, named after it; `storage::conformance::run(Arc::new(storage))` runs
+//! them all in one test. A failure names the check and the promise it checks. They cover
+//! every promise above, including an 8-way claim race, with fresh random paths (so they can
+//! run against a store that holds data). The signature of every method, in a backend that
+//! wraps another and counts publications:
 //!
 //! ```
 //! use async_trait::async_trait;
