@@ -143,6 +143,7 @@ macro_rules! __storage_conformance_checks {
             abort_and_listing: ref "list_uploads lists uploads in progress (single ones once they hold bytes), and abort removes them, idempotently",
             reader_keeps_its_version: ref "a read stream keeps reading the version it opened, whole, when the file is replaced meanwhile",
             empty_file: ref "an empty file publishes and reads back",
+            reads_stream: ref "read streams a file in bounded frames (at most 16 MiB) without holding it whole in memory",
             lasting_upload: arc "a Lasting upload, once committed, is listed, and another request can claim and publish it",
             records: arc "records: create-only has exactly one winner among concurrent creators, overwrite replaces, listing finds what is under a prefix, delete says whether there was one",
         }
@@ -757,6 +758,59 @@ async fn reader_keeps_its_version(storage: &dyn Storage) {
         &new,
         "the new version",
     );
+}
+
+/// This process's resident memory in bytes (Linux's `/proc/self/statm`), if known.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// A 96 MiB file read back: after its first frame the process holds far less than the file
+/// (a read that collects the file first would hold all of it: allocations that large are
+/// fresh mappings, so they show in the resident size whatever the allocator kept), and
+/// every frame is bounded. Where the resident size cannot be read, only the frames are
+/// checked.
+async fn reads_stream(storage: &dyn Storage) {
+    const MIB: usize = 1 << 20;
+    const SIZE: usize = 96 * MIB;
+    let path = fresh("big-read.bin");
+    let up = storage
+        .open_upload(&path, UploadSpec::Single)
+        .await
+        .unwrap();
+    let mut w = storage.writer(&up.id, 0).await.unwrap();
+    for i in 0..SIZE / MIB {
+        w.write(Bytes::from(vec![i as u8; MIB])).await.unwrap();
+    }
+    w.commit().await.unwrap();
+    assert_eq!(storage.claim(&up.id).await.unwrap(), Claim::Won);
+    storage
+        .publish(&up.id, &path, SIZE as u64, PublishOptions::default())
+        .await
+        .unwrap();
+
+    let before = resident_bytes();
+    let (_, mut stream) = storage.read(&path, None).await.unwrap().expect("published");
+    let first = stream.try_next().await.unwrap().expect("a first frame");
+    if let (Some(before), Some(after)) = (before, resident_bytes()) {
+        let grown = after.saturating_sub(before);
+        assert!(
+            grown < (SIZE / 2) as u64,
+            "after the first frame of a 96 MiB file the process holds {} MiB more",
+            grown / MIB as u64
+        );
+    }
+    let mut total = first.len();
+    let mut largest = first.len();
+    while let Some(frame) = stream.try_next().await.unwrap() {
+        total += frame.len();
+        largest = largest.max(frame.len());
+    }
+    assert_eq!(total, SIZE, "the whole file is read");
+    assert!(largest <= 16 * MIB, "a frame of {largest} bytes");
+    storage.delete(&path).await.unwrap();
 }
 
 async fn empty_file(storage: &dyn Storage) {

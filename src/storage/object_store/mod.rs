@@ -257,7 +257,10 @@ impl Storage for ObjectStoreStorage {
         match self.store.get_opts(&key, opts).await {
             Ok(r) => {
                 let meta = self.meta_of(&r.meta, &r.attributes).await?;
-                Ok(Some((meta, r.into_stream().map_err(os_err).boxed())))
+                Ok(Some((
+                    meta,
+                    bounded_frames(r.into_stream().map_err(os_err)),
+                )))
             }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(os_err(e)),
@@ -587,6 +590,26 @@ impl Storage for ObjectStoreStorage {
         }
         Ok(out)
     }
+}
+
+/// The largest frame a read yields: a store that answers with one buffer (object_store's
+/// `InMemory`, a local file) is cut into slices of this size (no copy).
+const MAX_FRAME: usize = 1 << 20;
+
+/// `frames` with none longer than [`MAX_FRAME`].
+fn bounded_frames(
+    frames: impl futures_util::Stream<Item = StorageResult<Bytes>> + Send + 'static,
+) -> ByteStream {
+    frames
+        .map_ok(|frame| {
+            let pieces: Vec<StorageResult<Bytes>> = (0..frame.len())
+                .step_by(MAX_FRAME)
+                .map(|at| Ok(frame.slice(at..(at + MAX_FRAME).min(frame.len()))))
+                .collect();
+            futures_util::stream::iter(pieces)
+        })
+        .try_flatten()
+        .boxed()
 }
 
 #[cfg(test)]
