@@ -47,15 +47,14 @@ pub(crate) async fn create<B>(
     cfg: &Config,
     req: Request<B>,
     answer: &Answer<'_>,
-) -> Response<ResponseBody>
+) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    match sign(cfg, req).await {
-        Ok(obj) => answer.data(StatusCode::OK, &obj, Some("signature"), None),
-        Err(e) => answer.error(&e),
-    }
+    sign(cfg, req)
+        .await
+        .map(|obj| answer.data(StatusCode::OK, &obj, Some("signature"), None))
 }
 
 async fn sign<B>(cfg: &Config, req: Request<B>) -> Result<SignatureObject, ApiError>

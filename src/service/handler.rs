@@ -214,10 +214,14 @@ where
                     }
                     res
                 }
-                Route::Signatures => crate::api::signatures::create(&cfg, req, &answer).await,
+                Route::Signatures => crate::api::signatures::create(&cfg, req, &answer)
+                    .await
+                    .unwrap_or_else(|e| answer.error(&e)),
                 Route::CreateSession => {
                     let answer = Answer::new(ResponseStyle::Envelope, &facts);
-                    crate::session::create(&cfg, req, &answer).await
+                    crate::session::create(&cfg, req, &answer)
+                        .await
+                        .unwrap_or_else(|e| answer.error(&e))
                 }
                 Route::Session(call) => {
                     // The clients of this API read the envelope, whatever they send.
@@ -227,17 +231,19 @@ where
                         SessionCall::Single => crate::session::single(&cfg, req, &answer).await,
                         SessionCall::Part => crate::session::put_part(&cfg, req, &answer).await,
                         SessionCall::Complete => crate::session::complete(&cfg, req, &answer).await,
-                    };
+                    }
+                    .unwrap_or_else(|e| answer.error(&e));
                     body_done(&span, &mut res, &seen);
                     res
                 }
                 Route::Upload(path) => {
                     let (req, seen) = tracked(req, cfg.body_idle_timeout);
                     let mut res = if req.headers().contains_key(header::CONTENT_RANGE) {
-                        crate::upload::put_chunk(&cfg, req, path, &answer).await
+                        crate::upload::put_chunk(&cfg, req, &path, &answer).await
                     } else {
-                        crate::upload::put_whole(&cfg, req, path, &answer).await
-                    };
+                        crate::upload::put_whole(&cfg, req, &path, &answer).await
+                    }
+                    .unwrap_or_else(|e| answer.error(&e));
                     body_done(&span, &mut res, &seen);
                     res
                 }

@@ -83,15 +83,14 @@ pub(crate) async fn create<B>(
     cfg: &Config,
     req: Request<B>,
     answer: &Answer<'_>,
-) -> Response<ResponseBody>
+) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    match create_session(cfg, req).await {
-        Ok(obj) => answer.data(StatusCode::OK, &obj, Some("upload"), None),
-        Err(e) => answer.error(&e),
-    }
+    create_session(cfg, req)
+        .await
+        .map(|obj| answer.data(StatusCode::OK, &obj, Some("upload"), None))
 }
 
 async fn create_session<B>(cfg: &Config, req: Request<B>) -> Result<CreatedSession, ApiError>
@@ -272,16 +271,15 @@ pub(crate) async fn single<B>(
     cfg: &Config,
     req: Request<B>,
     answer: &Answer<'_>,
-) -> Response<ResponseBody>
+) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError> + Send,
 {
-    match store_single(cfg, req).await {
-        Ok(media) => media_response(answer, &media),
-        Err(e) => answer.error(&e),
-    }
+    store_single(cfg, req)
+        .await
+        .map(|media| media_response(answer, &media))
 }
 
 pub(super) fn media_response(answer: &Answer<'_>, media: &MediaObject) -> Response<ResponseBody> {

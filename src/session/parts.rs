@@ -41,15 +41,14 @@ pub(crate) async fn put_part<B>(
     cfg: &Config,
     req: Request<B>,
     answer: &Answer<'_>,
-) -> Response<ResponseBody>
+) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    match store_part(cfg, req).await {
-        Ok(part) => answer.data(StatusCode::OK, &part, Some("part"), None),
-        Err(e) => answer.error(&e),
-    }
+    store_part(cfg, req)
+        .await
+        .map(|part| answer.data(StatusCode::OK, &part, Some("part"), None))
 }
 
 async fn store_part<B>(cfg: &Config, req: Request<B>) -> Result<PartAnswer, ApiError>
@@ -235,15 +234,14 @@ pub(crate) async fn complete<B>(
     cfg: &Config,
     req: Request<B>,
     answer: &Answer<'_>,
-) -> Response<ResponseBody>
+) -> Result<Response<ResponseBody>, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    match assemble(cfg, req).await {
-        Ok(media) => media_response(answer, &media),
-        Err(e) => answer.error(&e),
-    }
+    assemble(cfg, req)
+        .await
+        .map(|media| media_response(answer, &media))
 }
 
 async fn assemble<B>(cfg: &Config, req: Request<B>) -> Result<MediaObject, ApiError>

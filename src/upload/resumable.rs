@@ -47,22 +47,6 @@ struct Progress {
 pub(crate) async fn put_chunk<B>(
     cfg: &Arc<Config>,
     req: Request<B>,
-    path: FilePath,
-    answer: &Answer<'_>,
-) -> Response<ResponseBody>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    match run(cfg, req, &path, answer).await {
-        Ok(res) => res,
-        Err(e) => answer.error(&e),
-    }
-}
-
-async fn run<B>(
-    cfg: &Arc<Config>,
-    req: Request<B>,
     path: &FilePath,
     answer: &Answer<'_>,
 ) -> Result<Response<ResponseBody>, ApiError>

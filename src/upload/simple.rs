@@ -25,22 +25,6 @@ use crate::storage::{Claim, ObjectMeta, PublishOptions, StorageError, UploadId, 
 pub(crate) async fn put_whole<B>(
     cfg: &Config,
     req: Request<B>,
-    path: FilePath,
-    answer: &Answer<'_>,
-) -> Response<ResponseBody>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    match run(cfg, req, &path, answer).await {
-        Ok(res) => res,
-        Err(e) => answer.error(&e),
-    }
-}
-
-async fn run<B>(
-    cfg: &Config,
-    req: Request<B>,
     path: &FilePath,
     answer: &Answer<'_>,
 ) -> Result<Response<ResponseBody>, ApiError>
