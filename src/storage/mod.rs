@@ -297,6 +297,36 @@ pub trait UploadWriter: Send {
 /// A place to keep uploads and the files they become. See the [module docs](crate::storage).
 ///
 /// Every method may be called concurrently, from several processes sharing the same storage.
+/// Start from [`prelude`]; `examples/custom_storage.rs` in the repository is a complete
+/// backend (SQLite) to copy from, and the conformance suite (feature `conformance`) checks
+/// every promise below.
+///
+/// # Uploads that are gone
+///
+/// An upload id may name an upload that is unknown to this storage, finished (published or
+/// aborted) or expired (swept): another process finished it, or a client retried late.
+/// The service treats [`StorageError::NotFound`] and [`StorageError::UploadClosed`] alike
+/// for such an upload; return either. In particular:
+///
+/// | method | for an upload that is gone |
+/// |---|---|
+/// | [`find_upload`](Self::find_upload) | `Ok(None)` |
+/// | [`writer`](Self::writer), [`UploadWriter::write`], [`UploadWriter::commit`] | `UploadClosed` (or `NotFound`); `commit` never counts a range of a gone upload |
+/// | [`received`](Self::received), [`read_upload`](Self::read_upload) | `NotFound` (or `UploadClosed`) |
+/// | [`claim`](Self::claim) | `Ok(Claim::Lost)` |
+/// | [`unclaim`](Self::unclaim), [`abort`](Self::abort) | `Ok(())`: idempotent |
+/// | [`publish`](Self::publish) | `UploadClosed`, and nothing published |
+///
+/// # Claims whose holder died
+///
+/// A claim is held by the process (the storage instance) that won it. When that process is
+/// gone — killed, crashed, its machine lost — without publishing or aborting, a later
+/// [`claim`](Self::claim) may take the claim over, so that a crash never strands an upload:
+/// [`FsStorage`] at once (the kernel releases the holder's `flock`); a backend without such
+/// locks after a lease it chooses (the SQLite example: no heartbeat from the holder for
+/// 60 s). A claim held by a live process is never taken over, even if the task holding it
+/// panicked. A holder whose claim was taken over gets [`StorageError::UploadClosed`] from
+/// [`publish`](Self::publish) and publishes nothing.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     // ---- published files ----
@@ -347,7 +377,8 @@ pub trait Storage: Send + Sync + 'static {
     /// [`claim`](Self::claim) wins, and writers stay refused until then.
     async fn unclaim(&self, upload: &UploadId) -> StorageResult<()>;
 
-    /// Reads `range` of the upload's staged bytes (for probing before publication).
+    /// Reads `range` of the upload's staged bytes (for probing before publication). The
+    /// service reads only within committed ranges.
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;
 
     /// What this backend promises beyond the contract (default: nothing), as a value the
@@ -357,7 +388,10 @@ pub trait Storage: Send + Sync + 'static {
     }
 
     /// Publishes the first `size` bytes of a claimed upload at `path` atomically, then
-    /// forgets the upload. Zero-copy where the backend allows (a rename for [`FsStorage`]).
+    /// forgets the upload. The caller holds the claim ([`claim`](Self::claim) returned
+    /// [`Claim::Won`] to it) and `size` is at most what was committed (the service publishes
+    /// only a complete upload); an upload this caller has not claimed is an error, and one
+    /// that is gone is [`StorageError::UploadClosed`]. Zero-copy where the backend allows (a rename for [`FsStorage`]).
     async fn publish(
         &self,
         upload: &UploadId,
