@@ -239,11 +239,11 @@ where
                 Route::Upload(path) => {
                     let (req, seen) = tracked(req, cfg.body_idle_timeout);
                     let mut res = if req.headers().contains_key(header::CONTENT_RANGE) {
-                        crate::upload::put_chunk(&cfg, req, &path, &answer).await
+                        crate::upload::put_chunk(&cfg, req, &path).await
                     } else {
-                        crate::upload::put_whole(&cfg, req, &path, &answer).await
+                        crate::upload::put_whole(&cfg, req, &path).await
                     }
-                    .unwrap_or_else(|e| answer.error(&e));
+                    .map_or_else(|e| answer.error(&e), |outcome| outcome.respond(&answer));
                     body_done(&span, &mut res, &seen);
                     res
                 }

@@ -4,18 +4,16 @@
 //! (`201`); every other request that needs the outcome waits for the winner's File object
 //! (`200`).
 
-use http::{HeaderMap, Response, StatusCode};
+use http::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::chunk_state::ChunkState;
-use super::{Record, check_conditions, file_response, new_record, probe_staged};
-use crate::body::ResponseBody;
+use super::{Outcome, Record, check_conditions, new_record, probe_staged};
 use crate::conditions::{Facts, UploadConditions};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
-use crate::response::Answer;
 use crate::storage::{Claim, PublishOptions, PutMode, StorageError, StorageResult, UploadId};
 
 /// How long a request waits for another one to finalize an upload: a loser of the race to
@@ -39,10 +37,8 @@ pub(crate) async fn raced(
     cfg: &Arc<Config>,
     path: &FilePath,
     id: &UploadId,
-    answer: &Answer<'_>,
-) -> Result<Response<ResponseBody>, ApiError> {
-    let file = outcome(cfg, path, id).await?;
-    Ok(file_response(answer, StatusCode::OK, &file))
+) -> Result<Outcome, ApiError> {
+    Ok(Outcome::existing(outcome(cfg, path, id).await?))
 }
 
 /// Claims and publishes a complete upload, in a task of its own so that a client going away

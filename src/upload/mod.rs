@@ -11,11 +11,13 @@ pub mod digest;
 pub(crate) mod body;
 mod chunk_state;
 mod finalize;
+mod outcome;
 mod resumable;
 mod simple;
 mod sinks;
 mod sweeper;
 
+pub(crate) use outcome::Outcome;
 pub use sinks::MAX_UPLOAD_RANGES;
 
 #[doc(hidden)]
@@ -25,18 +27,16 @@ pub(crate) use resumable::put_chunk;
 pub(crate) use simple::put_whole;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, header};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::body::ResponseBody;
 use crate::conditions::{Decision, Facts, UploadConditions};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, Source, UploadSource, probe, sniff};
 use crate::path::FilePath;
-use crate::response::Answer;
 use crate::storage::{ObjectMeta, PutMode, Storage, UploadId};
 
 /// What the service keeps with every published file, in [`ObjectMeta::attributes`].
@@ -330,29 +330,6 @@ pub(crate) fn facts_of(head: &[u8], headers: &HeaderMap, path: &FilePath) -> Med
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     sniff(head, hint, path.filename())
-}
-
-/// A File object answer: `201 Created` or `200 OK`, with `Location`.
-pub(crate) fn file_response(
-    answer: &Answer<'_>,
-    status: StatusCode,
-    file: &FileObject,
-) -> Response<ResponseBody> {
-    file_json_response(answer, status, file, &file.url)
-}
-
-/// [`file_response`] of a File object (at `url`) already serialised by [`Record::encode`].
-pub(crate) fn file_json_response(
-    answer: &Answer<'_>,
-    status: StatusCode,
-    file: &(impl Serialize + ?Sized),
-    url: &str,
-) -> Response<ResponseBody> {
-    let mut res = answer.data(status, file, Some("file"), Some(url));
-    if let Ok(loc) = HeaderValue::from_str(url) {
-        res.headers_mut().insert(header::LOCATION, loc);
-    }
-    res
 }
 
 /// Builds the File object and the record of a new version.

@@ -6,9 +6,8 @@
 //! across processes — and publishes it: `201 Created`. Everything about the upload lives in
 //! the storage, so a restarted server or a second one carries on.
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode, header};
 use http_body::Body;
-use serde::Serialize;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -21,35 +20,25 @@ use super::digest::{self, Sha256Check};
 use super::finalize::{Finalizing, finalize, forget, raced, upload_exists};
 use super::sinks::{GapWriter, MAX_UPLOAD_RANGES, RetryOrWrite};
 use super::{
-    Record, check_conditions, conditions_of, content_length, derived_record, file_response,
-    head_check, precheck, put_mode, too_large,
+    Outcome, Record, check_conditions, conditions_of, content_length, derived_record, head_check,
+    precheck, put_mode, too_large,
 };
-use crate::body::{BoxError, ResponseBody};
+use crate::body::BoxError;
 use crate::conditions::{Facts, UploadConditions};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::headers::content_range::{self, ContentRange};
 use crate::path::FilePath;
-use crate::response::Answer;
 use crate::storage::{
     PutMode, RangeSet, StorageError, UploadId, UploadInfo, UploadSpec, UploadWriter,
 };
-
-/// The progress document of a `202 Accepted`.
-#[derive(Serialize)]
-struct Progress {
-    total: u64,
-    /// Received ranges, inclusive ends.
-    ranges: Vec<[u64; 2]>,
-}
 
 /// Answers a chunk or a status query whose credentials the auth layer has verified.
 pub(crate) async fn put_chunk<B>(
     cfg: &Arc<Config>,
     req: Request<B>,
     path: &FilePath,
-    answer: &Answer<'_>,
-) -> Result<Response<ResponseBody>, ApiError>
+) -> Result<Outcome, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -74,7 +63,7 @@ where
             }
             let conditions = conditions_of(cfg, req.extensions());
             let (parts, _) = req.into_parts();
-            status(cfg, &parts, path, total, &conditions, answer).await
+            status(cfg, &parts, path, total, &conditions).await
         }
         ContentRange::Chunk { start, end, total } => {
             range.validate()?;
@@ -102,7 +91,6 @@ where
                 path,
                 range,
                 limits,
-                answer,
             };
             chunk(ctx, req).await
         }
@@ -116,8 +104,7 @@ async fn status(
     path: &FilePath,
     total: u64,
     conditions: &UploadConditions,
-    answer: &Answer<'_>,
-) -> Result<Response<ResponseBody>, ApiError> {
+) -> Result<Outcome, ApiError> {
     let (headers, extensions) = (&parts.headers, &parts.extensions);
     if let Some(info) = live_upload(cfg, path).await? {
         check_total(&info, total)?;
@@ -130,18 +117,21 @@ async fn status(
             // Complete but not published (its finalizer died): finish it now.
             let (_, file) =
                 finalize(cfg, headers, extensions, path, &info.id, total, conditions).await?;
-            return Ok(file_response(answer, StatusCode::OK, &file));
+            return Ok(Outcome::existing(file));
         }
-        return Ok(progress(answer, total, &received));
+        return Ok(Outcome::Progress { total, received });
     }
     // With private delivery a write credential learns nothing of a published file
     // (PROTOCOL.md §4): no upload in progress reads as an unknown upload.
     if !cfg.private
         && let Some(record) = completed(cfg, headers, path, total).await?
     {
-        return Ok(file_response(answer, StatusCode::OK, &record.file));
+        return Ok(Outcome::existing(record.file));
     }
-    Ok(progress(answer, total, &[]))
+    Ok(Outcome::Progress {
+        total,
+        received: Vec::new(),
+    })
 }
 
 /// The path's upload in progress, unless it has expired: an expired upload the sweeper has
@@ -501,10 +491,9 @@ struct ChunkCtx<'a> {
     path: &'a FilePath,
     range: ContentRange,
     limits: ChunkLimits,
-    answer: &'a Answer<'a>,
 }
 
-async fn chunk<B>(ctx: ChunkCtx<'_>, req: Request<B>) -> Result<Response<ResponseBody>, ApiError>
+async fn chunk<B>(ctx: ChunkCtx<'_>, req: Request<B>) -> Result<Outcome, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -537,12 +526,12 @@ async fn receive<B>(
     mut sink: Sink,
     expected: Option<[u8; 32]>,
     mode: &PutMode,
-) -> Result<Response<ResponseBody>, ApiError>
+) -> Result<Outcome, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let (cfg, path, answer) = (ctx.cfg, ctx.path, ctx.answer);
+    let (cfg, path) = (ctx.cfg, ctx.path);
     let (start, total, max_len) = (ctx.limits.start, ctx.limits.total, ctx.limits.max_len);
     let conditions = conditions_of(cfg, &parts.extensions);
     // With private delivery every chunk's SHA-256 is recorded, for retries ([`chunk_state`]).
@@ -594,7 +583,7 @@ where
                             ..
                         },
                     ..
-                } => raced(cfg, path, &info.id, answer).await,
+                } => raced(cfg, path, &info.id).await,
                 Sink::Compare { .. } | Sink::Stage { .. } => Err(StorageError::UploadClosed.into()),
             };
         }
@@ -627,7 +616,7 @@ where
             writer: RetryOrWrite { opened: None, .. },
         } => {
             // The same bytes as the finished upload's: a retry, nothing new.
-            return Ok(file_response(answer, StatusCode::OK, &record.file));
+            return Ok(Outcome::existing(record.file));
         }
         Sink::Compare {
             writer:
@@ -651,7 +640,7 @@ where
                 .await?
             {
                 // Exactly a chunk the finished upload received: a retry, nothing new.
-                return Ok(file_response(answer, StatusCode::OK, &record.file));
+                return Ok(Outcome::existing(record.file));
             }
             adopt(cfg, path, &ctx.limits, mode, &staging, &covered).await?
         }
@@ -662,7 +651,7 @@ where
     let received = match writer.commit().await {
         Ok(r) => r,
         Err(StorageError::UploadClosed | StorageError::NotFound) => {
-            return raced(cfg, path, &info.id, answer).await;
+            return raced(cfg, path, &info.id).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -687,7 +676,7 @@ where
             })
             .await;
         }
-        return Ok(progress(answer, total, &received));
+        return Ok(Outcome::Progress { total, received });
     }
     let (claimed, file) = finalize(
         cfg,
@@ -699,12 +688,11 @@ where
         &conditions,
     )
     .await?;
-    let status = if claimed {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(file_response(answer, status, &file))
+    Ok(Outcome::File {
+        created: claimed,
+        file,
+        json: None,
+    })
 }
 
 /// Discards the upload a chunk went into (its first bytes broke the conditions: nothing of
@@ -727,37 +715,4 @@ async fn discard(cfg: &Config, sink: Sink) {
         tracing::warn!(upload = %id, error = %e, "could not discard a rejected upload");
     }
     forget(cfg, &id).await;
-}
-
-/// `202 Accepted` with `Range: bytes=a-b,…` and `{total, ranges}`.
-fn progress(answer: &Answer<'_>, total: u64, received: &[Range<u64>]) -> Response<ResponseBody> {
-    // Racing chunks may leave a few more pieces than the limit: an answer names at most
-    // MAX_UPLOAD_RANGES of them (telling less than was received is always safe: the client
-    // sends those bytes again).
-    let ranges: Vec<[u64; 2]> = received
-        .iter()
-        .filter(|r| r.start < r.end)
-        .take(MAX_UPLOAD_RANGES)
-        .map(|r| [r.start, r.end - 1])
-        .collect();
-    let mut res = answer.data(
-        StatusCode::ACCEPTED,
-        &Progress {
-            total,
-            ranges: ranges.clone(),
-        },
-        Some("upload"),
-        None,
-    );
-    if !ranges.is_empty() {
-        let value = ranges
-            .iter()
-            .map(|[a, b]| format!("{a}-{b}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes={value}")) {
-            res.headers_mut().insert(header::RANGE, v);
-        }
-    }
-    res
 }

@@ -1,24 +1,22 @@
 //! Simple upload: the whole file in one `PUT` body (PROTOCOL.md §3).
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, header};
 use http_body::Body;
 
 use super::body::{Head, HeadCheck, Taps, pump};
 use super::digest::{self, Sha256Check};
 use super::{
-    AbortOnDrop, check_conditions, conditions_of, content_length, file_json_response,
-    file_response, head_check, new_record, precheck, probe_staged, put_mode, too_large,
-    version_facts,
+    AbortOnDrop, Outcome, check_conditions, conditions_of, content_length, head_check, new_record,
+    precheck, probe_staged, put_mode, too_large, version_facts,
 };
-use crate::body::{BoxError, ResponseBody};
+use crate::body::BoxError;
 use crate::conditions::Facts;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::MediaFacts;
 use crate::path::FilePath;
-use crate::response::Answer;
 use crate::storage::{Claim, ObjectMeta, PublishOptions, StorageError, UploadId, UploadSpec};
 
 /// Answers a simple `PUT` whose credentials the auth layer has verified.
@@ -26,8 +24,7 @@ pub(crate) async fn put_whole<B>(
     cfg: &Config,
     req: Request<B>,
     path: &FilePath,
-    answer: &Answer<'_>,
-) -> Result<Response<ResponseBody>, ApiError>
+) -> Result<Outcome, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -115,7 +112,11 @@ where
         tracing::info!(path = %path, bytes = size, kind = facts.kind.as_str(), "file published");
         let url = cfg.file_url(&parts.headers, path);
         let file = FileObject::of_version(path, url, &meta, &facts);
-        return Ok(file_response(answer, StatusCode::CREATED, &file));
+        return Ok(Outcome::File {
+            created: true,
+            file,
+            json: None,
+        });
     }
     let mut record = new_record(cfg, &parts.headers, path, size, &facts, &upload.id);
     if let Err(e) = crate::hooks::decide(
@@ -142,12 +143,11 @@ where
     if let Some(h) = cfg.hooks() {
         h.on_published(&record.file).await;
     }
-    Ok(file_json_response(
-        answer,
-        StatusCode::CREATED,
-        &*file_json,
-        &record.file.url,
-    ))
+    Ok(Outcome::File {
+        created: true,
+        file: record.file,
+        json: Some(file_json),
+    })
 }
 
 /// Publishes the upload, or discards it if that fails.
