@@ -1,180 +1,15 @@
-//! The conformance suite every [`Storage`] backend must pass, check by check. Run it from a
-//! test of your own backend (feature `conformance`): all of it,
-//!
-//! ```
-//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! use std::sync::Arc;
-//! use tower_uploads::storage::{MemoryStorage, conformance};
-//! conformance::run(Arc::new(MemoryStorage::new())).await;
-//! # });
-//! ```
-//!
-//! or one test per check, each named after its check, with
-//! [`storage_conformance_tests!`](crate::storage_conformance_tests):
-//!
-//! ```
-//! # use tower_uploads::storage::MemoryStorage;
-//! mod conformance {
-//!     tower_uploads::storage_conformance_tests!(super::MemoryStorage::new());
-//! }
-//! ```
-//!
-//! Each check uses fresh random paths, so the suite can run against a storage that already
-//! holds data. A broken promise fails the check with a panic that names the check and the
-//! promise, followed by what was seen. Checks of a [`Capabilities`](super::Capabilities)
-//! promise check it only where the backend declares it. Needs a multi-threaded tokio runtime
-//! with timers.
+//! The checks of the conformance suite, one function per promise (listed, with their
+//! promises, in the module's `__storage_conformance_checks!`).
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
-use futures_util::future::BoxFuture;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::{
+use crate::path::FilePath;
+use crate::storage::{
     Claim, PublishOptions, PutMode, RecordKey, RecordMode, Storage, StorageError, UploadSpec,
 };
-use crate::path::FilePath;
-
-/// One promise of the [`Storage`] contract, checked on its own (see [`CHECKS`]).
-#[derive(Clone, Copy)]
-pub struct Check {
-    /// The check's name (also the test name that
-    /// [`storage_conformance_tests!`](crate::storage_conformance_tests) gives it).
-    pub name: &'static str,
-    /// The promise it checks, as a failure states it.
-    pub promise: &'static str,
-    body: fn(Arc<dyn Storage>) -> BoxFuture<'static, ()>,
-}
-
-impl std::fmt::Debug for Check {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Check")
-            .field("name", &self.name)
-            .field("promise", &self.promise)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Check {
-    /// Runs the check against `storage`.
-    ///
-    /// # Panics
-    /// When the backend breaks the promise: the message names the check and the promise,
-    /// then what was seen.
-    pub async fn run(&self, storage: Arc<dyn Storage>) {
-        let Err(e) = tokio::spawn((self.body)(storage)).await else {
-            return;
-        };
-        let seen = if e.is_panic() {
-            let payload = e.into_panic();
-            payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "a panic without a message".to_owned())
-        } else {
-            e.to_string()
-        };
-        let mut seen: String = seen.chars().take(2_000).collect();
-        if seen.len() >= 2_000 {
-            seen.push_str(" …");
-        }
-        panic!(
-            "storage conformance check `{}` failed: the backend broke the promise that {}.\nseen: {seen}",
-            self.name, self.promise
-        );
-    }
-}
-
-/// Declares the checks once: [`CHECKS`] and the tests of
-/// [`storage_conformance_tests!`](crate::storage_conformance_tests) are both made from this
-/// list (`name: ref | arc "promise"`; `ref` checks take `&dyn Storage`).
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __storage_conformance_checks {
-    (@list [table] $($name:ident : $kind:ident $promise:literal),* $(,)?) => {
-        /// Every check, in the order [`run`] runs them.
-        pub const CHECKS: &[Check] = &[
-            $($crate::__storage_conformance_checks!(@one $name $kind $promise)),*
-        ];
-    };
-    (@list [tests $make:expr] $($name:ident : $kind:ident $promise:literal),* $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let storage: ::std::sync::Arc<dyn $crate::storage::Storage> =
-                    ::std::sync::Arc::new($make);
-                $crate::storage::conformance::check(stringify!($name))
-                    .expect("a conformance check of this version")
-                    .run(storage)
-                    .await;
-            }
-        )*
-    };
-    (@one $name:ident ref $promise:literal) => {
-        Check {
-            name: stringify!($name),
-            promise: $promise,
-            body: |s: Arc<dyn Storage>| -> BoxFuture<'static, ()> {
-                Box::pin(async move { $name(&*s).await })
-            },
-        }
-    };
-    (@one $name:ident arc $promise:literal) => {
-        Check {
-            name: stringify!($name),
-            promise: $promise,
-            body: |s: Arc<dyn Storage>| -> BoxFuture<'static, ()> { Box::pin($name(s)) },
-        }
-    };
-    ($($mode:tt)*) => {
-        $crate::__storage_conformance_checks! { @list [$($mode)*]
-            single_upload_roundtrip: ref "a published file reads back byte for byte, with the size, etag, content type and attributes publish gave",
-            overwrite_and_preconditions: ref "publish honours PutMode atomically: Create fails on an existing file, Update(etag) only replaces that version, nothing is left behind by a failed one",
-            empty_attributes_and_stable_meta: ref "empty attributes round-trip, and with Capabilities::stable_meta head and read give the etag and time publish gave, and a new version a new etag",
-            create_only_race: arc "exactly one of several concurrent create-only publications of a path wins, and the file is the winner's",
-            ranged_reads: ref "read returns exactly the requested range",
-            delete: ref "delete removes a file and says whether there was one",
-            uncommitted_bytes_do_not_count: ref "bytes count as received only at commit: a dropped writer counts nothing",
-            resumable_create_join_and_ranges: ref "open_upload creates a path's resumable upload once and joins it after (keeping the first total), and commit returns every received range, merged",
-            parallel_chunks_and_single_claim: arc "parallel chunks land in one upload, exactly one of several concurrent claims wins, and its publication is the assembled bytes",
-            closed_after_claim: ref "after a claim no writer can commit (one opened before it included, even with its bytes written), until an unclaim lets the next claim win",
-            abort_and_listing: ref "list_uploads lists uploads in progress (single ones once they hold bytes), and abort removes them, idempotently",
-            reader_keeps_its_version: ref "a read stream keeps reading the version it opened, whole, when the file is replaced meanwhile",
-            empty_file: ref "an empty file publishes and reads back",
-            reads_stream: ref "read streams a file in bounded frames (at most 16 MiB) without holding it whole in memory",
-            lasting_upload: arc "a Lasting upload, once committed, is listed, and another request can claim and publish it",
-            records: arc "records: create-only has exactly one winner among concurrent creators, overwrite replaces, listing finds what is under a prefix, delete says whether there was one",
-        }
-    };
-}
-
-crate::__storage_conformance_checks!(table);
-
-/// One `#[tokio::test]` per conformance [`Check`], named after it, each on a storage made by
-/// `$make` (an expression of a type that implements [`Storage`], evaluated once per test).
-/// Needs `tokio` (with the `macros` and `rt-multi-thread` features) in the caller's
-/// dev-dependencies. Use it inside a module of its own, as the test names are the checks'.
-#[macro_export]
-macro_rules! storage_conformance_tests {
-    ($make:expr) => {
-        $crate::__storage_conformance_checks!(tests $make);
-    };
-}
-
-/// The check named `name`.
-pub fn check(name: &str) -> Option<&'static Check> {
-    CHECKS.iter().find(|c| c.name == name)
-}
-
-/// Runs every check against `storage`, in order; the first broken promise panics, naming
-/// its check (see [`Check::run`]). Needs a multi-threaded tokio runtime with timers.
-pub async fn run(storage: Arc<dyn Storage>) {
-    for check in CHECKS {
-        check.run(storage.clone()).await;
-    }
-}
 
 /// `got == want`, or a panic naming `what`, the lengths and the first differing offset
 /// (never the bytes: files here are megabytes).
@@ -203,7 +38,11 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-async fn read_all(storage: &dyn Storage, path: &FilePath, range: Option<Range<u64>>) -> Vec<u8> {
+pub(super) async fn read_all(
+    storage: &dyn Storage,
+    path: &FilePath,
+    range: Option<Range<u64>>,
+) -> Vec<u8> {
     let (_, stream) = storage
         .read(path, range)
         .await
@@ -215,12 +54,12 @@ async fn read_all(storage: &dyn Storage, path: &FilePath, range: Option<Range<u6
 
 /// Publishes `data` at `path` through a single upload, in pieces of 100,000 bytes, with a
 /// test content type and attributes.
-async fn put(
+pub(super) async fn put(
     storage: &dyn Storage,
     path: &FilePath,
     data: &[u8],
     mode: PutMode,
-) -> Result<super::ObjectMeta, StorageError> {
+) -> Result<crate::storage::ObjectMeta, StorageError> {
     let options = PublishOptions {
         mode,
         content_type: "application/x-test".into(),
@@ -230,12 +69,12 @@ async fn put(
 }
 
 /// [`put`] with these publish options.
-async fn put_with(
+pub(super) async fn put_with(
     storage: &dyn Storage,
     path: &FilePath,
     data: &[u8],
     options: PublishOptions,
-) -> Result<super::ObjectMeta, StorageError> {
+) -> Result<crate::storage::ObjectMeta, StorageError> {
     let upload = storage.open_upload(path, UploadSpec::Single).await?;
     assert!(upload.created_now, "a single upload is always new");
     let mut w = storage.writer(&upload.id, 0).await?;
@@ -253,7 +92,7 @@ async fn put_with(
     result
 }
 
-async fn single_upload_roundtrip(storage: &dyn Storage) {
+pub(super) async fn single_upload_roundtrip(storage: &dyn Storage) {
     let path = fresh("a/b/file.bin");
     assert!(
         storage.head(&path).await.unwrap().is_none(),
@@ -278,9 +117,9 @@ async fn single_upload_roundtrip(storage: &dyn Storage) {
 }
 
 /// Empty attributes round-trip with any content type (a backend may then store nothing
-/// beside the bytes), and [`Capabilities::stable_meta`](super::Capabilities::stable_meta) holds when claimed: `head` and `read` give
+/// beside the bytes), and [`Capabilities::stable_meta`](crate::storage::Capabilities::stable_meta) holds when claimed: `head` and `read` give
 /// the etag and time `publish` gave, and a new version gets a new etag.
-async fn empty_attributes_and_stable_meta(storage: &dyn Storage) {
+pub(super) async fn empty_attributes_and_stable_meta(storage: &dyn Storage) {
     for content_type in ["application/octet-stream", "image/png"] {
         let path = fresh("stable/file.bin");
         let data = pattern(5000, 9);
@@ -315,7 +154,7 @@ async fn empty_attributes_and_stable_meta(storage: &dyn Storage) {
     }
 }
 
-async fn overwrite_and_preconditions(storage: &dyn Storage) {
+pub(super) async fn overwrite_and_preconditions(storage: &dyn Storage) {
     let path = fresh("x.bin");
     let v1 = put(storage, &path, b"one", PutMode::Create).await.unwrap();
     let err = put(storage, &path, b"two", PutMode::Create).await.err();
@@ -358,7 +197,7 @@ async fn overwrite_and_preconditions(storage: &dyn Storage) {
 /// Create-only publications of one new path race: exactly one wins, whatever the sizes (a
 /// backend may stage and place small and large files differently — FsStorage links a small
 /// one without its publication lock), and the file is the winner's.
-async fn create_only_race(storage: Arc<dyn Storage>) {
+pub(super) async fn create_only_race(storage: Arc<dyn Storage>) {
     for round in 0..6u8 {
         let path = fresh("race.bin");
         let tasks: Vec<_> = (0..6u8)
@@ -390,7 +229,7 @@ async fn create_only_race(storage: Arc<dyn Storage>) {
     }
 }
 
-async fn ranged_reads(storage: &dyn Storage) {
+pub(super) async fn ranged_reads(storage: &dyn Storage) {
     let path = fresh("r.bin");
     let data = pattern(1_000_000, 2);
     put(storage, &path, &data, PutMode::Overwrite)
@@ -412,7 +251,7 @@ async fn ranged_reads(storage: &dyn Storage) {
     }
 }
 
-async fn delete(storage: &dyn Storage) {
+pub(super) async fn delete(storage: &dyn Storage) {
     let path = fresh("d.bin");
     assert!(!storage.delete(&path).await.unwrap(), "delete of nothing");
     put(storage, &path, b"bye", PutMode::Overwrite)
@@ -423,7 +262,7 @@ async fn delete(storage: &dyn Storage) {
     assert!(storage.read(&path, None).await.unwrap().is_none());
 }
 
-async fn uncommitted_bytes_do_not_count(storage: &dyn Storage) {
+pub(super) async fn uncommitted_bytes_do_not_count(storage: &dyn Storage) {
     let path = fresh("u.bin");
     let up = storage
         .open_upload(&path, UploadSpec::Resumable { total: 10 })
@@ -440,7 +279,7 @@ async fn uncommitted_bytes_do_not_count(storage: &dyn Storage) {
     storage.abort(&up.id).await.unwrap();
 }
 
-async fn resumable_create_join_and_ranges(storage: &dyn Storage) {
+pub(super) async fn resumable_create_join_and_ranges(storage: &dyn Storage) {
     let path = fresh("big.bin");
     assert!(storage.find_upload(&path).await.unwrap().is_none());
     let a = storage
@@ -511,7 +350,7 @@ async fn resumable_create_join_and_ranges(storage: &dyn Storage) {
     storage.abort(&c.id).await.unwrap();
 }
 
-async fn parallel_chunks_and_single_claim(storage: Arc<dyn Storage>) {
+pub(super) async fn parallel_chunks_and_single_claim(storage: Arc<dyn Storage>) {
     let path = fresh("parallel.bin");
     let chunk = 256 * 1024 + 7;
     let chunks = 12;
@@ -604,7 +443,7 @@ async fn parallel_chunks_and_single_claim(storage: Arc<dyn Storage>) {
     );
 }
 
-async fn closed_after_claim(storage: &dyn Storage) {
+pub(super) async fn closed_after_claim(storage: &dyn Storage) {
     let path = fresh("closed.bin");
     let up = storage
         .open_upload(&path, UploadSpec::Resumable { total: 4 })
@@ -670,7 +509,7 @@ async fn closed_after_claim(storage: &dyn Storage) {
     storage.abort(&up.id).await.unwrap();
 }
 
-async fn lasting_upload(storage: Arc<dyn Storage>) {
+pub(super) async fn lasting_upload(storage: Arc<dyn Storage>) {
     let path = fresh("part.bin");
     let up = storage
         .open_upload(&path, UploadSpec::Lasting)
@@ -703,7 +542,7 @@ async fn lasting_upload(storage: Arc<dyn Storage>) {
     );
 }
 
-async fn abort_and_listing(storage: &dyn Storage) {
+pub(super) async fn abort_and_listing(storage: &dyn Storage) {
     let path = fresh("listed.bin");
     let up = storage
         .open_upload(&path, UploadSpec::Resumable { total: 8 })
@@ -739,7 +578,7 @@ async fn abort_and_listing(storage: &dyn Storage) {
     );
 }
 
-async fn reader_keeps_its_version(storage: &dyn Storage) {
+pub(super) async fn reader_keeps_its_version(storage: &dyn Storage) {
     let path = fresh("versions.bin");
     let old = pattern(2 << 20, 5);
     put(storage, &path, &old, PutMode::Overwrite).await.unwrap();
@@ -772,7 +611,7 @@ fn resident_bytes() -> Option<u64> {
 /// fresh mappings, so they show in the resident size whatever the allocator kept), and
 /// every frame is bounded. Where the resident size cannot be read, only the frames are
 /// checked.
-async fn reads_stream(storage: &dyn Storage) {
+pub(super) async fn reads_stream(storage: &dyn Storage) {
     const MIB: usize = 1 << 20;
     const SIZE: usize = 96 * MIB;
     let path = fresh("big-read.bin");
@@ -813,7 +652,7 @@ async fn reads_stream(storage: &dyn Storage) {
     storage.delete(&path).await.unwrap();
 }
 
-async fn empty_file(storage: &dyn Storage) {
+pub(super) async fn empty_file(storage: &dyn Storage) {
     let path = fresh("empty");
     let meta = put(storage, &path, b"", PutMode::Overwrite).await.unwrap();
     assert_eq!(meta.size, 0);
@@ -822,7 +661,7 @@ async fn empty_file(storage: &dyn Storage) {
 
 /// Records: create-only is exactly-once under concurrency, overwrite replaces, listing finds
 /// what is under a prefix (at any depth) and nothing else, delete says whether there was one.
-async fn records(storage: Arc<dyn Storage>) {
+pub(super) async fn records(storage: Arc<dyn Storage>) {
     let base = RecordKey::new(format!("conformance/{}", crate::id::random_id(""))).unwrap();
     let key = base.join("one").unwrap();
     assert_eq!(
