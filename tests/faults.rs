@@ -70,7 +70,7 @@ impl Server {
     async fn disarm_and_sweep(&self) -> BTreeSet<String> {
         self.storage.arm(false);
         let left = staging(&self.data);
-        tower_uploads::upload::sweep(&self.storage, Duration::ZERO)
+        tower_uploads::service::sweep(&self.storage, Duration::ZERO)
             .await
             .expect("sweep");
         left

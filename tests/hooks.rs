@@ -181,7 +181,7 @@ async fn expiry_events() {
     let storage = tower_uploads::FsStorage::new(&server.data).unwrap();
     let hooks: Arc<Recorder> = rec.clone();
     let report =
-        tower_uploads::upload::sweep_with(&storage, Duration::from_millis(10), Some(&hooks))
+        tower_uploads::service::sweep_with(&storage, Duration::from_millis(10), Some(&hooks))
             .await
             .unwrap();
     assert_eq!(report.swept, 1);

@@ -215,7 +215,7 @@ async fn bodies_that_lie_about_their_length() {
 /// `FsStorage` on the same directory, as a second process would).
 async fn sweep_all(server: &TestServer) {
     let storage = tower_uploads::FsStorage::new(&server.data).expect("storage");
-    tower_uploads::upload::sweep(&storage, Duration::ZERO)
+    tower_uploads::service::sweep(&storage, Duration::ZERO)
         .await
         .expect("sweep");
 }

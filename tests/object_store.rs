@@ -243,7 +243,7 @@ async fn abandoned_multipart_is_swept() {
     let listed = s.list_uploads().await.unwrap();
     assert!(listed.iter().any(|u| u.id == up.id), "the upload is listed");
     assert_eq!(s.received(&up.id).await.unwrap(), vec![], "nothing counted");
-    let swept = tower_uploads::upload::sweep(&s, Duration::ZERO)
+    let swept = tower_uploads::service::sweep(&s, Duration::ZERO)
         .await
         .unwrap();
     assert!(swept.swept >= 1, "{swept:?}");

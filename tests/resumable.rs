@@ -1376,7 +1376,7 @@ async fn first_chunk_with_ttl(
 }
 
 /// `.upload_ttl(1 s)`: a chunk for an upload idle longer than that starts a new one, and
-/// `upload::sweep` removes an expired upload from disk.
+/// `service::sweep` removes an expired upload from disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_uploads_restart_and_are_swept() {
     let (ttl, path, total) = (TTL, "ttl/t.bin", 256 * KIB);
@@ -1424,14 +1424,14 @@ async fn expired_uploads_restart_and_are_swept() {
 
     // The sweep keeps it within the TTL…
     let storage = FsStorage::new(&server.data).expect("storage");
-    let report = tower_uploads::upload::sweep(&storage, ttl)
+    let report = tower_uploads::service::sweep(&storage, ttl)
         .await
         .expect("sweep");
     assert_eq!((report.swept, report.kept), (0, 1));
     assert!(upload_dir(&server, path).is_some());
     // …and removes it after.
     tokio::time::sleep(ttl + Duration::from_millis(500)).await;
-    let report = tower_uploads::upload::sweep(&storage, ttl)
+    let report = tower_uploads::service::sweep(&storage, ttl)
         .await
         .expect("sweep");
     assert_eq!((report.swept, report.kept), (1, 0));

@@ -622,7 +622,7 @@ async fn limits_and_expiry_sweep() {
     // Past expiry + TTL, the sweeper frees the part and forgets the sessions.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let storage = tower_uploads::FsStorage::new(&server.data).unwrap();
-    let report = tower_uploads::upload::sweep(&storage, Duration::from_millis(1))
+    let report = tower_uploads::service::sweep(&storage, Duration::from_millis(1))
         .await
         .unwrap();
     assert_eq!(report.sessions, 2, "{report:?}");

@@ -18,12 +18,15 @@
 //! ```
 
 mod handler;
+mod sweeper;
 
 pub use crate::config::{
     DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_MAX_FILE_SIZE, DEFAULT_MAX_REQUEST_SIZE,
     MAX_FILE_SIZE_CEILING,
 };
 pub use handler::{Handler, NotFound};
+#[doc(hidden)]
+pub use sweeper::{SweepReport, spawn_sweeper, spawn_sweeper_with, sweep, sweep_with};
 
 use http::{Request, Response};
 use http_body::Body;
@@ -266,7 +269,7 @@ impl Uploads {
     /// every minute). Needs a tokio runtime; abort the handle to stop it.
     pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let every = (self.upload_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        crate::upload::spawn_sweeper_with(
+        sweeper::spawn_sweeper_with(
             self.storage.clone(),
             self.upload_ttl,
             every,

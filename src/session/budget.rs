@@ -13,7 +13,6 @@
 //! part, and given back when the part is replaced, discarded or its request fails (also when
 //! it is cancelled mid-body).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::id::random_id;
-use crate::storage::{RecordKey, RecordMode, Storage, StorageResult};
+use crate::storage::{RecordKey, RecordMode, Storage};
 
 fn held_prefix(id: &str) -> Result<RecordKey, ApiError> {
     RecordKey::new(format!("sessions/{id}/held")).map_err(|e| ApiError::internal(&e))
@@ -42,21 +41,6 @@ async fn holds(storage: &dyn Storage, id: &str) -> Result<Vec<(String, u64)>, Ap
         .filter_map(|k| {
             let name = k.as_str().rsplit('/').next()?;
             Some((name.to_owned(), held_bytes(name)?))
-        })
-        .collect())
-}
-
-/// The sessions that hold parts (each counts as one upload in progress).
-pub(crate) async fn sessions_with_parts(storage: &dyn Storage) -> StorageResult<BTreeSet<String>> {
-    let root = RecordKey::new("sessions").expect("a valid record key");
-    Ok(storage
-        .list_records(&root)
-        .await?
-        .iter()
-        .filter_map(|k| {
-            let mut segs = k.as_str().split('/');
-            let (_, id, held) = (segs.next()?, segs.next()?, segs.next()?);
-            (held == "held" && segs.next().is_some()).then(|| id.to_owned())
         })
         .collect())
 }
@@ -171,12 +155,7 @@ pub(crate) async fn reserve<'a>(
     if let Some(max) = cfg.max_incomplete_uploads
         && first
     {
-        let counted = async {
-            let uploads = cfg.storage.list_uploads().await?;
-            let sessions = sessions_with_parts(&*cfg.storage).await?;
-            StorageResult::Ok(uploads.iter().filter(|u| u.total.is_some()).count() + sessions.len())
-        }
-        .await;
+        let counted = crate::upload::uploads_in_progress(&*cfg.storage).await;
         // Cannot count: refuse rather than pass the cap.
         let in_progress = *counted.as_ref().unwrap_or(&usize::MAX);
         if in_progress > max {

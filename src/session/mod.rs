@@ -69,7 +69,7 @@
 //!   `<media id>/original` of an aliased media is resolved through the record
 //!   `media/<media id>`. Both deliver the bytes like any file.
 //! - **Expiry**: session records, and the parts of sessions that were never completed, are
-//!   swept by [`sweep`](crate::upload::sweep) one upload TTL after the key expired.
+//!   swept by [`sweep`](crate::service::sweep) one upload TTL after the key expired.
 
 mod api;
 mod budget;
@@ -87,7 +87,6 @@ pub use key::{KeyError, SessionKey};
 pub use model::{CreateSession, MediaObject, PartRef, SourceObject};
 
 pub(crate) use api::{create, resolve_media, single};
-pub(crate) use budget::sessions_with_parts;
 pub(crate) use parts::{complete, put_part};
 
 use std::collections::BTreeMap;

@@ -15,13 +15,10 @@ mod outcome;
 mod resumable;
 mod simple;
 mod sinks;
-mod sweeper;
 
+pub(crate) use chunk_state::sweep as sweep_chunk_records;
 pub(crate) use outcome::Outcome;
 pub use sinks::MAX_UPLOAD_RANGES;
-
-#[doc(hidden)]
-pub use sweeper::{SweepReport, spawn_sweeper, spawn_sweeper_with, sweep, sweep_with};
 
 pub(crate) use resumable::put_chunk;
 pub(crate) use simple::put_whole;
@@ -37,7 +34,8 @@ use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, Source, UploadSource, probe, sniff};
 use crate::path::FilePath;
-use crate::storage::{ObjectMeta, PutMode, Storage, UploadId};
+use crate::storage::{ObjectMeta, PutMode, RecordKey, Storage, StorageResult, UploadId};
+use std::collections::BTreeSet;
 
 /// What the service keeps with every published file, in [`ObjectMeta::attributes`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -330,6 +328,31 @@ pub(crate) fn facts_of(head: &[u8], headers: &HeaderMap, path: &FilePath) -> Med
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     sniff(head, hint, path.filename())
+}
+
+/// The uploads in progress that [`max_incomplete_uploads`](crate::Uploads::max_incomplete_uploads)
+/// caps: the storage's resumable uploads, and the upload sessions holding parts (one each:
+/// they hold bytes the same way).
+pub(crate) async fn uploads_in_progress(storage: &dyn Storage) -> StorageResult<usize> {
+    let uploads = storage.list_uploads().await?;
+    let sessions = sessions_with_parts(storage).await?;
+    Ok(uploads.iter().filter(|u| u.total.is_some()).count() + sessions.len())
+}
+
+/// The upload sessions that hold parts: those with a hold record
+/// `sessions/<id>/held/<hold>` (written by the session budget, `session/budget.rs`).
+pub(crate) async fn sessions_with_parts(storage: &dyn Storage) -> StorageResult<BTreeSet<String>> {
+    let root = RecordKey::new("sessions").expect("a valid record key");
+    Ok(storage
+        .list_records(&root)
+        .await?
+        .iter()
+        .filter_map(|k| {
+            let mut segs = k.as_str().split('/');
+            let (_, id, held) = (segs.next()?, segs.next()?, segs.next()?);
+            (held == "held" && segs.next().is_some()).then(|| id.to_owned())
+        })
+        .collect())
 }
 
 /// Builds the File object and the record of a new version.

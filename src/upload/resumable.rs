@@ -462,23 +462,16 @@ async fn within_cap(cfg: &Config, id: &UploadId) -> Result<(), ApiError> {
     let Some(max) = cfg.max_incomplete_uploads else {
         return Ok(());
     };
-    let listed = cfg.storage.list_uploads().await;
-    // Upload sessions with parts count too (one each): they hold bytes the same way.
-    let sessions = crate::session::sessions_with_parts(&*cfg.storage).await;
-    let in_progress = match (&listed, &sessions) {
-        (Ok(uploads), Ok(sessions)) => {
-            uploads.iter().filter(|u| u.total.is_some()).count() + sessions.len()
-        }
-        _ => usize::MAX, // cannot count: refuse rather than exceed the cap
-    };
+    let counted = super::uploads_in_progress(&*cfg.storage).await;
+    // Cannot count: refuse rather than exceed the cap.
+    let in_progress = *counted.as_ref().unwrap_or(&usize::MAX);
     if in_progress <= max {
         return Ok(());
     }
     if let Err(e) = cfg.storage.abort(id).await {
         tracing::warn!(upload = %id, error = %e, "could not discard an upload over the cap");
     }
-    listed?;
-    sessions?;
+    counted?;
     Err(ApiError::new(
         ErrorKind::TooManyUploads,
         format!("too many uploads in progress (at most {max}); finish or let one expire first"),

@@ -51,7 +51,7 @@ pub async fn sweep_with(
         }
     }
     // The records of uploads that are gone, and of completions older than the TTL.
-    super::chunk_state::sweep(storage, ttl).await?;
+    crate::upload::sweep_chunk_records(storage, ttl).await?;
     let sessions = crate::session::sweep_sessions(storage, ttl).await?;
     report.sessions = sessions.len();
     if let Some(h) = hooks {
