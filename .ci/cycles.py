@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # Module import cycles of src/ (outside test modules): `files` = between sibling modules
 # (files of one folder, or top-level modules), `top` = between top-level folders.
-# usage: .ci/cycles.py files|top
+# usage: .ci/cycles.py files|top     (exit 1 when there is a cycle; .ci/run runs both)
 import os,re,sys,itertools
 import pathlib
 root=str(pathlib.Path(__file__).resolve().parent.parent / 'src')
@@ -59,7 +59,9 @@ if level=='top':
         if not a: continue
         for b in bs:
             if b and a[0]!=b[0]: g.setdefault(a[0],set()).add(b[0])
-    print('top-level cycles:',scc(g))
+    found=scc(g)
+    print('top-level cycles:',found)
+    sys.exit(1 if found else 0)
 else:
     # within each folder: sibling files
     g={}
@@ -67,4 +69,6 @@ else:
         for b in bs:
             if len(a)>=1 and len(b)>=1 and a[:-1]==b[:-1]:
                 g.setdefault(a,set()).add(b)
-    print('sibling cycles:',[sorted('::'.join(x) for x in c) for c in scc(g)])
+    found=scc(g)
+    print('sibling cycles:',[sorted('::'.join(x) for x in c) for c in found])
+    sys.exit(1 if found else 0)
