@@ -55,6 +55,7 @@
 //!   without secrets, timeouts, body limits.
 //! - `examples/` in the repository: `server.rs` (the demo server), `axum.rs`, `hyper.rs`,
 //!   `warp.rs`, `custom_auth.rs` (the handler behind the app's own login, no API key),
+//!   `custom_storage.rs` (a `Storage` backend over SQLite, the template for your own),
 //!   `sign.rs`, `sqlite.rs` (hooks keeping rows), `browser/` (a page uploading in parallel,
 //!   resumable chunks) and `upload.rs` (a resumable, parallel command-line uploader).
 //!
