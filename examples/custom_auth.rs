@@ -18,7 +18,7 @@ use clap::Parser;
 use tower_uploads::{FsStorage, Grant, Uploads};
 
 /// The app's own auth: the user may read and write under `files/<user>/`, nowhere else.
-async fn user_grant(mut req: Request, next: Next) -> Response {
+pub async fn user_grant(mut req: Request, next: Next) -> Response {
     let user = req.headers().get("x-user").and_then(|v| v.to_str().ok());
     let Some(grant) = user.and_then(|u| Grant::folder(&format!("files/{u}")).ok()) else {
         return StatusCode::UNAUTHORIZED.into_response();

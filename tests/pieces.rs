@@ -5,10 +5,14 @@
 
 mod common;
 
+/// The example's own middleware (its `main` is not used here).
+#[allow(dead_code)]
+#[path = "../examples/custom_auth.rs"]
+mod custom_auth;
+
 use axum::Router;
 use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{get, put};
 use common::{KEY, now, sandbox, serve, sign_url};
 use http::StatusCode;
@@ -122,16 +126,6 @@ async fn signature_layer_guards_the_apps_own_handlers() {
     assert_eq!(res.text().await.unwrap(), "ok");
 }
 
-/// The app's own auth, as `examples/custom_auth.rs` has it.
-async fn user_grant(mut req: Request, next: Next) -> Response {
-    let user = req.headers().get("x-user").and_then(|v| v.to_str().ok());
-    let Some(grant) = user.and_then(|u| Grant::folder(&format!("files/{u}")).ok()) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    req.extensions_mut().insert(grant.read().write());
-    next.run(req).await
-}
-
 /// The upload handler behind the app's own auth, with no API key configured: each user
 /// writes and reads only under `files/<user>/`; nothing else is stored.
 #[tokio::test]
@@ -140,7 +134,7 @@ async fn upload_handler_behind_the_apps_own_auth() {
     let uploads = Uploads::new(FsStorage::new(&data).unwrap()).private(true);
     let app: Router = Router::new()
         .fallback_service(uploads.handler())
-        .layer(middleware::from_fn(user_grant));
+        .layer(middleware::from_fn(custom_auth::user_grant));
     let (addr, _task) = serve(app).await;
     let base = format!("http://{addr}");
     check_own_auth(&base, &data).await;
