@@ -312,57 +312,20 @@ impl Inner {
                 out.push(self.info_of(&key, info, &md));
             }
         }
-        for entry in fs::read_dir(self.sys().join("staging")).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let (Some(name), Ok(md)) = (
-                entry.file_name().to_str().map(str::to_owned),
-                entry.metadata(),
-            ) else {
-                continue;
-            };
-            let t = md.modified().unwrap_or(UNIX_EPOCH);
-            out.push(UploadInfo {
-                id: UploadId(name),
-                path: None,
-                total: None,
-                created: t,
-                updated: t,
-                created_now: false,
-            });
+        // Named staging files: a single upload's id is its file name.
+        for (name, t) in named_entries(&self.sys().join("staging"))? {
+            out.push(orphan(UploadId(name), t));
         }
         // Unnamed staging files have no directory entry: this process lists its own.
         for (id, staged) in self.staged.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if !staged.named {
-                out.push(UploadInfo {
-                    id: id.clone(),
-                    path: None,
-                    total: None,
-                    created: staged.written,
-                    updated: staged.written,
-                    created_now: false,
-                });
+                out.push(orphan(id.clone(), staged.written));
             }
         }
-        for entry in fs::read_dir(self.sys().join("tmp")).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let (Some(name), Ok(md)) = (
-                entry.file_name().to_str().map(str::to_owned),
-                entry.metadata(),
-            ) else {
-                continue;
-            };
-            if !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                continue;
+        for (name, t) in named_entries(&self.sys().join("tmp"))? {
+            if name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                out.push(orphan(UploadId(format!("t.{name}")), t));
             }
-            let t = md.modified().unwrap_or(UNIX_EPOCH);
-            out.push(UploadInfo {
-                id: UploadId(format!("t.{name}")),
-                path: None,
-                total: None,
-                created: t,
-                updated: t,
-                created_now: false,
-            });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -384,6 +347,31 @@ impl Drop for Unlock<'_> {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }
+}
+
+/// An upload the sweeper finds without its path or total (a single upload's staging file, a
+/// half-built or half-removed upload directory), last written at `t`.
+fn orphan(id: UploadId, t: SystemTime) -> UploadInfo {
+    UploadInfo {
+        id,
+        path: None,
+        total: None,
+        created: t,
+        updated: t,
+        created_now: false,
+    }
+}
+
+/// The entries of `dir` with UTF-8 names, and their modification times.
+fn named_entries(dir: &Path) -> StorageResult<Vec<(String, SystemTime)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if let (Some(name), Ok(md)) = (entry.file_name().to_str(), entry.metadata()) {
+            out.push((name.to_owned(), md.modified().unwrap_or(UNIX_EPOCH)));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
