@@ -280,10 +280,7 @@ impl Storage for SqliteStorage {
         let Some((conn, (meta, blob))) = found else {
             return Ok(None);
         };
-        let range = range.unwrap_or(0..meta.size);
-        if range.start > range.end || range.end > meta.size {
-            return Err(StorageError::other("range outside the file"));
-        }
+        let range = meta.resolve_range(range)?;
         Ok(Some((meta, frames(conn, blob, range))))
     }
 

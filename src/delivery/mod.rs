@@ -1006,10 +1006,7 @@ mod tests {
             let Some((meta, data)) = self.then.clone() else {
                 return Ok(None);
             };
-            let r = range.unwrap_or(0..meta.size);
-            if r.start > r.end || r.end > meta.size {
-                return Err(StorageError::other("range outside the file"));
-            }
+            let r = meta.resolve_range(range)?;
             let data = data.slice(r.start as usize..r.end as usize);
             // Two-byte frames, to show that the body is a stream.
             let frames: Vec<StorageResult<Bytes>> = data

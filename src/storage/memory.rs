@@ -117,10 +117,7 @@ impl Storage for MemoryStorage {
         let Some((data, meta)) = self.lock().files.get(path).cloned() else {
             return Ok(None);
         };
-        let range = range.unwrap_or(0..meta.size);
-        if range.start > range.end || range.end > meta.size {
-            return Err(StorageError::other("range outside the file"));
-        }
+        let range = meta.resolve_range(range)?;
         let slice = data.slice(range.start as usize..range.end as usize);
         Ok(Some((meta, stream_of(slice))))
     }

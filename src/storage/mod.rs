@@ -161,6 +161,20 @@ pub struct ObjectMeta {
     pub attributes: Bytes,
 }
 
+impl ObjectMeta {
+    /// The bytes a [`Storage::read`] of `range` covers: all of the file when `None`.
+    ///
+    /// # Errors
+    /// A range that is reversed or ends past the file ([`Storage::read`]'s precondition).
+    pub fn resolve_range(&self, range: Option<Range<u64>>) -> StorageResult<Range<u64>> {
+        let range = range.unwrap_or(0..self.size);
+        if range.start > range.end || range.end > self.size {
+            return Err(StorageError::other("range outside the file"));
+        }
+        Ok(range)
+    }
+}
+
 /// How [`Storage::publish`] treats a file already at the path.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum PutMode {

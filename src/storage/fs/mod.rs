@@ -448,10 +448,7 @@ impl Storage for FsStorage {
         let Some((meta, file)) = opened else {
             return Ok(None);
         };
-        let range = range.unwrap_or(0..meta.size);
-        if range.start > range.end || range.end > meta.size {
-            return Err(StorageError::other("range outside the file"));
-        }
+        let range = meta.resolve_range(range)?;
         Ok(Some((meta, read_stream(Arc::new(file), range))))
     }
 
