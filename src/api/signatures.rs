@@ -6,7 +6,6 @@
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{SignedMethod, Signer};
 use crate::body::{BoxError, ResponseBody};
@@ -77,9 +76,7 @@ where
         })?,
     };
     let path = FilePath::from_parts(body.folder.as_deref(), &body.filename)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::auth::unix_now();
     let expiry = body
         .expiry
         .unwrap_or_else(|| now.saturating_add(cfg.signature_ttl.as_secs()));

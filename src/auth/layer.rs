@@ -1,5 +1,6 @@
 //! The tower middleware that enforces PROTOCOL.md §2 in front of any service.
 
+use super::unix_now;
 use super::verify::{Verifier, VerifyInput};
 use crate::Grant;
 use crate::error::ApiError;
@@ -9,7 +10,6 @@ use crate::route::Endpoint;
 use http::{Request, Response, header};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -213,12 +213,6 @@ impl<S> Signature<S> {
             None => grant,
         }))
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Signature<S>

@@ -66,6 +66,14 @@ pub use crate::response::ResponseFuture;
 pub(crate) use keys::keyed_mac as keyed_hmac;
 pub use keys::{ApiKey, KeySet};
 pub(crate) use layer::has_body;
+
+/// Now, in seconds since the Unix epoch: the clock of every expiry (signed URLs, grants,
+/// upload-session keys).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 pub use layer::{AuthPolicy, Signature, SignatureLayer};
 pub use signer::{SignedMethod, SignedUrl, Signer, signature};
 pub use verify::{Verified, Verifier, VerifyInput, Via};

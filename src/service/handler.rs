@@ -113,7 +113,7 @@ fn authorize(cfg: &Config, grant: Option<&Grant>, route: &Route) -> Result<(), A
     let Some(grant) = grant else {
         return Err(unauthenticated());
     };
-    if grant.expired(unix_now()) {
+    if grant.expired(crate::auth::unix_now()) {
         return Err(ApiError::new(
             ErrorKind::SignatureExpired,
             "the credentials of this request have expired",
@@ -144,12 +144,6 @@ enum Need<'a> {
     Write(&'a FilePath),
     Read(&'a FilePath),
     Admin,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn method_not_allowed() -> ApiError {

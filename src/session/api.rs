@@ -8,7 +8,6 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyDataStream, StreamBody};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::key::SessionKey;
 use super::model::{CreateSession, MAX_CREATE_BODY, MediaObject, MediaRecord, SessionRecord};
@@ -32,12 +31,6 @@ use crate::upload::{
     AbortOnDrop, Record, check_conditions, conditions_of, content_length, probe_upload, too_large,
 };
 use subtle::ConstantTimeEq as _;
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 fn key(s: String) -> Result<RecordKey, ApiError> {
     RecordKey::new(s).map_err(|e| ApiError::internal(&e))
@@ -107,7 +100,7 @@ where
         return Err(alias_taken(alias));
     }
     let id = random_id("ses_");
-    let created = now_secs();
+    let created = crate::auth::unix_now();
     let expiry = created.saturating_add(cfg.session_ttl.as_secs());
     let record = SessionRecord {
         id: id.clone(),
@@ -197,7 +190,7 @@ pub(super) async fn open_session(
             },
         ));
     }
-    if now_secs() > key.expiry {
+    if crate::auth::unix_now() > key.expiry {
         return Err(gone("this upload key has expired"));
     }
     let Some(bytes) = cfg.storage.get_record(&session_key(&key.id)?).await? else {

@@ -90,7 +90,7 @@ pub(crate) use api::{create, resolve_media, single};
 pub(crate) use parts::{complete, put_part};
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::storage::{RecordKey, Storage, StorageResult, UploadId};
 use model::{PartRecord, SessionRecord};
@@ -100,9 +100,7 @@ use model::{PartRecord, SessionRecord};
 #[doc(hidden)]
 pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageResult<Vec<String>> {
     let root = RecordKey::new("sessions").expect("a valid record key");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::auth::unix_now();
     let mut by_session: BTreeMap<String, Vec<RecordKey>> = BTreeMap::new();
     for k in storage.list_records(&root).await? {
         if let Some(id) = k.as_str().split('/').nth(1)
