@@ -445,26 +445,33 @@ impl Storage for SqliteStorage {
         key: &RecordKey,
         value: Bytes,
         mode: RecordMode,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<String> {
         let key = key.as_str().to_owned();
         self.tx(move |c, _| {
-            let sql = match mode {
-                RecordMode::Create => "INSERT INTO records VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                RecordMode::Overwrite => "INSERT OR REPLACE INTO records VALUES (?1, ?2)",
+            // Etags are digests of the values: an update compares what it read.
+            let old = one::<Vec<u8>>(c, "SELECT value FROM records WHERE key = ?1", [&key])?;
+            let allowed = match &mode {
+                RecordMode::Create => old.is_none(),
+                RecordMode::Update(etag) => old.is_some_and(|v| Record::etag_of(&v) == *etag),
+                _ => true,
             };
-            match c.execute(sql, (key, &value[..]))? {
-                0 => Err(StorageError::PreconditionFailed.into()),
-                _ => Ok(()),
+            if !allowed {
+                Err(StorageError::PreconditionFailed)?;
             }
+            c.execute(
+                "INSERT OR REPLACE INTO records VALUES (?1, ?2)",
+                (key, &value[..]),
+            )?;
+            Ok(Record::etag_of(&value))
         })
         .await
     }
 
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
         let key = key.as_str().to_owned();
         self.tx(move |c, _| {
             let sql = "SELECT value FROM records WHERE key = ?1";
-            Ok(one::<Vec<u8>>(c, sql, [key])?.map(Bytes::from))
+            Ok(one::<Vec<u8>>(c, sql, [key])?.map(|v| Record::new(v.into())))
         })
         .await
     }

@@ -243,7 +243,9 @@
 //! 6. **`list_uploads` finds every upload** (also a crashed request's private one) so that
 //!    the sweeper can `abort` it; `abort` is idempotent.
 //! 7. **Records** (`put_record` …) are small documents; `RecordMode::Create` has exactly one
-//!    winner among concurrent creators.
+//!    winner among concurrent creators, `RecordMode::Update(etag)` (compare-and-swap) one
+//!    among concurrent updates from that etag. [`Record::new`](crate::storage::Record::new)
+//!    derives an etag from the value, so a backend needs no version numbers of its own.
 //!
 //! **Start from a real backend**: `examples/custom_storage.rs` in the repository keeps files,
 //! uploads, staged bytes in 1 MiB blocks and records in one SQLite database (claims and
@@ -275,8 +277,8 @@
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use tower_uploads::path::FilePath;
 //! use tower_uploads::storage::{
-//!     ByteStream, Capabilities, Claim, MemoryStorage, ObjectMeta, PublishOptions, RecordKey, RecordMode,
-//!     Storage, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+//!     ByteStream, Capabilities, Claim, MemoryStorage, ObjectMeta, PublishOptions, Record, RecordKey,
+//!     RecordMode, Storage, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
 //! };
 //!
 //! struct Counted<S> {
@@ -332,10 +334,10 @@
 //!     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
 //!         self.inner.list_uploads().await
 //!     }
-//!     async fn put_record(&self, key: &RecordKey, value: Bytes, mode: RecordMode) -> StorageResult<()> {
+//!     async fn put_record(&self, key: &RecordKey, value: Bytes, mode: RecordMode) -> StorageResult<String> {
 //!         self.inner.put_record(key, value, mode).await
 //!     }
-//!     async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+//!     async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
 //!         self.inner.get_record(key).await
 //!     }
 //!     async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {

@@ -184,7 +184,7 @@ async fn exactly_once_across_instances() {
     let mut winners = Vec::new();
     for (i, t) in tasks.into_iter().enumerate() {
         match t.await.unwrap() {
-            Ok(()) => winners.push(i as u8),
+            Ok(_) => winners.push(i as u8),
             Err(StorageError::PreconditionFailed) => {}
             Err(e) => panic!("create failed oddly: {e}"),
         }
@@ -195,7 +195,11 @@ async fn exactly_once_across_instances() {
         "exactly one create-only record wins across instances"
     );
     assert_eq!(
-        b.get_record(&key).await.unwrap().as_deref(),
+        b.get_record(&key)
+            .await
+            .unwrap()
+            .map(|r| r.value)
+            .as_deref(),
         Some(&winners[..])
     );
 }

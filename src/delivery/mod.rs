@@ -565,8 +565,8 @@ mod tests {
     use std::sync::Mutex;
 
     use crate::storage::{
-        ByteStream, Claim, MemoryStorage, PublishOptions, RecordKey, RecordMode, StorageError,
-        StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+        ByteStream, Claim, MemoryStorage, PublishOptions, Record, RecordKey, RecordMode,
+        StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
     };
 
     /// Seconds of the test file's `modified` (it also has 0.5 s more).
@@ -1055,10 +1055,15 @@ mod tests {
         async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
             unsupported()
         }
-        async fn put_record(&self, _: &RecordKey, _: Bytes, _: RecordMode) -> StorageResult<()> {
+        async fn put_record(
+            &self,
+            _: &RecordKey,
+            _: Bytes,
+            _: RecordMode,
+        ) -> StorageResult<String> {
             unsupported()
         }
-        async fn get_record(&self, _: &RecordKey) -> StorageResult<Option<Bytes>> {
+        async fn get_record(&self, _: &RecordKey) -> StorageResult<Option<Record>> {
             Ok(None)
         }
         async fn delete_record(&self, _: &RecordKey) -> StorageResult<bool> {

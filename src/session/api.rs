@@ -196,7 +196,7 @@ pub(super) async fn open_session(
     let Some(bytes) = cfg.storage.get_record(&session_key(&key.id)?).await? else {
         return Err(gone("this upload session no longer exists"));
     };
-    let record: SessionRecord = serde_json::from_slice(&bytes).map_err(internal_json)?;
+    let record: SessionRecord = serde_json::from_slice(&bytes.value).map_err(internal_json)?;
     if record.resumable != resumable {
         return Err(ApiError::new(
             ErrorKind::KeyInvalid,
@@ -447,7 +447,7 @@ pub(super) async fn finish(
         .put_record(&done, Bytes::from_static(b"{}"), RecordMode::Create)
         .await
     {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(StorageError::PreconditionFailed) => {
             guard.abort().await;
             return Err(gone(
@@ -530,6 +530,6 @@ async fn undo(storage: &dyn crate::storage::Storage, done: &RecordKey, media: Op
 pub(crate) async fn resolve_media(cfg: &Config, path: &FilePath) -> Option<FilePath> {
     let id = super::model::media_id_of(path)?;
     let bytes = cfg.storage.get_record(&media_key(id).ok()?).await.ok()??;
-    let rec: MediaRecord = serde_json::from_slice(&bytes).ok()?;
+    let rec: MediaRecord = serde_json::from_slice(&bytes.value).ok()?;
     FilePath::new(rec.path).ok()
 }

@@ -113,7 +113,7 @@ pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageRe
     for (id, keys) in by_session {
         let session_key = root.join(&id).expect("a valid record key");
         let expired = match storage.get_record(&session_key).await? {
-            Some(b) => serde_json::from_slice::<SessionRecord>(&b)
+            Some(b) => serde_json::from_slice::<SessionRecord>(&b.value)
                 .map_or(true, |r| r.expiry.saturating_add(grace.as_secs()) < now),
             None => true, // parts of a session whose record is gone
         };
@@ -122,7 +122,7 @@ pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageRe
         }
         for k in keys.iter().filter(|k| **k != session_key) {
             if let Some(b) = storage.get_record(k).await?
-                && let Ok(part) = serde_json::from_slice::<PartRecord>(&b)
+                && let Ok(part) = serde_json::from_slice::<PartRecord>(&b.value)
             {
                 storage.abort(&UploadId(part.upload)).await?;
             }

@@ -78,7 +78,7 @@ where
         .storage
         .get_record(&k)
         .await?
-        .and_then(|b| serde_json::from_slice::<PartRecord>(&b).ok());
+        .and_then(|b| serde_json::from_slice::<PartRecord>(&b.value).ok());
     let replaces = previous.as_ref().and_then(|p| p.hold.as_deref());
     // The part's hold on the session's budget, taken before any byte is read: its declared
     // length, else all the room left.
@@ -201,7 +201,7 @@ async fn uploaded_parts(cfg: &Config, id: &str) -> Result<BTreeMap<u32, PartReco
             continue;
         };
         if let Some(b) = cfg.storage.get_record(&k).await?
-            && let Ok(rec) = serde_json::from_slice::<PartRecord>(&b)
+            && let Ok(rec) = serde_json::from_slice::<PartRecord>(&b.value)
         {
             out.insert(index, rec);
         }

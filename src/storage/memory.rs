@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use super::{
-    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, RecordKey, RecordMode, Storage,
+    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, Record, RecordKey, RecordMode, Storage,
     StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
 };
 use crate::path::FilePath;
@@ -52,7 +52,7 @@ struct Inner {
     uploads: HashMap<UploadId, MemUpload>,
     /// The resumable upload of each path.
     by_path: HashMap<FilePath, UploadId>,
-    records: HashMap<RecordKey, Bytes>,
+    records: HashMap<RecordKey, Record>,
     next: u64,
 }
 
@@ -281,16 +281,24 @@ impl Storage for MemoryStorage {
         key: &RecordKey,
         value: Bytes,
         mode: RecordMode,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<String> {
         let mut inner = self.lock();
-        if mode == RecordMode::Create && inner.records.contains_key(key) {
+        let current = inner.records.get(key);
+        let allowed = match &mode {
+            RecordMode::Create => current.is_none(),
+            RecordMode::Overwrite => true,
+            RecordMode::Update(etag) => current.is_some_and(|r| r.etag == *etag),
+        };
+        if !allowed {
             return Err(StorageError::PreconditionFailed);
         }
-        inner.records.insert(key.clone(), value);
-        Ok(())
+        let record = Record::new(value);
+        let etag = record.etag.clone();
+        inner.records.insert(key.clone(), record);
+        Ok(etag)
     }
 
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
         Ok(self.lock().records.get(key).cloned())
     }
 

@@ -54,9 +54,9 @@ pub mod conformance;
 /// ```
 pub mod prelude {
     pub use super::{
-        ByteStream, Capabilities, Claim, ObjectMeta, PublishOptions, PutMode, RangeSet, RecordKey,
-        RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec,
-        UploadWriter, merge_ranges,
+        ByteStream, Capabilities, Claim, ObjectMeta, PublishOptions, PutMode, RangeSet, Record,
+        RecordKey, RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo,
+        UploadSpec, UploadWriter, merge_ranges,
     };
     pub use crate::path::FilePath;
     #[doc(no_inline)]
@@ -76,7 +76,7 @@ pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
 pub use fs::{DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};
-pub use record::{InvalidRecordKey, MAX_RECORD_KEY, RecordKey, RecordMode};
+pub use record::{InvalidRecordKey, MAX_RECORD_KEY, Record, RecordKey, RecordMode};
 
 /// A stream of bytes read from a storage.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
@@ -423,18 +423,20 @@ pub trait Storage: Send + Sync + 'static {
     // ---- records ----
 
     /// Stores a small document (at most a few KiB: an upload session, a media entry) under
-    /// `key`, visible to every process sharing the storage. With [`RecordMode::Create`],
-    /// exactly one of several concurrent creators succeeds, the others get
-    /// [`StorageError::PreconditionFailed`]; a reader never sees a partial value.
+    /// `key`, visible to every process sharing the storage, and returns its new etag (what
+    /// [`get_record`](Self::get_record) returns with it). With [`RecordMode::Create`],
+    /// exactly one of several concurrent creators succeeds; with [`RecordMode::Update`],
+    /// exactly one of several concurrent updates from the same etag; the others get
+    /// [`StorageError::PreconditionFailed`]. A reader never sees a partial value.
     async fn put_record(
         &self,
         key: &RecordKey,
         value: Bytes,
         mode: RecordMode,
-    ) -> StorageResult<()>;
+    ) -> StorageResult<String>;
 
-    /// The record under `key`, or `None`.
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>>;
+    /// The record under `key` and its etag, or `None`.
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>>;
 
     /// Deletes the record under `key`; returns whether there was one.
     async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool>;

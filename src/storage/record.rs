@@ -1,6 +1,7 @@
 //! Records: small named documents a storage keeps beside the files (upload sessions, media
 //! entries, session parts). See [`Storage::put_record`](super::Storage::put_record).
 
+use bytes::Bytes;
 use std::fmt;
 
 /// The longest record key, in bytes.
@@ -69,13 +70,44 @@ impl fmt::Display for RecordKey {
 }
 
 /// How [`Storage::put_record`](super::Storage::put_record) treats a record already there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordMode {
     /// Only if there is none: exactly one of several concurrent creators (across processes)
     /// succeeds; the others get [`StorageError::PreconditionFailed`](super::StorageError).
     Create,
     /// Replace whatever is there; readers see the old value or the new one, never a mix.
     Overwrite,
+    /// Compare-and-swap: replace the record only if its etag is still this one (the
+    /// [`Record::etag`] a read returned). Of several concurrent updates from the same etag,
+    /// exactly one succeeds; the others, and an update of a record that is gone, get
+    /// [`StorageError::PreconditionFailed`](super::StorageError).
+    Update(String),
+}
+
+/// A record as [`Storage::get_record`](super::Storage::get_record) returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Its value.
+    pub value: Bytes,
+    /// Its version tag, for [`RecordMode::Update`]: different whenever the value differs.
+    pub etag: String,
+}
+
+impl Record {
+    /// A record whose etag is derived from its value ([`Record::etag_of`]): what a backend
+    /// without version numbers of its own returns.
+    pub fn new(value: Bytes) -> Record {
+        let etag = Record::etag_of(&value);
+        Record { value, etag }
+    }
+
+    /// A digest of `value` (hex of its SHA-256's first 16 bytes). With it, an update
+    /// compares values: it succeeds when the record still holds the value that was read,
+    /// which is all [`RecordMode::Update`] needs.
+    pub fn etag_of(value: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(value)[..16])
+    }
 }
 
 #[cfg(test)]

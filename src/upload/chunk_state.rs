@@ -84,6 +84,7 @@ impl<'a> ChunkState<'a> {
                 RecordMode::Overwrite,
             )
             .await
+            .map(drop)
     }
 
     /// The precondition the upload was created under (`Overwrite` when none was recorded).
@@ -91,7 +92,7 @@ impl<'a> ChunkState<'a> {
         let Some(value) = self.storage.get_record(&self.child(PRECONDITION)?).await? else {
             return Ok(PutMode::Overwrite);
         };
-        Ok(parse_precondition(&value))
+        Ok(parse_precondition(&value.value))
     }
 
     /// Records that the upload received the chunk `range` (end exclusive) with SHA-256
@@ -107,7 +108,7 @@ impl<'a> ChunkState<'a> {
             .put_record(&key, Bytes::copy_from_slice(digest), RecordMode::Create);
         match put.await {
             // The range's first chunk is recorded already: it stays.
-            Ok(()) | Err(StorageError::PreconditionFailed) => Ok(()),
+            Ok(_) | Err(StorageError::PreconditionFailed) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -121,6 +122,7 @@ impl<'a> ChunkState<'a> {
                 RecordMode::Overwrite,
             )
             .await
+            .map(drop)
     }
 
     /// Whether the upload completed less than `ttl` ago.
@@ -128,7 +130,7 @@ impl<'a> ChunkState<'a> {
         let Some(value) = self.storage.get_record(&self.child(DONE)?).await? else {
             return Ok(false);
         };
-        Ok(done_is_fresh(&value, SystemTime::now(), ttl))
+        Ok(done_is_fresh(&value.value, SystemTime::now(), ttl))
     }
 
     /// Whether the upload, completed less than `ttl` ago, received a chunk of one of the
@@ -162,7 +164,7 @@ impl<'a> ChunkState<'a> {
         }
         let key = self.child(&chunk_segment(range))?;
         let recorded = self.storage.get_record(&key).await?;
-        Ok(recorded.is_some_and(|d| d.as_ref() == digest.as_slice()))
+        Ok(recorded.is_some_and(|d| d.value.as_ref() == digest.as_slice()))
     }
 
     /// Deletes every record of the upload.
@@ -237,7 +239,7 @@ pub(crate) async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult
         }
         let done = base.join(DONE).map_err(StorageError::backend)?;
         if let Some(value) = storage.get_record(&done).await?
-            && done_is_fresh(&value, now, ttl)
+            && done_is_fresh(&value.value, now, ttl)
         {
             continue;
         }

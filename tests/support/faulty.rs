@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tower_uploads::path::FilePath;
 use tower_uploads::storage::{
-    ByteStream, Claim, ObjectMeta, PublishOptions, RecordKey, RecordMode, Storage, StorageError,
-    StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+    ByteStream, Claim, ObjectMeta, PublishOptions, Record, RecordKey, RecordMode, Storage,
+    StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
 };
 
 /// The operations faults can be injected into.
@@ -381,12 +381,12 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         key: &RecordKey,
         value: Bytes,
         mode: RecordMode,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<String> {
         self.run(Op::PutRecord, self.inner.put_record(key, value, mode))
             .await
     }
 
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
         self.run(Op::GetRecord, self.inner.get_record(key)).await
     }
 

@@ -686,19 +686,14 @@ pub(super) async fn records(storage: Arc<dyn Storage>) {
         ),
         "records: a second create must fail"
     );
-    assert_eq!(
-        storage.get_record(&key).await.unwrap().as_deref(),
-        Some(&b"v1"[..])
-    );
-    storage
+    assert_eq!(value_of(&*storage, &key).await.as_deref(), Some(&b"v1"[..]));
+    let etag = storage
         .put_record(&key, Bytes::from_static(b"v3"), RecordMode::Overwrite)
         .await
         .unwrap();
-    assert_eq!(
-        storage.get_record(&key).await.unwrap().as_deref(),
-        Some(&b"v3"[..]),
-        "records: overwrite replaces"
-    );
+    let read = storage.get_record(&key).await.unwrap().unwrap();
+    assert_eq!(read.value, &b"v3"[..], "records: overwrite replaces");
+    assert_eq!(read.etag, etag, "records: put returns the etag get returns");
 
     // A key that is a prefix of others, and deeper keys.
     let deep = base.join("one/a/b").unwrap();
@@ -734,19 +729,60 @@ pub(super) async fn records(storage: Arc<dyn Storage>) {
             })
         })
         .collect();
-    let mut won = Vec::new();
-    for (i, t) in tasks.into_iter().enumerate() {
-        match t.await.unwrap() {
-            Ok(()) => won.push(i as u8),
-            Err(StorageError::PreconditionFailed) => {}
-            Err(e) => panic!("records: racing create failed oddly: {e}"),
-        }
-    }
+    let won = winners(tasks).await;
     assert_eq!(won.len(), 1, "records: exactly one concurrent create wins");
     assert_eq!(
-        storage.get_record(&race).await.unwrap().as_deref(),
+        value_of(&*storage, &race).await.as_deref(),
         Some(&won[..]),
         "records: the winner's value is kept"
+    );
+
+    // Compare-and-swap: exactly one of many concurrent updates from one etag wins, and an
+    // update from an old etag or of a missing record fails.
+    let seen = storage.get_record(&race).await.unwrap().unwrap();
+    let tasks: Vec<_> = (0..16u8)
+        .map(|i| {
+            let storage = storage.clone();
+            let race = race.clone();
+            let etag = seen.etag.clone();
+            tokio::spawn(async move {
+                let value = Bytes::from(vec![100 + i]);
+                storage
+                    .put_record(&race, value, RecordMode::Update(etag))
+                    .await
+            })
+        })
+        .collect();
+    let won = winners(tasks).await;
+    assert_eq!(won.len(), 1, "records: exactly one concurrent update wins");
+    let now = storage.get_record(&race).await.unwrap().unwrap();
+    assert_eq!(
+        now.value,
+        Bytes::from(vec![100 + won[0]]),
+        "records: the update's value"
+    );
+    assert_ne!(now.etag, seen.etag, "records: an update changes the etag");
+    let stale = storage
+        .put_record(
+            &race,
+            Bytes::from_static(b"late"),
+            RecordMode::Update(seen.etag),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StorageError::PreconditionFailed)),
+        "records: an update from an old etag must fail"
+    );
+    let missing = storage
+        .put_record(
+            &base.join("none").unwrap(),
+            Bytes::new(),
+            RecordMode::Update(now.etag),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StorageError::PreconditionFailed)),
+        "records: an update of a missing record must fail"
     );
 
     for k in [&key, &deep, &other, &sibling, &race] {
@@ -761,4 +797,23 @@ pub(super) async fn records(storage: Arc<dyn Storage>) {
     }
     assert!(storage.list_records(&base).await.unwrap().is_empty());
     assert_eq!(storage.get_record(&deep).await.unwrap(), None);
+}
+
+async fn value_of(storage: &dyn Storage, key: &RecordKey) -> Option<Bytes> {
+    storage.get_record(key).await.unwrap().map(|r| r.value)
+}
+
+/// The indexes of the racing puts that succeeded.
+async fn winners(
+    tasks: Vec<tokio::task::JoinHandle<crate::storage::StorageResult<String>>>,
+) -> Vec<u8> {
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(_) => won.push(i as u8),
+            Err(StorageError::PreconditionFailed) => {}
+            Err(e) => panic!("records: a racing put failed oddly: {e}"),
+        }
+    }
+    won
 }

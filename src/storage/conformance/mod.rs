@@ -142,7 +142,7 @@ macro_rules! __storage_conformance_checks {
             empty_file: ref "an empty file publishes and reads back",
             reads_stream: ref "read streams a file in bounded frames (at most 16 MiB) without holding it whole in memory",
             lasting_upload: arc "a Lasting upload, once committed, is listed, and another request can claim and publish it",
-            records: arc "records: create-only has exactly one winner among concurrent creators, overwrite replaces, listing finds what is under a prefix, delete says whether there was one",
+            records: arc "records: create-only has exactly one winner among concurrent creators, so has compare-and-swap among updates from one etag, overwrite replaces, listing finds what is under a prefix, delete says whether there was one",
         }
     };
 }

@@ -82,8 +82,8 @@ use self::meta::{any_meta_file, etag_of};
 use self::sys::unnamed_staging_works;
 use self::writer::{Buffers, FsWriter};
 use super::{
-    ByteStream, Capabilities, Claim, ObjectMeta, PublishOptions, RecordKey, RecordMode, Storage,
-    StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+    ByteStream, Capabilities, Claim, ObjectMeta, PublishOptions, Record, RecordKey, RecordMode,
+    Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
 };
 use crate::path::FilePath;
 
@@ -600,13 +600,13 @@ impl Storage for FsStorage {
         key: &RecordKey,
         value: Bytes,
         mode: RecordMode,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<String> {
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || inner.put_record(&key, &value, mode)).await
     }
 
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || inner.get_record(&key)).await

@@ -1,5 +1,8 @@
 //! The records API (`Storage::put_record` and the rest): one file per record under
-//! `records/`, written under `tmp/` and then linked (create-only) or renamed (overwrite).
+//! `records/`, written under `tmp/` and then linked (create-only) or renamed (overwrite,
+//! update). Every change holds an exclusive `flock` on `records.lock`, so that an update's
+//! compare and its rename are one step for every process sharing the directory; reads take
+//! no lock (a rename is atomic). A record's etag is [`Record::etag_of`] its bytes.
 
 use bytes::Bytes;
 use std::fs::{self, File};
@@ -8,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::sys::fsync_dir;
 use super::{Durability, Inner, io, rand_token};
-use crate::storage::{RecordKey, RecordMode, StorageError, StorageResult};
+use crate::storage::{Record, RecordKey, RecordMode, StorageError, StorageResult};
 
 /// Ends the file name of a record; keys never contain it, so a record file never collides
 /// with a folder of longer keys.
@@ -28,13 +31,32 @@ impl Inner {
         p
     }
 
+    /// Holds the records' exclusive lock until dropped.
+    fn records_lock(&self) -> StorageResult<File> {
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.sys().join("records.lock"))
+            .map_err(io)?;
+        f.lock().map_err(io)?;
+        Ok(f) // closing the file releases the lock
+    }
+
     pub(super) fn put_record(
         &self,
         key: &RecordKey,
         value: &[u8],
         mode: RecordMode,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<String> {
         let target = self.record_path(key);
+        let _lock = self.records_lock()?;
+        if let RecordMode::Update(etag) = &mode {
+            match self.get_record(key)? {
+                Some(r) if r.etag == *etag => {}
+                _ => return Err(StorageError::PreconditionFailed),
+            }
+        }
         let tmp = self.sys().join("tmp").join(format!("rec{}", rand_token()));
         let result = (|| {
             let mut f = File::create(&tmp).map_err(io)?;
@@ -48,14 +70,14 @@ impl Inner {
                 fs::create_dir_all(parent).map_err(io)?;
                 let placed = match mode {
                     RecordMode::Create => fs::hard_link(&tmp, &target),
-                    RecordMode::Overwrite => fs::rename(&tmp, &target),
+                    RecordMode::Overwrite | RecordMode::Update(_) => fs::rename(&tmp, &target),
                 };
                 match placed {
                     Ok(()) => {
                         if self.durability == Durability::Power {
                             fsync_dir(parent).map_err(io)?;
                         }
-                        return Ok(());
+                        return Ok(Record::etag_of(value));
                     }
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                         return Err(StorageError::PreconditionFailed);
@@ -82,9 +104,9 @@ impl Inner {
         }
     }
 
-    pub(super) fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
+    pub(super) fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
         match fs::read(self.record_path(key)) {
-            Ok(v) => Ok(Some(v.into())),
+            Ok(v) => Ok(Some(Record::new(Bytes::from(v)))),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
                 Ok(None)
             }
@@ -94,6 +116,7 @@ impl Inner {
 
     pub(super) fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
         let path = self.record_path(key);
+        let _lock = self.records_lock()?;
         match fs::remove_file(&path) {
             Ok(()) => {
                 self.prune_record_dirs(&path);

@@ -49,7 +49,7 @@ use std::time::{Duration, SystemTime};
 
 use self::lock::{list, with_lock};
 use super::{
-    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, RecordKey, RecordMode, Storage,
+    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, Record, RecordKey, RecordMode, Storage,
     StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
 };
 use crate::path::FilePath;
@@ -545,26 +545,33 @@ impl Storage for ObjectStoreStorage {
         key: &RecordKey,
         value: Bytes,
         mode: RecordMode,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<String> {
         let object = self.record_key(key);
-        match mode {
-            RecordMode::Overwrite => self.put_small(&object, value).await,
-            RecordMode::Create => {
-                let lock = self.lock_dir(&format!("r-{}", hex_sha256(key.as_str())));
-                let object = &object;
-                with_lock(&self.store, &lock, |_| async move {
-                    if self.exists(object).await? {
-                        return Err(StorageError::PreconditionFailed);
-                    }
-                    self.put_create(object, value).await
-                })
-                .await
-            }
+        let etag = Record::etag_of(&value);
+        if mode == RecordMode::Overwrite {
+            self.put_small(&object, value).await?;
+            return Ok(etag);
         }
+        // Create and update decide inside the record's lock (etags are digests of the value).
+        let lock = self.lock_dir(&format!("r-{}", hex_sha256(key.as_str())));
+        let object = &object;
+        with_lock(&self.store, &lock, |_| async move {
+            let current = self.get_small(object).await?;
+            match (&mode, current) {
+                (RecordMode::Create, None) => self.put_create(object, value).await?,
+                (RecordMode::Update(want), Some((have, _))) if Record::etag_of(&have) == *want => {
+                    self.put_small(object, value).await?
+                }
+                _ => return Err(StorageError::PreconditionFailed),
+            }
+            Ok(etag)
+        })
+        .await
     }
 
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Bytes>> {
-        Ok(self.get_small(&self.record_key(key)).await?.map(|(b, _)| b))
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
+        let found = self.get_small(&self.record_key(key)).await?;
+        Ok(found.map(|(b, _)| Record::new(b)))
     }
 
     async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
