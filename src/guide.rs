@@ -216,43 +216,31 @@
 //! Uploads go wherever a [`Storage`](crate::Storage) puts them. [`FsStorage`](crate::FsStorage)
 //! (a directory, the default), [`MemoryStorage`](crate::MemoryStorage) and, with feature
 //! `object-store`, `storage::ObjectStoreStorage` (S3 and S3-compatible servers) come with the
-//! crate; for anything else, implement the trait. What the service relies on (each method's docs
-//! say more):
+//! crate; for anything else, implement the trait: nine methods, each small.
 //!
-//! 1. **State lives in the storage.** Two processes sharing it, or one restarted, continue
-//!    the same upload; no answer may depend on process memory.
-//! 2. **`open_upload(path, Resumable { total })` creates or joins atomically**: two racing
-//!    callers end up in one upload. `Single` uploads are private to their request; a
-//!    `Lasting` one outlives it (an upload session's part): once committed, any process
-//!    sharing the storage can read, publish or abort it.
-//! 3. **Bytes count only at `commit`.** A writer's bytes land at their offset; the range is
-//!    recorded only by [`UploadWriter::commit`](crate::storage::UploadWriter::commit), which
-//!    returns every received range, merged. A dropped writer leaves nothing counted. Keep a
-//!    writer's memory bounded (a few MiB).
-//! 4. **`claim` is won exactly once** per upload, across processes (a dead winner's claim
-//!    may be taken over); after it, writers get `UploadClosed`.
-//! 5. **`publish` is atomic** (readers see the old file or the new one), honours
-//!    [`PutMode`](crate::storage::PutMode) atomically, and stores the opaque `attributes`
-//!    with the bytes (the File object lives there). A stream from `read` keeps reading the
-//!    version it started on. Declare
-//!    [`stable_meta`](crate::storage::Capabilities::stable_meta) in
-//!    [`capabilities`](crate::storage::Storage::capabilities) only if `head` and `read` give
-//!    the etag and `modified` that `publish` returned, and an etag is never reused: the
-//!    service then stores no File object for small simple uploads and derives it from the
-//!    version instead.
-//! 6. **`list_uploads` finds every upload** (also a crashed request's private one) so that
-//!    the sweeper can `abort` it; `abort` is idempotent.
-//! 7. **Records** (`put_record` …) are small documents; `RecordMode::Create` has exactly one
-//!    winner among concurrent creators, `RecordMode::Update(etag)` (compare-and-swap) one
-//!    among concurrent updates from that etag. [`Record::new`](crate::storage::Record::new)
-//!    derives an etag from the value, so a backend needs no version numbers of its own.
+//! | group | methods | what they promise |
+//! |---|---|---|
+//! | files | `read` (and `head`, derived from it unless overridden) | a published file's bytes, in bounded frames, of the version the stream started on |
+//! | staged bytes | `write_upload`, `read_upload`, `publish_upload`, `delete_upload` | bytes land at their offset; publication is atomic, honours [`PutMode`](crate::storage::PutMode) atomically and stores the opaque `attributes` (the File object lives there); delete is idempotent and never touches a published file |
+//! | records | `put_record`, `get_record`, `delete_record`, `list_records` | small documents; [`RecordMode::Create`](crate::storage::RecordMode) has exactly one winner among concurrent creators, `RecordMode::Update(etag)` (compare-and-swap) one among concurrent updates from that etag |
+//!
+//! Everything that must happen exactly once — a path's one resumable upload, the received
+//! ranges, the one claim that finalizes, its take-over when its holder died — the crate
+//! builds on the records ([`StorageExt`](crate::storage::StorageExt)), so a backend has no
+//! lock, no claim and no range bookkeeping to write. [`Record::new`](crate::storage::Record::new)
+//! derives an etag from a value, so a backend needs no version numbers either. Declare
+//! [`stable_meta`](crate::storage::Capabilities::stable_meta) in
+//! [`capabilities`](crate::storage::Storage::capabilities) only if `head` and `read` give the
+//! etag and `modified` that `publish_upload` returned, and an etag is never reused: the
+//! service then stores no File object for small simple uploads and derives it from the
+//! version instead.
 //!
 //! **Start from a real backend**: `examples/custom_storage.rs` in the repository keeps files,
-//! uploads, staged bytes in 1 MiB blocks and records in one SQLite database (claims and
-//! create-only records decided by SQLite's constraints, publication a re-pointing of rows in
-//! one transaction, reads streamed block by block) and passes every check. Everything an
-//! implementation needs is in [`storage::prelude`](crate::storage::prelude), including
-//! `async_trait`, `Bytes` and `futures_util`'s `stream`.
+//! staged bytes in 1 MiB blocks and records in one SQLite database (publication a re-pointing
+//! of rows in one transaction, reads streamed block by block) and passes every check.
+//! [`MemoryStorage`](crate::MemoryStorage) is the shortest one. Everything an implementation
+//! needs is in [`storage::prelude`](crate::storage::prelude), including `async_trait`,
+//! `Bytes` and `futures_util`'s `stream`.
 //!
 //! Then run the conformance suite from a test of your backend, with the feature in your
 //! dev-dependency (and `tokio` with `macros` and `rt-multi-thread`):
@@ -265,21 +253,16 @@
 //! `tower_uploads::storage_conformance_tests!(MyStorage::new())` inside a test module makes
 //! one test per check, named after it; `storage::conformance::run(Arc::new(storage))` runs
 //! them all in one test. A failure names the check and the promise it checks. They cover
-//! every promise above, including an 8-way claim race, with fresh random paths (so they can
-//! run against a store that holds data). The signature of every method, in a backend that
-//! wraps another and counts publications:
+//! every promise above and the crate's coordination over them (an 8-way claim race, a claim
+//! take-over), with fresh random paths (so they can run against a store that holds data).
+//! The signature of every method, in a backend that wraps another and counts publications:
 //!
 //! ```
-//! use async_trait::async_trait;
-//! use bytes::Bytes;
 //! use std::ops::Range;
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use tower_uploads::path::FilePath;
-//! use tower_uploads::storage::{
-//!     ByteStream, Capabilities, Claim, MemoryStorage, ObjectMeta, PublishOptions, Record, RecordKey,
-//!     RecordMode, Storage, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
-//! };
+//! use tower_uploads::storage::prelude::*;
+//! use tower_uploads::storage::MemoryStorage;
 //!
 //! struct Counted<S> {
 //!     inner: S,
@@ -288,53 +271,28 @@
 //!
 //! #[async_trait]
 //! impl<S: Storage> Storage for Counted<S> {
-//!     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
-//!         self.inner.head(path).await
-//!     }
 //!     async fn read(&self, path: &FilePath, range: Option<Range<u64>>)
 //!         -> StorageResult<Option<(ObjectMeta, ByteStream)>> {
 //!         self.inner.read(path, range).await
 //!     }
-//!     async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
-//!         self.inner.delete(path).await
-//!     }
-//!     async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
-//!         self.inner.open_upload(path, spec).await
-//!     }
-//!     async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
-//!         self.inner.find_upload(path).await
-//!     }
-//!     async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
-//!         self.inner.writer(upload, offset).await
-//!     }
-//!     async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
-//!         self.inner.received(upload).await
-//!     }
-//!     async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
-//!         self.inner.claim(upload).await
-//!     }
-//!     async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
-//!         self.inner.unclaim(upload).await
+//!     async fn write_upload(&self, upload: &UploadId, offset: u64)
+//!         -> StorageResult<Box<dyn UploadWriter>> {
+//!         self.inner.write_upload(upload, offset).await
 //!     }
 //!     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
 //!         self.inner.read_upload(upload, range).await
 //!     }
-//!     async fn publish(&self, upload: &UploadId, path: &FilePath, size: u64, options: PublishOptions)
-//!         -> StorageResult<ObjectMeta> {
-//!         let meta = self.inner.publish(upload, path, size, options).await?;
+//!     async fn publish_upload(&self, upload: &UploadId, path: &FilePath, size: u64,
+//!         options: PublishOptions) -> StorageResult<ObjectMeta> {
+//!         let meta = self.inner.publish_upload(upload, path, size, options).await?;
 //!         self.published.fetch_add(1, Ordering::Relaxed);
 //!         Ok(meta)
 //!     }
-//!     fn capabilities(&self) -> Capabilities {
-//!         self.inner.capabilities() // a wrapper that changes no etag may pass them on
+//!     async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()> {
+//!         self.inner.delete_upload(upload).await
 //!     }
-//!     async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
-//!         self.inner.abort(upload).await
-//!     }
-//!     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
-//!         self.inner.list_uploads().await
-//!     }
-//!     async fn put_record(&self, key: &RecordKey, value: Bytes, mode: RecordMode) -> StorageResult<String> {
+//!     async fn put_record(&self, key: &RecordKey, value: Bytes, mode: RecordMode)
+//!         -> StorageResult<String> {
 //!         self.inner.put_record(key, value, mode).await
 //!     }
 //!     async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
@@ -345,6 +303,9 @@
 //!     }
 //!     async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
 //!         self.inner.list_records(prefix).await
+//!     }
+//!     fn capabilities(&self) -> Capabilities {
+//!         self.inner.capabilities() // a wrapper that changes no etag may pass them on
 //!     }
 //! }
 //!

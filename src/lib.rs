@@ -108,4 +108,4 @@ pub mod upload;
 
 pub use grant::{Grant, Scope};
 pub use service::{Handler, HandlerLayer, Uploads, UploadsLayer, UploadsService};
-pub use storage::{FsStorage, MemoryStorage, Storage};
+pub use storage::{FsStorage, MemoryStorage, Storage, StorageExt};

@@ -1,12 +1,11 @@
-//! `examples/custom_storage.rs` (a `Storage` over SQLite): the crate's conformance suite, a
-//! claim take-over, and the `Uploads` service over it on loopback.
+//! `examples/custom_storage.rs` (a `Storage` over SQLite): the crate's conformance suite (its
+//! claim take-over included) and the `Uploads` service over it on loopback.
 
 #[allow(dead_code)] // the example's `main`
 #[path = "../examples/custom_storage.rs"]
 mod custom_storage;
 
 use custom_storage::SqliteStorage;
-use tower_uploads::storage::prelude::*;
 
 const KEY: &str = "test-key";
 
@@ -23,47 +22,6 @@ fn fresh() -> SqliteStorage {
 /// The conformance suite, one test per check.
 mod conformance {
     tower_uploads::storage_conformance_tests!(super::fresh());
-}
-
-/// A claim held by a storage that is alive is never taken over; one whose holder's heartbeat
-/// stopped is, and the old holder can then no longer publish.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_claim_is_taken_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db.sqlite3");
-    let (a, b) = (
-        SqliteStorage::open(&db).unwrap(),
-        SqliteStorage::open(&db).unwrap(),
-    );
-    let path = FilePath::new("taken/over.bin").unwrap();
-    let up = a
-        .open_upload(&path, UploadSpec::Resumable { total: 2 })
-        .await
-        .unwrap();
-    let mut w = a.writer(&up.id, 0).await.unwrap();
-    w.write(Bytes::from_static(b"hi")).await.unwrap();
-    w.commit().await.unwrap();
-    assert_eq!(a.claim(&up.id).await.unwrap(), Claim::Won);
-    assert_eq!(
-        b.claim(&up.id).await.unwrap(),
-        Claim::Lost,
-        "a live holder keeps it"
-    );
-    // `a` "dies": its heartbeat row stops being fresh.
-    let raw = rusqlite::Connection::open(&db).unwrap();
-    raw.execute("UPDATE uploads SET claimed_by = 'dead-process'", [])
-        .unwrap();
-    assert_eq!(b.claim(&up.id).await.unwrap(), Claim::Won, "take-over");
-    assert_eq!(a.claim(&up.id).await.unwrap(), Claim::Lost);
-    let err = a
-        .publish(&up.id, &path, 2, PublishOptions::default())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StorageError::UploadClosed), "{err:?}");
-    b.publish(&up.id, &path, 2, PublishOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(a.head(&path).await.unwrap().unwrap().size, 2);
 }
 
 /// The service over SqliteStorage on loopback: a 5 MiB resumable upload in three

@@ -70,7 +70,8 @@ impl Server {
     async fn disarm_and_sweep(&self) -> BTreeSet<String> {
         self.storage.arm(false);
         let left = staging(&self.data);
-        tower_uploads::service::sweep(&self.storage, Duration::ZERO)
+        let storage: Arc<dyn tower_uploads::storage::Storage> = Arc::new(self.storage.clone());
+        tower_uploads::service::sweep(&storage, Duration::ZERO)
             .await
             .expect("sweep");
         left

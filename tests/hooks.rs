@@ -178,7 +178,8 @@ async fn expiry_events() {
     let (s, _) = chunk(&server, "left.bin", "bytes 0-9/100", vec![0; 10]).await;
     assert_eq!(s, 202);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let storage = tower_uploads::FsStorage::new(&server.data).unwrap();
+    let storage: Arc<dyn tower_uploads::storage::Storage> =
+        Arc::new(tower_uploads::FsStorage::new(&server.data).unwrap());
     let hooks: Arc<Recorder> = rec.clone();
     let report =
         tower_uploads::service::sweep_with(&storage, Duration::from_millis(10), Some(&hooks))

@@ -214,7 +214,8 @@ async fn bodies_that_lie_about_their_length() {
 /// Runs the sweeper once with a zero TTL over the server's data directory (a second
 /// `FsStorage` on the same directory, as a second process would).
 async fn sweep_all(server: &TestServer) {
-    let storage = tower_uploads::FsStorage::new(&server.data).expect("storage");
+    let storage: std::sync::Arc<dyn tower_uploads::storage::Storage> =
+        std::sync::Arc::new(tower_uploads::FsStorage::new(&server.data).expect("storage"));
     tower_uploads::service::sweep(&storage, Duration::ZERO)
         .await
         .expect("sweep");

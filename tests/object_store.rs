@@ -21,8 +21,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tower_uploads::path::FilePath;
 use tower_uploads::storage::{
-    Claim, ObjectStoreStorage, PART_SIZE, RecordKey, RecordMode, Storage, StorageError, UploadSpec,
-    conformance,
+    Claim, ObjectStoreStorage, PART_SIZE, RecordKey, RecordMode, Storage, StorageError, StorageExt,
+    UploadSpec, conformance,
 };
 
 use common::KEY;
@@ -102,9 +102,9 @@ fn garage_or_skip(test: &str) -> Option<&'static HashMap<String, String>> {
 
 /// A storage on Garage's bucket under a fresh prefix (each call: its own S3 client, like
 /// another server instance).
-fn storage(env: &HashMap<String, String>, prefix: &str) -> ObjectStoreStorage {
+fn storage(env: &HashMap<String, String>, prefix: &str) -> Arc<ObjectStoreStorage> {
     let url = format!("{}/{prefix}", env["TOWER_UPLOADS_TEST_S3"]);
-    ObjectStoreStorage::from_url_opts(&url, s3_vars(env)).expect("storage on Garage")
+    Arc::new(ObjectStoreStorage::from_url_opts(&url, s3_vars(env)).expect("storage on Garage"))
 }
 
 fn prefix(name: &str) -> String {
@@ -119,7 +119,7 @@ async fn conformance_on_garage() {
     // Check by check, each on a fresh prefix: a failure names its check and promise.
     for check in conformance::CHECKS {
         let prefix = prefix(&format!("conformance-{}", check.name.replace('_', "-")));
-        check.run(Arc::new(storage(env, &prefix))).await;
+        check.run(storage(env, &prefix)).await;
     }
 }
 
@@ -131,8 +131,8 @@ async fn exactly_once_across_instances() {
         return;
     };
     let p = prefix("claims");
-    let a: Arc<dyn Storage> = Arc::new(storage(env, &p));
-    let b: Arc<dyn Storage> = Arc::new(storage(env, &p));
+    let a: Arc<dyn Storage> = storage(env, &p);
+    let b: Arc<dyn Storage> = storage(env, &p);
     for round in 0..3 {
         let path = FilePath::new(format!("race/{round}.bin")).unwrap();
         let up = a
@@ -247,7 +247,7 @@ async fn abandoned_multipart_is_swept() {
     let listed = s.list_uploads().await.unwrap();
     assert!(listed.iter().any(|u| u.id == up.id), "the upload is listed");
     assert_eq!(s.received(&up.id).await.unwrap(), vec![], "nothing counted");
-    let swept = tower_uploads::service::sweep(&s, Duration::ZERO)
+    let swept = tower_uploads::service::sweep(&(s.clone() as Arc<dyn Storage>), Duration::ZERO)
         .await
         .unwrap();
     assert!(swept.swept >= 1, "{swept:?}");

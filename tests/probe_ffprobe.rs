@@ -21,7 +21,7 @@ use tower_uploads::media::probe::{GIF_WALK_LIMIT, PROBE_BUDGET};
 use tower_uploads::media::{Kind, MediaFacts, MemorySource, Source, UploadSource, probe};
 use tower_uploads::path::FilePath;
 use tower_uploads::storage::UploadSpec;
-use tower_uploads::{MemoryStorage, Storage};
+use tower_uploads::{MemoryStorage, StorageExt};
 
 fn have_tools() -> bool {
     let ok = |tool: &str| {

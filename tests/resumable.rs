@@ -1423,7 +1423,8 @@ async fn expired_uploads_restart_and_are_swept() {
     );
 
     // The sweep keeps it within the TTL…
-    let storage = FsStorage::new(&server.data).expect("storage");
+    let storage: std::sync::Arc<dyn tower_uploads::storage::Storage> =
+        std::sync::Arc::new(FsStorage::new(&server.data).expect("storage"));
     let report = tower_uploads::service::sweep(&storage, ttl)
         .await
         .expect("sweep");

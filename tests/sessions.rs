@@ -621,7 +621,8 @@ async fn limits_and_expiry_sweep() {
     assert!(!server.bookkeeping("records").is_empty());
     // Past expiry + TTL, the sweeper frees the part and forgets the sessions.
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let storage = tower_uploads::FsStorage::new(&server.data).unwrap();
+    let storage: std::sync::Arc<dyn tower_uploads::storage::Storage> =
+        std::sync::Arc::new(tower_uploads::FsStorage::new(&server.data).unwrap());
     let report = tower_uploads::service::sweep(&storage, Duration::from_millis(1))
         .await
         .unwrap();

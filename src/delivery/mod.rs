@@ -566,8 +566,9 @@ mod tests {
 
     use crate::storage::{
         ByteStream, Claim, MemoryStorage, PublishOptions, Record, RecordKey, RecordMode,
-        StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+        StorageError, StorageExt, StorageResult, UploadId, UploadSpec, UploadWriter,
     };
+    use std::sync::Arc;
 
     /// Seconds of the test file's `modified` (it also has 0.5 s more).
     const T: u64 = 1_700_000_000;
@@ -795,7 +796,8 @@ mod tests {
     }
 
     async fn memory_with(data: &'static [u8]) -> MemoryStorage {
-        let storage = MemoryStorage::new();
+        let memory = MemoryStorage::new();
+        let storage = Arc::new(memory.clone());
         let path = path();
         let up = storage
             .open_upload(&path, UploadSpec::Single)
@@ -817,7 +819,7 @@ mod tests {
             )
             .await
             .unwrap();
-        storage
+        memory
     }
 
     async fn get(
@@ -1016,31 +1018,13 @@ mod tests {
             Ok(Some((meta, Box::pin(futures_util::stream::iter(frames)))))
         }
 
-        async fn delete(&self, _: &FilePath) -> StorageResult<bool> {
-            unsupported()
-        }
-        async fn open_upload(&self, _: &FilePath, _: UploadSpec) -> StorageResult<UploadInfo> {
-            unsupported()
-        }
-        async fn find_upload(&self, _: &FilePath) -> StorageResult<Option<UploadInfo>> {
-            unsupported()
-        }
-        async fn writer(&self, _: &UploadId, _: u64) -> StorageResult<Box<dyn UploadWriter>> {
-            unsupported()
-        }
-        async fn received(&self, _: &UploadId) -> StorageResult<Vec<Range<u64>>> {
-            unsupported()
-        }
-        async fn claim(&self, _: &UploadId) -> StorageResult<Claim> {
-            unsupported()
-        }
-        async fn unclaim(&self, _: &UploadId) -> StorageResult<()> {
+        async fn write_upload(&self, _: &UploadId, _: u64) -> StorageResult<Box<dyn UploadWriter>> {
             unsupported()
         }
         async fn read_upload(&self, _: &UploadId, _: Range<u64>) -> StorageResult<ByteStream> {
             unsupported()
         }
-        async fn publish(
+        async fn publish_upload(
             &self,
             _: &UploadId,
             _: &FilePath,
@@ -1049,10 +1033,7 @@ mod tests {
         ) -> StorageResult<ObjectMeta> {
             unsupported()
         }
-        async fn abort(&self, _: &UploadId) -> StorageResult<()> {
-            unsupported()
-        }
-        async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+        async fn delete_upload(&self, _: &UploadId) -> StorageResult<()> {
             unsupported()
         }
         async fn put_record(

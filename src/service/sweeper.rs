@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::hooks::{ExpiredEvent, UploadHooks};
+use crate::storage::StorageExt;
 use crate::storage::{Storage, StorageResult};
 
 /// What one sweep did.
@@ -20,13 +21,13 @@ pub struct SweepReport {
 
 /// Discards every upload whose last activity is older than `ttl`, and every upload session
 /// ([`crate::session`]) whose key expired more than `ttl` ago.
-pub async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult<SweepReport> {
+pub async fn sweep(storage: &Arc<dyn Storage>, ttl: Duration) -> StorageResult<SweepReport> {
     sweep_with(storage, ttl, None).await
 }
 
 /// [`sweep`], telling `hooks` of every discarded upload and session.
 pub async fn sweep_with(
-    storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     ttl: Duration,
     hooks: Option<&dyn UploadHooks>,
 ) -> StorageResult<SweepReport> {
@@ -88,7 +89,7 @@ pub fn spawn_sweeper_with(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = sweep_with(&*storage, ttl, hooks.as_deref()).await {
+            if let Err(e) = sweep_with(&storage, ttl, hooks.as_deref()).await {
                 tracing::warn!(error = %e, "sweep failed");
             }
         }
@@ -99,11 +100,11 @@ pub fn spawn_sweeper_with(
 mod tests {
     use super::*;
     use crate::path::FilePath;
-    use crate::storage::{MemoryStorage, UploadSpec};
+    use crate::storage::{MemoryStorage, StorageExt, UploadSpec};
 
     #[tokio::test]
     async fn sweeps_only_idle_uploads() {
-        let storage = MemoryStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let path = FilePath::new("a.bin").unwrap();
         let up = storage
             .open_upload(&path, UploadSpec::Resumable { total: 10 })

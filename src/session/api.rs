@@ -22,6 +22,7 @@ use crate::file::{FileObject, random_id};
 use crate::media::{MediaFacts, SNIFF_BYTES, sniff};
 use crate::path::FilePath;
 use crate::response::Answer;
+use crate::storage::StorageExt;
 use crate::storage::{
     Claim, PublishOptions, PutMode, RecordKey, RecordMode, StorageError, UploadId, UploadSpec,
 };

@@ -155,7 +155,7 @@ pub(crate) async fn reserve<'a>(
     if let Some(max) = cfg.max_incomplete_uploads
         && first
     {
-        let counted = crate::upload::uploads_in_progress(&*cfg.storage).await;
+        let counted = crate::upload::uploads_in_progress(&cfg.storage).await;
         // Cannot count: refuse rather than pass the cap.
         let in_progress = *counted.as_ref().unwrap_or(&usize::MAX);
         if in_progress > max {

@@ -90,15 +90,20 @@ pub(crate) use api::{create, resolve_media, single};
 pub(crate) use parts::{complete, put_part};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::StorageExt;
 use crate::storage::{RecordKey, Storage, StorageResult, UploadId};
 use model::{PartRecord, SessionRecord};
 
 /// Discards sessions whose key expired more than `grace` ago: their part uploads, part
 /// records, `done` marker and session record. Returns the ids of the discarded sessions.
 #[doc(hidden)]
-pub async fn sweep_sessions(storage: &dyn Storage, grace: Duration) -> StorageResult<Vec<String>> {
+pub async fn sweep_sessions(
+    storage: &Arc<dyn Storage>,
+    grace: Duration,
+) -> StorageResult<Vec<String>> {
     let root = RecordKey::new("sessions").expect("a valid record key");
     let now = crate::auth::unix_now();
     let mut by_session: BTreeMap<String, Vec<RecordKey>> = BTreeMap::new();

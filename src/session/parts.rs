@@ -19,6 +19,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::media::SNIFF_BYTES;
 use crate::path::FilePath;
 use crate::response::Answer;
+use crate::storage::StorageExt;
 use crate::storage::{RecordMode, StorageError, UploadId, UploadSpec};
 use crate::upload::body::{PumpError, Taps, pump};
 use crate::upload::digest::{self, DigestError, Sha256Check};
@@ -381,7 +382,7 @@ fn select_all(uploaded: &BTreeMap<u32, PartRecord>) -> Result<Vec<(u32, PartReco
 async fn copy_part(
     cfg: &Config,
     part: &PartRecord,
-    writer: &mut dyn crate::storage::UploadWriter,
+    writer: &mut dyn crate::storage::ChunkWriter,
     head: &mut Vec<u8>,
 ) -> Result<u64, StorageError> {
     let mut stream = cfg

@@ -12,12 +12,21 @@
 //!
 //! # Lifecycle of an upload
 //!
+//! The service drives uploads through [`StorageExt`] (implemented for every `Arc` of a
+//! storage):
+//!
 //! ```text
 //! open_upload(path, spec) ─► writer(upload, offset) ─► write(bytes)… ─► commit() → received ranges
 //!                                         (any number, any order, concurrently)
 //! claim(upload) ─► Won ─► read_upload (probe) ─► publish(upload, path, options)  (or abort)
 //!              └► Lost (another request finalizes it)
 //! ```
+//!
+//! A backend implements [`Storage`]: bytes (published files, staged uploads) and records.
+//! The exactly-once decisions of that lifecycle are made by the crate on the records'
+//! create-only and compare-and-swap writes (`coord/records.rs` has the protocol), so a
+//! backend has none to make. [`FsStorage`] and `ObjectStoreStorage` bring coordination of
+//! their own (`flock`s; a lock over plain objects).
 //!
 //! Backends: [`FsStorage`] (a directory; the default) and [`MemoryStorage`] (tests, demos).
 //! A backend of your own passes the same conformance suite
@@ -31,6 +40,7 @@ use std::time::SystemTime;
 
 use crate::path::FilePath;
 
+mod coord;
 mod fs;
 mod memory;
 #[cfg(feature = "object-store")]
@@ -73,6 +83,9 @@ pub mod prelude {
 
 #[cfg(feature = "object-store")]
 pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
+#[doc(hidden)]
+pub use coord::{CLAIM_LEASE, Coordinate, Durable, plant_claim};
+pub use coord::{ChunkWriter, StorageExt};
 pub use fs::{DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};
@@ -175,7 +188,7 @@ impl ObjectMeta {
     }
 }
 
-/// How [`Storage::publish`] treats a file already at the path.
+/// How [`Storage::publish_upload`] treats a file already at the path.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum PutMode {
     /// Replace whatever is there.
@@ -188,7 +201,7 @@ pub enum PutMode {
     Update(String),
 }
 
-/// Options of [`Storage::publish`].
+/// Options of [`Storage::publish_upload`].
 #[derive(Clone, Debug, Default)]
 pub struct PublishOptions {
     /// Create-only, replace-only-this-version, or overwrite.
@@ -199,7 +212,7 @@ pub struct PublishOptions {
     pub attributes: Bytes,
 }
 
-/// What kind of upload [`Storage::open_upload`] opens.
+/// What kind of upload [`StorageExt::open_upload`] opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UploadSpec {
     /// A fresh upload known only to the caller (a simple `PUT`): never joined by anyone else,
@@ -209,7 +222,7 @@ pub enum UploadSpec {
     Single,
     /// A fresh upload like [`Single`](Self::Single) that outlives the request that writes
     /// it: once committed, it is read, published or aborted later, perhaps by another process
-    /// sharing the storage (an upload session's part), and [`Storage::list_uploads`] lists it.
+    /// sharing the storage (an upload session's part), and [`StorageExt::list_uploads`] lists it.
     Lasting,
     /// The shared resumable upload of a path: joined if one is in progress (whatever its
     /// total: the caller compares), else created with this total.
@@ -235,7 +248,7 @@ pub struct UploadInfo {
     /// Its identifier.
     pub id: UploadId,
     /// The path it will be published at (`None` for a [`UploadSpec::Single`] upload found by
-    /// [`Storage::list_uploads`] after a crash: the storage need not remember it).
+    /// [`StorageExt::list_uploads`] after a crash: the storage need not remember it).
     pub path: Option<FilePath>,
     /// The total size (resumable uploads), `None` for a single upload.
     pub total: Option<u64>,
@@ -243,11 +256,11 @@ pub struct UploadInfo {
     pub created: SystemTime,
     /// The last time bytes or a range were recorded (what the sweeper's TTL counts from).
     pub updated: SystemTime,
-    /// True when [`Storage::open_upload`] created it just now (false when it joined one).
+    /// True when [`StorageExt::open_upload`] created it just now (false when it joined one).
     pub created_now: bool,
 }
 
-/// The outcome of [`Storage::claim`].
+/// The outcome of [`StorageExt::claim`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
     /// This caller finalizes the upload; every later writer gets [`StorageError::UploadClosed`].
@@ -262,7 +275,7 @@ pub enum Claim {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
-    /// The `etag` and `modified` that [`Storage::publish`] returns are those that
+    /// The `etag` and `modified` that [`Storage::publish_upload`] returns are those that
     /// [`Storage::head`] and [`Storage::read`] return for that version for as long as it is
     /// there, and an etag names one version of one path only, never reused. The service then
     /// publishes a small simple upload whose File object it can derive again (no hooks;
@@ -284,129 +297,93 @@ impl Capabilities {
     }
 }
 
-/// Writes bytes at an offset of an upload; obtained from [`Storage::writer`].
+/// Writes bytes at an offset of an upload's staged bytes; obtained from
+/// [`Storage::write_upload`].
 ///
-/// Implementations batch what they are given into few large writes, keep memory bounded
-/// (a few MiB per writer at most), and never make a range count before [`commit`](Self::commit).
-/// Dropping a writer without committing leaves at most unrecorded bytes in the upload's
-/// staging area: they never count as received.
+/// Implementations batch what they are given into few large writes and keep memory bounded
+/// (a few MiB per writer at most).
 #[async_trait]
 pub trait UploadWriter: Send {
     /// Writes `data` at the current position (the start offset plus what was written so far).
     async fn write(&mut self, data: Bytes) -> StorageResult<()>;
 
-    /// Writes out what the writer gathered so far (without recording anything), so that a
-    /// writer kept open but idle holds no buffer. The default does nothing.
+    /// Writes out what the writer gathered so far, so that a writer kept open but idle holds
+    /// no buffer. The default does nothing.
     async fn flush(&mut self) -> StorageResult<()> {
         Ok(())
     }
 
-    /// Makes the written bytes durable (per the backend's durability policy), records the
-    /// written range `[offset, offset + written)` as received, and returns every range
-    /// received so far, merged and ascending. Fails with [`StorageError::UploadClosed`] when
-    /// the upload was claimed, published, aborted or swept meanwhile.
-    async fn commit(self: Box<Self>) -> StorageResult<Vec<Range<u64>>>;
+    /// Makes the written bytes durable (per the backend's durability policy). The crate
+    /// then records the range as received.
+    async fn commit(self: Box<Self>) -> StorageResult<()>;
 }
 
 /// A place to keep uploads and the files they become. See the [module docs](crate::storage).
 ///
-/// Every method may be called concurrently, from several processes sharing the same storage.
-/// Start from [`prelude`]; `examples/custom_storage.rs` in the repository is a complete
-/// backend (SQLite) to copy from, and the conformance suite (feature `conformance`) checks
-/// every promise below.
+/// A backend implements nine methods: one to read published files, four for the staged
+/// bytes of uploads, four for records. The service's upload operations (open or join a
+/// path's upload, record received ranges, claim exactly once, publish, list for the
+/// sweeper) are built once, in the crate, on the records' create-only and compare-and-swap
+/// writes: see [`StorageExt`]. Every method may be called concurrently, from several
+/// processes sharing the same storage. Start from [`prelude`]; `examples/custom_storage.rs`
+/// in the repository is a complete backend (SQLite) to copy from, and the conformance suite
+/// (feature `conformance`) checks every promise below.
 ///
-/// # Uploads that are gone
+/// # Uploads
 ///
-/// An upload id may name an upload that is unknown to this storage, finished (published or
-/// aborted) or expired (swept): another process finished it, or a client retried late.
-/// The service treats [`StorageError::NotFound`] and [`StorageError::UploadClosed`] alike
-/// for such an upload; return either. In particular:
-///
-/// | method | for an upload that is gone |
-/// |---|---|
-/// | [`find_upload`](Self::find_upload) | `Ok(None)` |
-/// | [`writer`](Self::writer), [`UploadWriter::write`], [`UploadWriter::commit`] | `UploadClosed` (or `NotFound`); `commit` never counts a range of a gone upload |
-/// | [`received`](Self::received), [`read_upload`](Self::read_upload) | `NotFound` (or `UploadClosed`) |
-/// | [`claim`](Self::claim) | `Ok(Claim::Lost)` |
-/// | [`unclaim`](Self::unclaim), [`abort`](Self::abort) | `Ok(())`: idempotent |
-/// | [`publish`](Self::publish) | `UploadClosed`, and nothing published |
+/// An upload's id is the crate's (`[A-Za-z0-9]`). Its staged bytes exist once a writer
+/// wrote into them; an upload without any reads and publishes as empty. The crate writes,
+/// reads and publishes only uploads it knows to be in progress, publishes each once, and
+/// calls [`delete_upload`](Self::delete_upload) for one that ends without publication (also
+/// when it never had bytes).
 ///
 /// # Claims whose holder died
 ///
-/// A claim is held by the process (the storage instance) that won it. When that process is
-/// gone — killed, crashed, its machine lost — without publishing or aborting, a later
-/// [`claim`](Self::claim) may take the claim over, so that a crash never strands an upload:
-/// [`FsStorage`] at once (the kernel releases the holder's `flock`); a backend without such
-/// locks after a lease it chooses (the SQLite example: no heartbeat from the holder for
-/// 60 s). A claim held by a live process is never taken over, even if the task holding it
-/// panicked. A holder whose claim was taken over gets [`StorageError::UploadClosed`] from
-/// [`publish`](Self::publish) and publishes nothing.
+/// A claim is held by the process that won it. When that process is gone without
+/// publishing or aborting, a later claim takes it over once its lease is over (60 s on the
+/// crate's coordination; at once on [`FsStorage`], whose `flock` the kernel releases), so
+/// that a crash never strands an upload. A holder whose claim was taken over gets
+/// [`StorageError::UploadClosed`] from [`StorageExt::publish`] and publishes nothing.
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     // ---- published files ----
 
-    /// What is published at `path`, or `None`.
-    async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>>;
-
-    /// Reads `range` (all of it when `None`) of the file published at `path`. The stream
-    /// yields bounded frames and reads the version described by the returned meta, even if
-    /// the file is replaced meanwhile. `range` must lie within the file
-    /// (the caller checks against [`head`](Self::head)).
+    /// Reads `range` (all of it when `None`) of the file published at `path`, or `None`
+    /// when there is none. The stream yields bounded frames and reads the version described
+    /// by the returned meta, even if the file is replaced meanwhile. `range` lies within the
+    /// file (the caller checks against [`head`](Self::head));
+    /// [`ObjectMeta::resolve_range`] does the arithmetic.
     async fn read(
         &self,
         path: &FilePath,
         range: Option<Range<u64>>,
     ) -> StorageResult<Option<(ObjectMeta, ByteStream)>>;
 
-    /// Deletes the file at `path`; returns whether there was one.
-    async fn delete(&self, path: &FilePath) -> StorageResult<bool>;
-
-    // ---- uploads ----
-
-    /// Opens an upload for `path`: a fresh private one ([`UploadSpec::Single`]), or the
-    /// path's shared resumable upload, created or joined atomically (two processes racing to
-    /// create it end up in the same upload).
-    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo>;
-
-    /// The resumable upload in progress for `path`, if any (never creates one).
-    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>>;
-
-    /// A writer that writes at `offset` of the upload.
-    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>>;
-
-    /// The ranges received so far (committed), merged and ascending.
-    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>>;
-
-    /// Claims the right to finalize the upload. Exactly one caller ever gets
-    /// [`Claim::Won`] for an upload, across processes — except that a claim whose holder
-    /// died (its process was killed) may be taken over, so that a crash never strands an
-    /// upload. Once won, writers are refused and writes in flight have finished.
-    ///
-    /// A losing claim may wait until the winner has published or aborted (FsStorage does);
-    /// a winner must therefore always go on to [`publish`](Self::publish) or
-    /// [`abort`](Self::abort) promptly.
-    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim>;
-
-    /// Gives up a won claim without discarding the upload (publication failed): the next
-    /// [`claim`](Self::claim) wins, and writers stay refused until then.
-    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()>;
-
-    /// Reads `range` of the upload's staged bytes (for probing before publication). The
-    /// service reads only within committed ranges.
-    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;
-
-    /// What this backend promises beyond the contract (default: nothing), as a value the
-    /// service reads once per decision. See [`Capabilities`].
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+    /// What is published at `path`, or `None`. The default reads an empty range; override
+    /// it when the backend answers without opening the file.
+    async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
+        Ok(self.read(path, Some(0..0)).await?.map(|(meta, _)| meta))
     }
 
-    /// Publishes the first `size` bytes of a claimed upload at `path` atomically, then
-    /// forgets the upload. The caller holds the claim ([`claim`](Self::claim) returned
-    /// [`Claim::Won`] to it) and `size` is at most what was committed (the service publishes
-    /// only a complete upload); an upload this caller has not claimed is an error, and one
-    /// that is gone is [`StorageError::UploadClosed`]. Zero-copy where the backend allows (a rename for [`FsStorage`]).
-    async fn publish(
+    // ---- staged bytes of uploads ----
+
+    /// A writer at `offset` of the upload's staged bytes. Writers of one upload may write
+    /// concurrently, at any offsets; bytes written twice at one offset are the same bytes.
+    async fn write_upload(
+        &self,
+        upload: &UploadId,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>>;
+
+    /// Reads `range` of the upload's staged bytes (for probing before publication); the
+    /// crate reads only bytes that were committed.
+    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;
+
+    /// Publishes the first `size` bytes of the upload at `path` atomically (a reader sees
+    /// the old file or the new one, never a mix), honouring [`PutMode`] atomically, with the
+    /// content type and attributes of `options`; then frees the staged bytes. Zero-copy
+    /// where the backend allows.
+    async fn publish_upload(
         &self,
         upload: &UploadId,
         path: &FilePath,
@@ -414,12 +391,22 @@ pub trait Storage: Send + Sync + 'static {
         options: PublishOptions,
     ) -> StorageResult<ObjectMeta>;
 
-    /// Discards an upload and frees its bytes. Idempotent.
-    async fn abort(&self, upload: &UploadId) -> StorageResult<()>;
+    /// Frees the upload's staged bytes. Idempotent; an upload without any is `Ok`.
+    async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()>;
 
-    /// Every upload in progress (including private ones a crashed process left behind), for
-    /// the sweeper.
-    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>>;
+    /// What this backend promises beyond the contract (default: nothing), as a value the
+    /// service reads once per decision. See [`Capabilities`].
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// A backend's own coordination, replacing the crate's on records (`None`, the
+    /// default). For the crate's backends.
+    #[doc(hidden)]
+    fn coordinator(&self) -> Option<&dyn Coordinate> {
+        None
+    }
+
     // ---- records ----
 
     /// Stores a small document (at most a few KiB: an upload session, a media entry) under

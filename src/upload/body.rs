@@ -1,4 +1,4 @@
-//! Streaming a request body into an [`UploadWriter`], with limits, sniffing and digests, in
+//! Streaming a request body into an [`ChunkWriter`], with limits, sniffing and digests, in
 //! bounded memory; and [`Comparer`], which compares a stream with stored bytes.
 
 use bytes::{Buf, Bytes};
@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::digest::Sha256Check;
 use crate::body::BoxError;
 use crate::media::SNIFF_BYTES;
-use crate::storage::{ByteStream, StorageError, UploadWriter};
+use crate::storage::{ByteStream, ChunkWriter, StorageError};
 
 /// Why a body did not arrive whole.
 #[derive(Debug)]
@@ -256,7 +256,7 @@ pub(crate) type HeadCheck<'a> = dyn FnMut(&[u8]) -> Result<(), crate::error::Api
 /// than `limit` bytes. Returns the number of bytes written.
 pub(crate) async fn pump<B>(
     body: B,
-    writer: &mut dyn UploadWriter,
+    writer: &mut dyn ChunkWriter,
     limit: u64,
     mut taps: Taps<'_>,
 ) -> Result<u64, PumpError>
@@ -355,9 +355,10 @@ mod tests {
     /// second, and the conditions' check sees the head once.
     #[tokio::test]
     async fn pump_sniffs_and_checks_the_head_once() {
-        use crate::storage::{FsStorage, Storage, UploadSpec};
+        use crate::storage::{FsStorage, Storage, StorageExt, UploadSpec};
         let dir = tempfile::tempdir().unwrap();
-        let storage = FsStorage::new(dir.path()).unwrap();
+        let storage: std::sync::Arc<dyn Storage> =
+            std::sync::Arc::new(FsStorage::new(dir.path()).unwrap());
         let path = crate::path::FilePath::new("h.bin").unwrap();
         let up = storage
             .open_upload(&path, UploadSpec::Single)

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
+use crate::storage::StorageExt;
 use crate::storage::{
     PutMode, RecordKey, RecordMode, Storage, StorageError, StorageResult, UploadId,
 };
@@ -205,7 +206,10 @@ fn done_is_fresh(value: &[u8], now: SystemTime, ttl: Duration) -> bool {
 ///
 /// The records are listed before the uploads, so an upload created meanwhile is never taken
 /// for gone; one that completed meanwhile wrote its `done` before it went.
-pub(crate) async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult<usize> {
+pub(crate) async fn sweep(
+    storage: &std::sync::Arc<dyn Storage>,
+    ttl: Duration,
+) -> StorageResult<usize> {
     let root = record_key(ROOT.to_owned())?;
     let listed = storage.list_records(&root).await?;
     if listed.is_empty() {
@@ -243,7 +247,7 @@ pub(crate) async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult
         {
             continue;
         }
-        forget_all(storage, &base).await?;
+        forget_all(&**storage, &base).await?;
         removed += 1;
     }
     Ok(removed)
@@ -252,7 +256,8 @@ pub(crate) async fn sweep(storage: &dyn Storage, ttl: Duration) -> StorageResult
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::MemoryStorage;
+    use crate::storage::{MemoryStorage, Storage, StorageExt};
+    use std::sync::Arc;
 
     #[test]
     fn preconditions_round_trip() {
@@ -283,9 +288,9 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_are_recognised_only_after_completion_and_exactly() {
-        let storage = MemoryStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let id = UploadId("r.some.upload".into());
-        let state = ChunkState::of(&storage, &id).unwrap();
+        let state = ChunkState::of(&*storage, &id).unwrap();
         let ttl = Duration::from_secs(60);
         let d = [7u8; 32];
         state.record_chunk(&(0..10), &d).await.unwrap();
@@ -323,7 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn sweep_keeps_live_uploads_and_drops_orphans() {
-        let storage = MemoryStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let path = crate::path::FilePath::new("a/b.bin").unwrap();
         let live = storage
             .open_upload(&path, crate::storage::UploadSpec::Resumable { total: 10 })
@@ -332,14 +337,14 @@ mod tests {
             .id;
         let gone = UploadId("gone".into());
         for id in [&live, &gone] {
-            let s = ChunkState::of(&storage, id).unwrap();
+            let s = ChunkState::of(&*storage, id).unwrap();
             s.set_precondition(&PutMode::Create).await.unwrap();
         }
         let ttl = Duration::from_secs(60);
         assert_eq!(sweep(&storage, ttl).await.unwrap(), 1);
-        let s = ChunkState::of(&storage, &live).unwrap();
+        let s = ChunkState::of(&*storage, &live).unwrap();
         assert_eq!(s.precondition().await.unwrap(), PutMode::Create);
-        let g = ChunkState::of(&storage, &gone).unwrap();
+        let g = ChunkState::of(&*storage, &gone).unwrap();
         assert_eq!(g.precondition().await.unwrap(), PutMode::Overwrite);
     }
 }

@@ -14,6 +14,7 @@ use crate::conditions::{Facts, UploadConditions};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::path::FilePath;
+use crate::storage::StorageExt;
 use crate::storage::{Claim, PublishOptions, PutMode, StorageError, StorageResult, UploadId};
 
 /// How long a request waits for another one to finalize an upload: a loser of the race to

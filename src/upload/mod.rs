@@ -34,6 +34,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::{MediaFacts, MemorySource, SNIFF_BYTES, Source, UploadSource, probe, sniff};
 use crate::path::FilePath;
+use crate::storage::StorageExt;
 use crate::storage::{ObjectMeta, PutMode, RecordKey, Storage, StorageResult, UploadId};
 use std::collections::BTreeSet;
 
@@ -333,9 +334,11 @@ pub(crate) fn facts_of(head: &[u8], headers: &HeaderMap, path: &FilePath) -> Med
 /// The uploads in progress that [`max_incomplete_uploads`](crate::Uploads::max_incomplete_uploads)
 /// caps: the storage's resumable uploads, and the upload sessions holding parts (one each:
 /// they hold bytes the same way).
-pub(crate) async fn uploads_in_progress(storage: &dyn Storage) -> StorageResult<usize> {
+pub(crate) async fn uploads_in_progress(
+    storage: &std::sync::Arc<dyn Storage>,
+) -> StorageResult<usize> {
     let uploads = storage.list_uploads().await?;
-    let sessions = sessions_with_parts(storage).await?;
+    let sessions = sessions_with_parts(&**storage).await?;
     Ok(uploads.iter().filter(|u| u.total.is_some()).count() + sessions.len())
 }
 

@@ -29,8 +29,9 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::headers::content_range::{self, ContentRange};
 use crate::path::FilePath;
+use crate::storage::StorageExt;
 use crate::storage::{
-    PutMode, RangeSet, StorageError, UploadId, UploadInfo, UploadSpec, UploadWriter,
+    ChunkWriter, PutMode, RangeSet, StorageError, UploadId, UploadInfo, UploadSpec,
 };
 
 /// Answers a chunk or a status query whose credentials the auth layer has verified.
@@ -264,7 +265,7 @@ enum Sink {
     Stage {
         record: Box<Record>,
         staging: UploadId,
-        writer: Box<dyn UploadWriter>,
+        writer: Box<dyn ChunkWriter>,
     },
 }
 
@@ -462,7 +463,7 @@ async fn within_cap(cfg: &Config, id: &UploadId) -> Result<(), ApiError> {
     let Some(max) = cfg.max_incomplete_uploads else {
         return Ok(());
     };
-    let counted = super::uploads_in_progress(&*cfg.storage).await;
+    let counted = super::uploads_in_progress(&cfg.storage).await;
     // Cannot count: refuse rather than exceed the cap.
     let in_progress = *counted.as_ref().unwrap_or(&usize::MAX);
     if in_progress <= max {

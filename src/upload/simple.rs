@@ -17,6 +17,7 @@ use crate::error::{ApiError, ErrorKind};
 use crate::file::FileObject;
 use crate::media::MediaFacts;
 use crate::path::FilePath;
+use crate::storage::StorageExt;
 use crate::storage::{Claim, ObjectMeta, PublishOptions, StorageError, UploadId, UploadSpec};
 
 /// Answers a simple `PUT` whose credentials the auth layer has verified.

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use super::body::Comparer;
 use crate::config::Config;
 use crate::path::FilePath;
+use crate::storage::StorageExt;
 use crate::storage::{
-    PutMode, RangeSet, Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec,
-    UploadWriter,
+    ChunkWriter, PutMode, RangeSet, Storage, StorageError, StorageResult, UploadId, UploadInfo,
+    UploadSpec,
 };
 
 /// The most disjoint received ranges one upload may hold (PROTOCOL.md §4): a chunk that
@@ -24,7 +25,7 @@ pub const MAX_UPLOAD_RANGES: usize = 1_000;
 /// caller calls only once the whole chunk is verified (length, digest): a corrupted or short
 /// retry never overwrites bytes that count.
 ///
-/// [`commit`]: UploadWriter::commit
+/// [`commit`]: ChunkWriter::commit
 pub(crate) struct GapWriter {
     storage: Arc<dyn Storage>,
     upload: UploadId,
@@ -32,9 +33,9 @@ pub(crate) struct GapWriter {
     /// Absolute offset of the next byte.
     pub pos: u64,
     /// The writer of the gap being written.
-    current: Option<Box<dyn UploadWriter>>,
+    current: Option<Box<dyn ChunkWriter>>,
     /// Writers of finished gaps (flushed), committed at the end.
-    done: Vec<Box<dyn UploadWriter>>,
+    done: Vec<Box<dyn ChunkWriter>>,
 }
 
 impl GapWriter {
@@ -70,7 +71,7 @@ impl GapWriter {
 }
 
 #[async_trait::async_trait]
-impl UploadWriter for GapWriter {
+impl ChunkWriter for GapWriter {
     async fn write(&mut self, mut data: bytes::Bytes) -> StorageResult<()> {
         while !data.is_empty() {
             if let Some(r) = self.received.containing(self.pos) {
@@ -173,7 +174,7 @@ impl RetryOrWrite {
 }
 
 #[async_trait::async_trait]
-impl UploadWriter for RetryOrWrite {
+impl ChunkWriter for RetryOrWrite {
     async fn write(&mut self, data: bytes::Bytes) -> StorageResult<()> {
         if self.opened.is_none() {
             self.comparer.feed(&data).await;

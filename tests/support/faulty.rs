@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tower_uploads::path::FilePath;
 use tower_uploads::storage::{
-    ByteStream, Claim, ObjectMeta, PublishOptions, Record, RecordKey, RecordMode, Storage,
-    StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+    ByteStream, ChunkWriter, Claim, Coordinate, ObjectMeta, PublishOptions, Record, RecordKey,
+    RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec,
+    UploadWriter,
 };
 
 /// The operations faults can be injected into.
@@ -32,7 +33,6 @@ pub enum Op {
     Read,
     /// A frame of a read stream (published file or staged upload).
     ReadFrame,
-    Delete,
     OpenUpload,
     FindUpload,
     /// Getting a writer.
@@ -60,11 +60,10 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 20] = [
         Op::Head,
         Op::Read,
         Op::ReadFrame,
-        Op::Delete,
         Op::OpenUpload,
         Op::FindUpload,
         Op::Writer,
@@ -268,12 +267,12 @@ fn error(state: &State) -> StorageError {
 }
 
 struct FaultyWriter {
-    inner: Box<dyn UploadWriter>,
+    inner: Box<dyn ChunkWriter>,
     state: Arc<State>,
 }
 
 #[async_trait]
-impl UploadWriter for FaultyWriter {
+impl ChunkWriter for FaultyWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
         if decide(&self.state, Op::Write).is_some() {
             return Err(error(&self.state));
@@ -300,6 +299,17 @@ impl UploadWriter for FaultyWriter {
     }
 }
 
+impl<S: Storage> FaultyStorage<S> {
+    /// The wrapped storage's own coordination (this wrapper is used over FsStorage).
+    fn native(&self) -> &dyn Coordinate {
+        self.inner
+            .coordinator()
+            .expect("FaultyStorage wraps a storage with its own coordination")
+    }
+}
+
+/// The storage's nine methods, with faults (its own coordination, below, is what the
+/// service uses).
 #[async_trait]
 impl<S: Storage> Storage for FaultyStorage<S> {
     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
@@ -315,39 +325,12 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         Ok(read.map(|(meta, stream)| (meta, self.stream(stream))))
     }
 
-    async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
-        self.run(Op::Delete, self.inner.delete(path)).await
-    }
-
-    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
-        self.run(Op::OpenUpload, self.inner.open_upload(path, spec))
-            .await
-    }
-
-    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
-        self.run(Op::FindUpload, self.inner.find_upload(path)).await
-    }
-
-    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
-        let inner = self
-            .run(Op::Writer, self.inner.writer(upload, offset))
-            .await?;
-        Ok(Box::new(FaultyWriter {
-            inner,
-            state: self.state.clone(),
-        }))
-    }
-
-    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
-        self.run(Op::Received, self.inner.received(upload)).await
-    }
-
-    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
-        self.run(Op::Claim, self.inner.claim(upload)).await
-    }
-
-    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
-        self.run(Op::Unclaim, self.inner.unclaim(upload)).await
+    async fn write_upload(
+        &self,
+        upload: &UploadId,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        self.inner.write_upload(upload, offset).await
     }
 
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
@@ -357,23 +340,22 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         Ok(self.stream(stream))
     }
 
-    async fn publish(
+    async fn publish_upload(
         &self,
         upload: &UploadId,
         path: &FilePath,
         size: u64,
         options: PublishOptions,
     ) -> StorageResult<ObjectMeta> {
-        self.run(Op::Publish, self.inner.publish(upload, path, size, options))
-            .await
+        self.inner.publish_upload(upload, path, size, options).await
     }
 
-    async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
-        self.run(Op::Abort, self.inner.abort(upload)).await
+    async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()> {
+        self.inner.delete_upload(upload).await
     }
 
-    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
-        self.run(Op::ListUploads, self.inner.list_uploads()).await
+    fn coordinator(&self) -> Option<&dyn Coordinate> {
+        Some(self)
     }
 
     async fn put_record(
@@ -397,6 +379,64 @@ impl<S: Storage> Storage for FaultyStorage<S> {
 
     async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
         self.run(Op::ListRecords, self.inner.list_records(prefix))
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: Storage> Coordinate for FaultyStorage<S> {
+    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
+        self.run(Op::OpenUpload, self.native().open_upload(path, spec))
+            .await
+    }
+
+    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
+        self.run(Op::FindUpload, self.native().find_upload(path))
+            .await
+    }
+
+    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn ChunkWriter>> {
+        let inner = self
+            .run(Op::Writer, self.native().writer(upload, offset))
+            .await?;
+        Ok(Box::new(FaultyWriter {
+            inner,
+            state: self.state.clone(),
+        }))
+    }
+
+    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
+        self.run(Op::Received, self.native().received(upload)).await
+    }
+
+    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
+        self.run(Op::Claim, self.native().claim(upload)).await
+    }
+
+    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
+        self.run(Op::Unclaim, self.native().unclaim(upload)).await
+    }
+
+    async fn publish(
+        &self,
+        upload: &UploadId,
+        path: &FilePath,
+        size: u64,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta> {
+        self.run(
+            Op::Publish,
+            self.native().publish(upload, path, size, options),
+        )
+        .await
+    }
+
+    async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
+        self.run(Op::Abort, self.native().abort(upload)).await
+    }
+
+    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+        self.run(Op::ListUploads, self.native().list_uploads())
             .await
     }
 }

@@ -114,7 +114,7 @@ macro_rules! __storage_conformance_checks {
             name: stringify!($name),
             promise: $promise,
             body: |s: Arc<dyn Storage>| -> BoxFuture<'static, ()> {
-                Box::pin(async move { $name(&*s).await })
+                Box::pin(async move { $name(&s).await })
             },
         }
     };
@@ -132,7 +132,6 @@ macro_rules! __storage_conformance_checks {
             empty_attributes_and_stable_meta: ref "empty attributes round-trip, and with Capabilities::stable_meta head and read give the etag and time publish gave, and a new version a new etag",
             create_only_race: arc "exactly one of several concurrent create-only publications of a path wins, and the file is the winner's",
             ranged_reads: ref "read returns exactly the requested range",
-            delete: ref "delete removes a file and says whether there was one",
             uncommitted_bytes_do_not_count: ref "bytes count as received only at commit: a dropped writer counts nothing",
             resumable_create_join_and_ranges: ref "open_upload creates a path's resumable upload once and joins it after (keeping the first total), and commit returns every received range, merged",
             parallel_chunks_and_single_claim: arc "parallel chunks land in one upload, exactly one of several concurrent claims wins, and its publication is the assembled bytes",
@@ -142,6 +141,7 @@ macro_rules! __storage_conformance_checks {
             empty_file: ref "an empty file publishes and reads back",
             reads_stream: ref "read streams a file in bounded frames (at most 16 MiB) without holding it whole in memory",
             lasting_upload: arc "a Lasting upload, once committed, is listed, and another request can claim and publish it",
+            claim_take_over: ref "on the crate's coordination, a claim whose lease is over is taken over, a live one is not, and a holder whose claim was taken over publishes nothing",
             records: arc "records: create-only has exactly one winner among concurrent creators, so has compare-and-swap among updates from one etag, overwrite replaces, listing finds what is under a prefix, delete says whether there was one",
         }
     };

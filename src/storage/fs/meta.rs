@@ -30,7 +30,7 @@ const META_TAG: &[u8] = b"tu1\n";
 
 /// Encodes a published version's content type and attributes.
 pub(super) fn encode_meta(content_type: &str, attributes: &[u8]) -> Vec<u8> {
-    // A content type never holds a line break (`Storage::publish` callers pass a MIME type);
+    // A content type never holds a line break (`Storage::publish_upload` callers pass a MIME type);
     // one that did would be cut at it on reading, so it is dropped from there on.
     let content_type = content_type.split(['\n', '\r']).next().unwrap_or("");
     let mut out = Vec::with_capacity(META_TAG.len() + content_type.len() + 1 + attributes.len());

@@ -82,8 +82,9 @@ use self::meta::{any_meta_file, etag_of};
 use self::sys::unnamed_staging_works;
 use self::writer::{Buffers, FsWriter};
 use super::{
-    ByteStream, Capabilities, Claim, ObjectMeta, PublishOptions, Record, RecordKey, RecordMode,
-    Storage, StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter,
+    ByteStream, Capabilities, ChunkWriter, Claim, Coordinate, Durable, ObjectMeta, PublishOptions,
+    Record, RecordKey, RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo,
+    UploadSpec, UploadWriter,
 };
 use crate::path::FilePath;
 
@@ -395,6 +396,31 @@ impl Inner {
     }
 }
 
+impl FsStorage {
+    /// Deletes the file at `path`; returns whether there was one.
+    pub async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
+        let inner = self.inner.clone();
+        let path = path.clone();
+        blocking(move || {
+            let target = inner.file_path(&path)?;
+            let key = path_key(&path);
+            let _stripe = inner.lock_stripe(&key).map_err(io)?;
+            let etag = match fs::metadata(&target) {
+                Ok(md) if md.is_file() => etag_of(&md),
+                Ok(_) => return Ok(false),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(io(e)),
+            };
+            fs::remove_file(&target).map_err(io)?;
+            let _ = fs::remove_file(inner.meta_file(&key, &etag));
+            Ok(true)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Storage for FsStorage {
     /// [`stable_meta`](Capabilities::stable_meta): the etag is a hash of the data file's
@@ -452,28 +478,85 @@ impl Storage for FsStorage {
         Ok(Some((meta, read_stream(Arc::new(file), range))))
     }
 
-    async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
+    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
         let inner = self.inner.clone();
-        let path = path.clone();
-        blocking(move || {
-            let target = inner.file_path(&path)?;
-            let key = path_key(&path);
-            let _stripe = inner.lock_stripe(&key).map_err(io)?;
-            let etag = match fs::metadata(&target) {
-                Ok(md) if md.is_file() => etag_of(&md),
-                Ok(_) => return Ok(false),
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                    return Ok(false);
-                }
-                Err(e) => return Err(io(e)),
-            };
-            fs::remove_file(&target).map_err(io)?;
-            let _ = fs::remove_file(inner.meta_file(&key, &etag));
-            Ok(true)
-        })
-        .await
+        let id = upload.clone();
+        let staged = inner
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|staged| staged.file.try_clone());
+        let file = match staged {
+            // Written inline and kept open (perhaps without a name): read it there.
+            Some(file) => file.map_err(io)?,
+            None => {
+                blocking(move || File::open(inner.data_path(&id)?).map_err(closed_if_missing))
+                    .await?
+            }
+        };
+        Ok(read_stream(Arc::new(file), range))
     }
 
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<String> {
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking(move || inner.put_record(&key, &value, mode)).await
+    }
+
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking(move || inner.get_record(&key)).await
+    }
+
+    async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
+        let inner = self.inner.clone();
+        let key = key.clone();
+        blocking(move || inner.delete_record(&key)).await
+    }
+
+    async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+        let inner = self.inner.clone();
+        let prefix = prefix.clone();
+        blocking(move || inner.list_records(&prefix)).await
+    }
+    async fn write_upload(
+        &self,
+        upload: &UploadId,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        Ok(Box::new(Durable(
+            Coordinate::writer(self, upload, offset).await?,
+        )))
+    }
+
+    async fn publish_upload(
+        &self,
+        upload: &UploadId,
+        path: &FilePath,
+        size: u64,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta> {
+        Coordinate::publish(self, upload, path, size, options).await
+    }
+
+    async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()> {
+        Coordinate::abort(self, upload).await
+    }
+
+    fn coordinator(&self) -> Option<&dyn Coordinate> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Coordinate for FsStorage {
     async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
         let inner = self.inner.clone();
         let path = path.clone();
@@ -514,7 +597,7 @@ impl Storage for FsStorage {
         .await
     }
 
-    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
+    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn ChunkWriter>> {
         FsWriter::open(&self.inner, upload, offset).await
     }
 
@@ -548,26 +631,6 @@ impl Storage for FsStorage {
         Ok(())
     }
 
-    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
-        let inner = self.inner.clone();
-        let id = upload.clone();
-        let staged = inner
-            .staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .map(|staged| staged.file.try_clone());
-        let file = match staged {
-            // Written inline and kept open (perhaps without a name): read it there.
-            Some(file) => file.map_err(io)?,
-            None => {
-                blocking(move || File::open(inner.data_path(&id)?).map_err(closed_if_missing))
-                    .await?
-            }
-        };
-        Ok(read_stream(Arc::new(file), range))
-    }
-
     async fn publish(
         &self,
         upload: &UploadId,
@@ -593,35 +656,6 @@ impl Storage for FsStorage {
     async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
         let inner = self.inner.clone();
         blocking(move || inner.list_uploads()).await
-    }
-
-    async fn put_record(
-        &self,
-        key: &RecordKey,
-        value: Bytes,
-        mode: RecordMode,
-    ) -> StorageResult<String> {
-        let inner = self.inner.clone();
-        let key = key.clone();
-        blocking(move || inner.put_record(&key, &value, mode)).await
-    }
-
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
-        let inner = self.inner.clone();
-        let key = key.clone();
-        blocking(move || inner.get_record(&key)).await
-    }
-
-    async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
-        let inner = self.inner.clone();
-        let key = key.clone();
-        blocking(move || inner.delete_record(&key)).await
-    }
-
-    async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
-        let inner = self.inner.clone();
-        let prefix = prefix.clone();
-        blocking(move || inner.list_records(&prefix)).await
     }
 }
 

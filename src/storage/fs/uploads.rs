@@ -378,7 +378,7 @@ fn named_entries(dir: &Path) -> StorageResult<Vec<(String, SystemTime)>> {
 mod tests {
     use super::*;
     use crate::storage::fs::FsStorage;
-    use crate::storage::{PublishOptions, Storage, UploadSpec};
+    use crate::storage::{Coordinate, PublishOptions, Storage, UploadSpec};
     use bytes::Bytes;
 
     /// A writer that finds the data file locked by a claimer which has not marked its claim

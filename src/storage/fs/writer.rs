@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use super::sys::{create_staging, create_unnamed, fsync_dir, write_pieces};
 use super::{Durability, Inner, Parsed, Staged, blocking, closed_if_missing, io, parse_id, quick};
-use crate::storage::{StorageError, StorageResult, UploadId, UploadWriter};
+use crate::storage::{ChunkWriter, StorageError, StorageResult, UploadId};
 
 /// The largest and smallest batch: a writer alone writes 2 MiB per system-call round, each
 /// further writer halves the size, down to 256 KiB (see [`Buffers::batch_size`]).
@@ -133,12 +133,12 @@ impl Drop for FsWriter {
 }
 
 impl FsWriter {
-    /// A writer of `upload` from `offset` (`Storage::writer`).
+    /// A writer of `upload` from `offset` (`Coordinate::writer`).
     pub(super) async fn open(
         inner: &Arc<Inner>,
         upload: &UploadId,
         offset: u64,
-    ) -> StorageResult<Box<dyn UploadWriter>> {
+    ) -> StorageResult<Box<dyn ChunkWriter>> {
         let resumable = matches!(parse_id(upload)?, Parsed::Resumable { .. });
         let data_path = inner.data_path(upload)?;
         let file = if resumable {
@@ -248,7 +248,7 @@ impl FsWriter {
 }
 
 #[async_trait]
-impl UploadWriter for FsWriter {
+impl ChunkWriter for FsWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
         if !self.resumable && self.pos == self.start && data.len() <= SMALL_GATHER {
             self.pos = self
@@ -429,7 +429,7 @@ mod tests {
     use super::*;
     use crate::path::FilePath;
     use crate::storage::fs::FsStorage;
-    use crate::storage::{PublishOptions, Storage, UploadSpec};
+    use crate::storage::{Coordinate, PublishOptions, UploadSpec};
     use std::fs;
 
     #[test]

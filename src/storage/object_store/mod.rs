@@ -31,7 +31,7 @@ mod objects;
 mod writer;
 
 use self::multipart::PartBuffer;
-use self::writer::ChunkWriter;
+use self::writer::ObjectWriter;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -49,8 +49,9 @@ use std::time::{Duration, SystemTime};
 
 use self::lock::{list, with_lock};
 use super::{
-    ByteStream, Claim, ObjectMeta, PublishOptions, PutMode, Record, RecordKey, RecordMode, Storage,
-    StorageError, StorageResult, UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
+    ByteStream, ChunkWriter, Claim, Coordinate, Durable, ObjectMeta, PublishOptions, PutMode,
+    Record, RecordKey, RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo,
+    UploadSpec, UploadWriter, merge_ranges,
 };
 use crate::path::FilePath;
 
@@ -225,6 +226,21 @@ impl ObjectStoreStorage {
     }
 }
 
+impl ObjectStoreStorage {
+    /// Deletes the file at `path`; returns whether there was one.
+    pub async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
+        let key = self.file_key(path)?;
+        let Some((_, attrs)) = self.head_key(&key).await? else {
+            return Ok(false);
+        };
+        self.delete_quiet(&key).await?;
+        if let Some(r) = attrs.get(&Attribute::Metadata(META_ATTRS_REF.into())) {
+            let _ = self.delete_quiet(&self.key(&[RESERVED, "attrs", r])).await;
+        }
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl Storage for ObjectStoreStorage {
     async fn head(&self, path: &FilePath) -> StorageResult<Option<ObjectMeta>> {
@@ -267,18 +283,101 @@ impl Storage for ObjectStoreStorage {
         }
     }
 
-    async fn delete(&self, path: &FilePath) -> StorageResult<bool> {
-        let key = self.file_key(path)?;
-        let Some((_, attrs)) = self.head_key(&key).await? else {
-            return Ok(false);
-        };
-        self.delete_quiet(&key).await?;
-        if let Some(r) = attrs.get(&Attribute::Metadata(META_ATTRS_REF.into())) {
-            let _ = self.delete_quiet(&self.key(&[RESERVED, "attrs", r])).await;
+    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
+        let chunks = self.chunks(upload).await?;
+        let pieces =
+            cover(&chunks, range).ok_or_else(|| StorageError::other("range not received"))?;
+        Ok(self.pieces_stream(pieces))
+    }
+
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<String> {
+        let object = self.record_key(key);
+        let etag = Record::etag_of(&value);
+        if mode == RecordMode::Overwrite {
+            self.put_small(&object, value).await?;
+            return Ok(etag);
         }
+        // Create and update decide inside the record's lock (etags are digests of the value).
+        let lock = self.lock_dir(&format!("r-{}", hex_sha256(key.as_str())));
+        let object = &object;
+        with_lock(&self.store, &lock, |_| async move {
+            let current = self.get_small(object).await?;
+            match (&mode, current) {
+                (RecordMode::Create, None) => self.put_create(object, value).await?,
+                (RecordMode::Update(want), Some((have, _))) if Record::etag_of(&have) == *want => {
+                    self.put_small(object, value).await?
+                }
+                _ => return Err(StorageError::PreconditionFailed),
+            }
+            Ok(etag)
+        })
+        .await
+    }
+
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
+        let found = self.get_small(&self.record_key(key)).await?;
+        Ok(found.map(|(b, _)| Record::new(b)))
+    }
+
+    async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
+        let object = self.record_key(key);
+        if !self.exists(&object).await? {
+            return Ok(false);
+        }
+        self.delete_quiet(&object).await?;
         Ok(true)
     }
 
+    async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+        let base = self.key(&[RESERVED, "records"]);
+        let mut out = Vec::new();
+        for o in list(&self.store, &self.record_key(prefix)).await? {
+            let Some(rel) = o.location.prefix_match(&base) else {
+                continue;
+            };
+            let rel: Vec<String> = rel.map(|p| p.as_ref().to_owned()).collect();
+            if let Ok(k) = RecordKey::new(rel.join("/")) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+    async fn write_upload(
+        &self,
+        upload: &UploadId,
+        offset: u64,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        Ok(Box::new(Durable(
+            Coordinate::writer(self, upload, offset).await?,
+        )))
+    }
+
+    async fn publish_upload(
+        &self,
+        upload: &UploadId,
+        path: &FilePath,
+        size: u64,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta> {
+        Coordinate::publish(self, upload, path, size, options).await
+    }
+
+    async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()> {
+        Coordinate::abort(self, upload).await
+    }
+
+    fn coordinator(&self) -> Option<&dyn Coordinate> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Coordinate for ObjectStoreStorage {
     async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
         self.file_key(path)?;
         let UploadSpec::Resumable { total } = spec else {
@@ -331,13 +430,13 @@ impl Storage for ObjectStoreStorage {
         }
     }
 
-    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn UploadWriter>> {
+    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn ChunkWriter>> {
         if !self.is_open(upload).await? {
             return Err(StorageError::UploadClosed);
         }
         let wid = crate::id::random_id("");
         let dir = self.upload_dir(upload)?;
-        Ok(Box::new(ChunkWriter {
+        Ok(Box::new(ObjectWriter {
             storage: self.clone(),
             id: upload.clone(),
             key: dir
@@ -413,13 +512,6 @@ impl Storage for ObjectStoreStorage {
         let state =
             serde_json::to_vec(&ClaimState { released: true }).map_err(StorageError::backend)?;
         self.put_small(&claimed, state.into()).await
-    }
-
-    async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
-        let chunks = self.chunks(upload).await?;
-        let pieces =
-            cover(&chunks, range).ok_or_else(|| StorageError::other("range not received"))?;
-        Ok(self.pieces_stream(pieces))
     }
 
     async fn publish(
@@ -536,64 +628,6 @@ impl Storage for ObjectStoreStorage {
             };
             u.updated = u.updated.max(system_time(last));
             out.push(u);
-        }
-        Ok(out)
-    }
-
-    async fn put_record(
-        &self,
-        key: &RecordKey,
-        value: Bytes,
-        mode: RecordMode,
-    ) -> StorageResult<String> {
-        let object = self.record_key(key);
-        let etag = Record::etag_of(&value);
-        if mode == RecordMode::Overwrite {
-            self.put_small(&object, value).await?;
-            return Ok(etag);
-        }
-        // Create and update decide inside the record's lock (etags are digests of the value).
-        let lock = self.lock_dir(&format!("r-{}", hex_sha256(key.as_str())));
-        let object = &object;
-        with_lock(&self.store, &lock, |_| async move {
-            let current = self.get_small(object).await?;
-            match (&mode, current) {
-                (RecordMode::Create, None) => self.put_create(object, value).await?,
-                (RecordMode::Update(want), Some((have, _))) if Record::etag_of(&have) == *want => {
-                    self.put_small(object, value).await?
-                }
-                _ => return Err(StorageError::PreconditionFailed),
-            }
-            Ok(etag)
-        })
-        .await
-    }
-
-    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
-        let found = self.get_small(&self.record_key(key)).await?;
-        Ok(found.map(|(b, _)| Record::new(b)))
-    }
-
-    async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
-        let object = self.record_key(key);
-        if !self.exists(&object).await? {
-            return Ok(false);
-        }
-        self.delete_quiet(&object).await?;
-        Ok(true)
-    }
-
-    async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
-        let base = self.key(&[RESERVED, "records"]);
-        let mut out = Vec::new();
-        for o in list(&self.store, &self.record_key(prefix)).await? {
-            let Some(rel) = o.location.prefix_match(&base) else {
-                continue;
-            };
-            let rel: Vec<String> = rel.map(|p| p.as_ref().to_owned()).collect();
-            if let Ok(k) = RecordKey::new(rel.join("/")) {
-                out.push(k);
-            }
         }
         Ok(out)
     }

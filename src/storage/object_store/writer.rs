@@ -1,4 +1,4 @@
-//! [`ChunkWriter`]: one chunk of a resumable upload, streamed into its own object.
+//! [`ObjectWriter`]: one chunk of a resumable upload, streamed into its own object.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -8,12 +8,13 @@ use std::ops::Range;
 
 use super::multipart::{Multipart, PartBuffer};
 use super::{ObjectStoreStorage, os_err};
-use super::{StorageError, StorageResult, UploadId, UploadWriter, merge_ranges};
+use super::{StorageError, StorageResult, UploadId, merge_ranges};
+use crate::storage::ChunkWriter;
 
 /// Streams one chunk into its own object: one PUT when it fits in a part, else a multipart
 /// upload (tracked under the upload's `mp/`) completed at `commit`. Nothing is visible at the
 /// chunk's key (so nothing counts) before `commit`.
-pub(super) struct ChunkWriter {
+pub(super) struct ObjectWriter {
     pub(super) storage: ObjectStoreStorage,
     pub(super) id: UploadId,
     pub(super) key: Path,
@@ -23,7 +24,7 @@ pub(super) struct ChunkWriter {
     pub(super) written: u64,
 }
 
-impl ChunkWriter {
+impl ObjectWriter {
     pub(super) async fn send_full_parts(&mut self) -> StorageResult<()> {
         while let Some(part) = self.buf.take_part() {
             if self.mp.is_none() {
@@ -42,12 +43,16 @@ impl ChunkWriter {
 }
 
 #[async_trait]
-impl UploadWriter for ChunkWriter {
+impl ChunkWriter for ObjectWriter {
     async fn write(&mut self, data: Bytes) -> StorageResult<()> {
         self.written += data.len() as u64;
         self.buf.push(data);
         let sent = self.send_full_parts().await;
         closed_or(&self.storage, &self.id, sent).await
+    }
+
+    async fn flush(&mut self) -> StorageResult<()> {
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
@@ -78,7 +83,7 @@ impl UploadWriter for ChunkWriter {
     }
 }
 
-impl ChunkWriter {
+impl ObjectWriter {
     /// Sends what is left: one PUT for a chunk of at most one part, else the last part and
     /// the completion of the multipart upload.
     pub(super) async fn store_rest(&mut self) -> StorageResult<()> {
@@ -123,7 +128,7 @@ pub(super) async fn closed_or<T>(
     }
 }
 
-impl Drop for ChunkWriter {
+impl Drop for ObjectWriter {
     fn drop(&mut self) {
         // A writer dropped before its commit: abort its multipart upload now (the sweep
         // would otherwise, with its upload).
