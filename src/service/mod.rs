@@ -278,7 +278,7 @@ impl Uploads {
     }
 
     /// The configuration every request of the stack shares.
-    fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         Arc::new(Config {
             storage: self.storage.clone(),
             keys: KeySet::try_new(self.keys.iter().cloned()),

@@ -9,6 +9,7 @@ pub use crate::headers::content_range;
 pub mod digest;
 
 pub(crate) mod body;
+mod chunk;
 mod chunk_state;
 mod finalize;
 mod outcome;
