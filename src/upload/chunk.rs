@@ -711,7 +711,8 @@ mod tests {
     #[test]
     fn offsets_from_a_table() {
         // (offset, total, declared length, max request) -> max_len, or the status refused
-        let rows: &[(u64, u64, Option<u64>, u64, Result<u64, u16>)] = &[
+        type Row = (u64, u64, Option<u64>, u64, Result<u64, u16>);
+        let rows: &[Row] = &[
             (0, 10, Some(4), 100, Ok(4)),
             (6, 10, Some(4), 100, Ok(4)),
             (6, 10, None, 100, Ok(4)),
