@@ -16,6 +16,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -121,119 +122,147 @@ impl UploadWriter for Durable {
 /// assert_eq!(meta.size, 5);
 /// # });
 /// ```
-#[async_trait]
+// Not `#[async_trait]`: each method hands on the one boxed future of the backend's own
+// coordination (or boxes the crate's), instead of boxing a future that awaits another boxed one.
 pub trait StorageExt {
     /// Opens an upload for `path`: a fresh private one ([`UploadSpec::Single`],
     /// [`UploadSpec::Lasting`]), or the path's shared resumable upload, created or joined
     /// atomically (two processes racing to create it end up in the same upload).
-    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo>;
+    fn open_upload<'a>(
+        &'a self,
+        path: &'a FilePath,
+        spec: UploadSpec,
+    ) -> BoxFuture<'a, StorageResult<UploadInfo>>;
 
     /// The resumable upload in progress for `path`, if any (never creates one).
-    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>>;
+    fn find_upload<'a>(
+        &'a self,
+        path: &'a FilePath,
+    ) -> BoxFuture<'a, StorageResult<Option<UploadInfo>>>;
 
     /// A writer at `offset` of the upload; [`StorageError::UploadClosed`](super::StorageError::UploadClosed)
     /// once it is claimed or gone.
-    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn ChunkWriter>>;
+    fn writer<'a>(
+        &'a self,
+        upload: &'a UploadId,
+        offset: u64,
+    ) -> BoxFuture<'a, StorageResult<Box<dyn ChunkWriter>>>;
 
     /// The ranges received so far (committed), merged and ascending.
-    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>>;
+    fn received<'a>(
+        &'a self,
+        upload: &'a UploadId,
+    ) -> BoxFuture<'a, StorageResult<Vec<Range<u64>>>>;
 
     /// Claims the right to finalize the upload: exactly one caller ever gets [`Claim::Won`],
     /// across processes, except that a claim whose holder died may be taken over (see
     /// [`Storage`]'s docs). Once won, writers are refused and no write is in flight. A
     /// winner goes on to [`publish`](Self::publish), [`unclaim`](Self::unclaim) or
     /// [`abort`](Self::abort) promptly.
-    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim>;
+    fn claim<'a>(&'a self, upload: &'a UploadId) -> BoxFuture<'a, StorageResult<Claim>>;
 
     /// Gives up a won claim without discarding the upload: the next claim wins.
-    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()>;
+    fn unclaim<'a>(&'a self, upload: &'a UploadId) -> BoxFuture<'a, StorageResult<()>>;
 
     /// Publishes the first `size` bytes of an upload this caller claimed, atomically, then
     /// forgets the upload; [`StorageError::UploadClosed`](super::StorageError::UploadClosed)
     /// (and nothing published) when the claim was taken over or the upload is gone.
-    async fn publish(
-        &self,
-        upload: &UploadId,
-        path: &FilePath,
+    fn publish<'a>(
+        &'a self,
+        upload: &'a UploadId,
+        path: &'a FilePath,
         size: u64,
         options: PublishOptions,
-    ) -> StorageResult<ObjectMeta>;
+    ) -> BoxFuture<'a, StorageResult<ObjectMeta>>;
 
     /// Discards an upload, its bytes and its bookkeeping. Idempotent.
-    async fn abort(&self, upload: &UploadId) -> StorageResult<()>;
+    fn abort<'a>(&'a self, upload: &'a UploadId) -> BoxFuture<'a, StorageResult<()>>;
 
     /// Every upload in progress (also those a crashed process left), for the sweeper.
-    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>>;
+    fn list_uploads(&self) -> BoxFuture<'_, StorageResult<Vec<UploadInfo>>>;
 }
 
-#[async_trait]
 impl<S: Storage + ?Sized> StorageExt for Arc<S> {
-    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
+    fn open_upload<'a>(
+        &'a self,
+        path: &'a FilePath,
+        spec: UploadSpec,
+    ) -> BoxFuture<'a, StorageResult<UploadInfo>> {
         match self.coordinator() {
-            Some(c) => c.open_upload(path, spec).await,
-            None => records::open_upload(&**self, path, spec).await,
+            Some(c) => c.open_upload(path, spec),
+            None => Box::pin(records::open_upload(&**self, path, spec)),
         }
     }
 
-    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
+    fn find_upload<'a>(
+        &'a self,
+        path: &'a FilePath,
+    ) -> BoxFuture<'a, StorageResult<Option<UploadInfo>>> {
         match self.coordinator() {
-            Some(c) => c.find_upload(path).await,
-            None => records::find_upload(&**self, path).await,
+            Some(c) => c.find_upload(path),
+            None => Box::pin(records::find_upload(&**self, path)),
         }
     }
 
-    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn ChunkWriter>> {
+    fn writer<'a>(
+        &'a self,
+        upload: &'a UploadId,
+        offset: u64,
+    ) -> BoxFuture<'a, StorageResult<Box<dyn ChunkWriter>>> {
         match self.coordinator() {
-            Some(c) => c.writer(upload, offset).await,
-            None => records::writer(self.clone(), upload, offset).await,
+            Some(c) => c.writer(upload, offset),
+            None => Box::pin(records::writer(self.clone(), upload, offset)),
         }
     }
 
-    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
+    fn received<'a>(
+        &'a self,
+        upload: &'a UploadId,
+    ) -> BoxFuture<'a, StorageResult<Vec<Range<u64>>>> {
         match self.coordinator() {
-            Some(c) => c.received(upload).await,
-            None => records::received(&**self, upload).await,
+            Some(c) => c.received(upload),
+            None => Box::pin(records::received(&**self, upload)),
         }
     }
 
-    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
+    fn claim<'a>(&'a self, upload: &'a UploadId) -> BoxFuture<'a, StorageResult<Claim>> {
         match self.coordinator() {
-            Some(c) => c.claim(upload).await,
-            None => records::claim(&**self, upload).await,
+            Some(c) => c.claim(upload),
+            None => Box::pin(records::claim(&**self, upload)),
         }
     }
 
-    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
+    fn unclaim<'a>(&'a self, upload: &'a UploadId) -> BoxFuture<'a, StorageResult<()>> {
         match self.coordinator() {
-            Some(c) => c.unclaim(upload).await,
-            None => records::unclaim(&**self, upload).await,
+            Some(c) => c.unclaim(upload),
+            None => Box::pin(records::unclaim(&**self, upload)),
         }
     }
 
-    async fn publish(
-        &self,
-        upload: &UploadId,
-        path: &FilePath,
+    fn publish<'a>(
+        &'a self,
+        upload: &'a UploadId,
+        path: &'a FilePath,
         size: u64,
         options: PublishOptions,
-    ) -> StorageResult<ObjectMeta> {
+    ) -> BoxFuture<'a, StorageResult<ObjectMeta>> {
         match self.coordinator() {
-            Some(c) => c.publish(upload, path, size, options).await,
-            None => records::publish(&**self, upload, path, size, options).await,
+            Some(c) => c.publish(upload, path, size, options),
+            None => Box::pin(records::publish(&**self, upload, path, size, options)),
         }
     }
 
-    async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
+    fn abort<'a>(&'a self, upload: &'a UploadId) -> BoxFuture<'a, StorageResult<()>> {
         match self.coordinator() {
-            Some(c) => c.abort(upload).await,
-            None => records::abort(&**self, upload).await,
+            Some(c) => c.abort(upload),
+            None => Box::pin(records::abort(&**self, upload)),
         }
     }
 
-    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
+    fn list_uploads(&self) -> BoxFuture<'_, StorageResult<Vec<UploadInfo>>> {
         match self.coordinator() {
-            Some(c) => c.list_uploads().await,
-            None => records::list_uploads(&**self).await,
+            Some(c) => c.list_uploads(),
+            None => Box::pin(records::list_uploads(&**self)),
         }
     }
 }
