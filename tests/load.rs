@@ -3,7 +3,7 @@
 //! sent twice, some uploads abandoned half-way) and ranged GETs of finished files. Then:
 //! every completed file has the right SHA-256 on disk and over HTTP, the abandoned uploads are
 //! swept (`--upload-ttl 10`), and the server's open file descriptors and resident memory go
-//! back to their idle level.
+//! back to their idle level. The server runs with the default allocator (no `MALLOC_*`).
 //!
 //! Runs the demo server binary (`cargo build --examples` first when running this file alone).
 
@@ -177,20 +177,8 @@ async fn two_hundred_clients_then_everything_verified_swept_and_idle() {
         .unwrap_or(20);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    // glibc's malloc raises its mmap threshold after the first freed 1 MiB write batch and
-    // from then on keeps freed batches in its arenas: RSS would show the allocator's
-    // high-water mark, not what the server holds. A fixed threshold (and two arenas) makes
-    // RSS follow what is allocated.
-    let demo = Demo::start_with(
-        &data,
-        KEY,
-        &["--upload-ttl", "10"],
-        &[
-            ("MALLOC_MMAP_THRESHOLD_", "131072"),
-            ("MALLOC_TRIM_THRESHOLD_", "131072"),
-            ("MALLOC_ARENA_MAX", "2"),
-        ],
-    );
+    // The default allocator, as every app that embeds the crate runs it.
+    let demo = Demo::start_keyed(&data, KEY, &["--upload-ttl", "10"]);
     let client = || {
         reqwest::Client::builder()
             .pool_max_idle_per_host(CLIENTS)

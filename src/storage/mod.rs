@@ -86,7 +86,7 @@ pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
 #[doc(hidden)]
 pub use coord::{CLAIM_LEASE, Coordinate, Durable, plant_claim};
 pub use coord::{ChunkWriter, StorageExt};
-pub use fs::{DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};
+pub use fs::{DEFAULT_BUFFER_BUDGET, DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};
 pub use record::{InvalidRecordKey, MAX_RECORD_KEY, Record, RecordKey, RecordMode};

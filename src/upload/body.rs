@@ -254,6 +254,9 @@ pub(crate) type HeadCheck<'a> = dyn FnMut(&[u8]) -> Result<(), crate::error::Api
 
 /// Streams `body` into `writer` (which must not be committed by this function), refusing more
 /// than `limit` bytes. Returns the number of bytes written.
+/// How long a body may pause before its writer writes out what it gathered ([`pump`]).
+const IDLE_FLUSH: Duration = Duration::from_millis(250);
+
 pub(crate) async fn pump<B>(
     body: B,
     writer: &mut dyn ChunkWriter,
@@ -266,7 +269,19 @@ where
 {
     let mut body = pin!(body);
     let mut written: u64 = 0;
-    while let Some(frame) = body.frame().await {
+    loop {
+        // A body that pauses: the writer writes out what it gathered and gives its buffers
+        // back meanwhile, so that slow uploads hold no buffer while they wait.
+        let frame = match tokio::time::timeout(IDLE_FLUSH, body.frame()).await {
+            Ok(frame) => frame,
+            Err(_) => {
+                writer.flush().await.map_err(PumpError::Storage)?;
+                body.frame().await
+            }
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(client_error)?;
         let Ok(mut data) = frame.into_data() else {
             continue; // trailers
@@ -389,5 +404,52 @@ mod tests {
         assert!(!head.owned.is_empty() && head.first.is_empty());
         assert_eq!(head.len(), SNIFF_BYTES);
         storage.abort(&up.id).await.unwrap();
+    }
+
+    /// A writer that counts what it is asked to do.
+    #[derive(Default)]
+    struct Counting {
+        bytes: usize,
+        flushes: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl ChunkWriter for Counting {
+        async fn write(&mut self, data: Bytes) -> crate::storage::StorageResult<()> {
+            self.bytes += data.len();
+            Ok(())
+        }
+        async fn flush(&mut self) -> crate::storage::StorageResult<()> {
+            self.flushes += 1;
+            Ok(())
+        }
+        async fn commit(
+            self: Box<Self>,
+        ) -> crate::storage::StorageResult<Vec<std::ops::Range<u64>>> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A body that pauses longer than [`IDLE_FLUSH`] gets its writer flushed meanwhile (a
+    /// slow upload holds no buffer while it waits); one that streams does not.
+    #[tokio::test]
+    async fn a_pausing_body_flushes_its_writer() {
+        use futures_util::StreamExt;
+        let frames = futures_util::stream::iter([1u8, 2, 3]).then(|n| async move {
+            if n == 3 {
+                tokio::time::sleep(IDLE_FLUSH * 2).await;
+            }
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![n; 10])))
+        });
+        let mut w = Counting::default();
+        let n = pump(
+            http_body_util::StreamBody::new(frames),
+            &mut w,
+            100,
+            Taps::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((n, w.bytes, w.flushes), (30, 30, 1));
     }
 }

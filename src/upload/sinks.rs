@@ -94,6 +94,13 @@ impl ChunkWriter for GapWriter {
         Ok(())
     }
 
+    async fn flush(&mut self) -> StorageResult<()> {
+        if let Some(w) = self.current.as_mut() {
+            w.flush().await?;
+        }
+        Ok(())
+    }
+
     async fn commit(mut self: Box<Self>) -> StorageResult<Vec<Range<u64>>> {
         if let Some(w) = self.current.take() {
             self.done.push(w);
@@ -187,6 +194,13 @@ impl ChunkWriter for RetryOrWrite {
         match &mut self.opened {
             Some((_, writer)) => writer.write(data).await,
             None => Err(StorageError::UploadClosed),
+        }
+    }
+
+    async fn flush(&mut self) -> StorageResult<()> {
+        match &mut self.opened {
+            Some((_, writer)) => writer.flush().await,
+            None => Ok(()),
         }
     }
 

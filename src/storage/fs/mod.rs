@@ -80,6 +80,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use self::meta::{any_meta_file, etag_of};
 use self::sys::unnamed_staging_works;
+pub use self::writer::DEFAULT_BUFFER_BUDGET;
 use self::writer::{Buffers, FsWriter};
 use super::{
     ByteStream, Capabilities, ChunkWriter, Claim, Coordinate, Durable, ObjectMeta, PublishOptions,
@@ -264,6 +265,7 @@ fn check_reserved(path: &FilePath) -> StorageResult<()> {
 pub struct FsOptions {
     durability: Durability,
     inline_io: u64,
+    buffer_budget: usize,
 }
 
 impl Default for FsOptions {
@@ -271,6 +273,7 @@ impl Default for FsOptions {
         FsOptions {
             durability: Durability::default(),
             inline_io: DEFAULT_INLINE_IO,
+            buffer_budget: DEFAULT_BUFFER_BUDGET,
         }
     }
 }
@@ -301,6 +304,16 @@ impl FsOptions {
         self
     }
 
+    /// The most bytes of write buffers the storage's writers hold at once, together (default
+    /// [`DEFAULT_BUFFER_BUDGET`], 16 MiB; at least 256 KiB). Writers gather a body into
+    /// batches of 2 MiB when one writes alone, down to 256 KiB when many do; when the budget
+    /// is spent, a writer waits for a buffer, and its body is read more slowly, instead of
+    /// allocating. The buffers are reused, so memory does not follow the allocator's history.
+    pub fn buffer_budget(mut self, bytes: usize) -> FsOptions {
+        self.buffer_budget = bytes;
+        self
+    }
+
     /// Opens (and creates, if missing) the storage in `root` with these options.
     ///
     /// # Errors
@@ -325,6 +338,7 @@ impl FsStorage {
         let FsOptions {
             durability,
             inline_io,
+            buffer_budget,
         } = options;
         let sys = root.join(RESERVED_DIR);
         for sub in ["staging", "uploads", "locks", "tmp", "records"] {
@@ -358,7 +372,7 @@ impl FsStorage {
                 staging: sys.join("staging"),
                 stripes,
                 claims: Mutex::new(HashMap::new()),
-                buffers: Buffers::default(),
+                buffers: Buffers::new(buffer_budget),
                 write_locks: Mutex::new(HashMap::new()),
             }),
         })

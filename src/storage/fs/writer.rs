@@ -20,57 +20,114 @@ use crate::storage::{ChunkWriter, StorageError, StorageResult, UploadId};
 /// further writer halves the size, down to 256 KiB (see [`Buffers::batch_size`]).
 const MAX_BATCH: usize = 2 << 20;
 const MIN_BATCH: usize = 256 << 10;
-/// The bytes of idle batch buffers a storage keeps for its next writers.
-const IDLE_BUDGET: usize = 4 << 20;
 /// Below this many bytes a writer gathers into a small growing buffer, not a batch buffer:
 /// a small file never takes (or allocates) a whole batch buffer.
 const SMALL_GATHER: usize = 64 * 1024;
+/// The default [`FsOptions::buffer_budget`](super::FsOptions::buffer_budget).
+pub const DEFAULT_BUFFER_BUDGET: usize = 16 << 20;
 
 /// Whether `buf` is a batch buffer (else a small gathering buffer, at most 128 KiB).
 fn is_batch(buf: &Vec<u8>) -> bool {
     buf.capacity() >= MIN_BATCH
 }
 
-/// The batch buffers of a storage's writers, reused from one writer to the next, and the
-/// batch size. A batch buffer never grows; idle ones are kept up to [`IDLE_BUDGET`] bytes.
+/// The batch buffers of a storage's writers: at most `budget` bytes of them exist at once
+/// (in use or idle), reused from one writer to the next and never freed (a buffer of the
+/// wrong size is converted only when the budget is spent). When the budget is spent a writer waits for a buffer (its body is
+/// read more slowly) instead of allocating, or, with a batch of its own being written, waits
+/// for that one.
 ///
 /// Without a pool every chunk request allocated and freed its two buffers, and glibc, after
 /// the first freed 1 MiB block raised its mmap threshold, carved the next ones from the worker
 /// threads' arenas, which kept them: a server's memory followed its allocator's history
-/// (30.8 MiB peak over one run of 1 GiB in 16 MiB chunks, 4 in flight; PERFORMANCE.md).
+/// (30.8 MiB peak over one run of 1 GiB in 16 MiB chunks, 4 in flight; PERFORMANCE.md). With
+/// 200 concurrent uploads it kept 227 MiB after the load; the budget bounds what exists.
 ///
 /// Each batch is one hop to the blocking pool, and a hop costs thread switches: fewer, larger
 /// batches are faster (one 1 GiB upload: 2 MiB batches ~13–18 % faster than 512 KiB ones),
 /// but every writer holds two. So the size follows the number of writers holding buffers:
-/// 2 MiB for one, 1 MiB for two, 512 KiB for three or four, 256 KiB beyond — the buffers in
-/// use stay within 4 MiB up to eight writers, and at 512 KiB per writer past that. (The
-/// kernel gets a batch in `pwrite`s of at most 256 KiB whatever its size: [`write_pieces`].)
-#[derive(Default)]
+/// 2 MiB for one, 1 MiB for two, 512 KiB for three or four, 256 KiB beyond. (The kernel gets
+/// a batch in `pwrite`s of at most 256 KiB whatever its size: [`write_pieces`].)
 pub(super) struct Buffers {
-    idle: Mutex<Vec<Vec<u8>>>,
+    state: Mutex<Pool>,
+    /// Wakes a writer waiting for the budget when a buffer comes back.
+    freed: tokio::sync::Notify,
     /// Writers holding batch buffers now.
     writers: AtomicUsize,
+    budget: usize,
+}
+
+struct Pool {
+    idle: Vec<Vec<u8>>,
+    /// Bytes of batch buffers that exist, in use or idle: at most the budget.
+    allocated: usize,
 }
 
 impl Buffers {
+    pub(super) fn new(budget: usize) -> Buffers {
+        Buffers {
+            state: Mutex::new(Pool {
+                idle: Vec::new(),
+                allocated: 0,
+            }),
+            freed: tokio::sync::Notify::new(),
+            writers: AtomicUsize::new(0),
+            budget: budget.max(MIN_BATCH),
+        }
+    }
+
     /// The batch size while `writers` writers hold buffers.
     fn batch_size(writers: usize) -> usize {
         let halvings = writers.max(1).next_power_of_two().trailing_zeros();
         (MAX_BATCH >> halvings.min(3)).max(MIN_BATCH)
     }
 
-    /// A batch buffer for a writer that [joined](Self::join).
-    fn take(&self) -> Vec<u8> {
+    /// Bytes of batch buffers that exist now (for tests and metrics).
+    #[cfg_attr(not(test), allow(dead_code))] // the buffer gauge of the metrics, next
+    pub(super) fn allocated(&self) -> usize {
+        self.pool().allocated
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch buffer for a writer that [joined](Self::join), if the budget allows one now:
+    /// an idle one of the batch size, else a new one (freeing idle ones of other sizes to make
+    /// room), else a smaller one.
+    fn try_take(&self) -> Option<Vec<u8>> {
         let size = Self::batch_size(self.writers.load(Ordering::Relaxed));
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = idle.iter().position(|b| b.capacity() == size) {
-            return idle.swap_remove(i);
+        let mut pool = self.pool();
+        if let Some(i) = pool.idle.iter().position(|b| b.capacity() == size) {
+            return Some(pool.idle.swap_remove(i));
         }
-        // Free one idle buffer of another size (the number of writers changed) before
-        // allocating: the pool converts instead of growing.
-        idle.pop();
-        drop(idle);
-        Vec::with_capacity(size)
+        // The pool converts instead of growing: idle buffers of another size go first.
+        loop {
+            if pool.allocated + size <= self.budget {
+                pool.allocated += size;
+                return Some(Vec::with_capacity(size));
+            }
+            match pool.idle.pop() {
+                Some(old) => pool.allocated -= old.capacity(),
+                None => break,
+            }
+        }
+        if pool.allocated + MIN_BATCH <= self.budget {
+            pool.allocated += MIN_BATCH;
+            return Some(Vec::with_capacity(MIN_BATCH));
+        }
+        None
+    }
+
+    /// A batch buffer, waiting until the budget allows one.
+    async fn take(&self) -> Vec<u8> {
+        loop {
+            let freed = self.freed.notified();
+            if let Some(buf) = self.try_take() {
+                return buf;
+            }
+            freed.await;
+        }
     }
 
     fn give(&self, mut buf: Vec<u8>) {
@@ -78,11 +135,11 @@ impl Buffers {
             return; // a small gathering buffer, or empty
         }
         buf.clear();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let held: usize = idle.iter().map(Vec::capacity).sum();
-        if held + buf.capacity() <= IDLE_BUDGET {
-            idle.push(buf);
-        }
+        // Kept, whatever its size: a buffer freed would leave its memory to the allocator,
+        // which may keep it in an arena of its own (and glibc, after freeing an mmapped
+        // block, serves every smaller one from its arenas for good).
+        self.pool().idle.push(buf);
+        self.freed.notify_one();
     }
 
     /// Counts a writer that starts using batch buffers.
@@ -199,6 +256,25 @@ impl FsWriter {
         Ok(())
     }
 
+    /// The buffer of the next batch: the spare, else one from the pool if the budget allows,
+    /// else this writer's batch being written, once written, else one from the pool when
+    /// another writer gives one back.
+    async fn next_batch(&mut self) -> StorageResult<Vec<u8>> {
+        if let Some(spare) = self.spare.take() {
+            return Ok(spare);
+        }
+        if let Some(buf) = self.inner.buffers.try_take() {
+            return Ok(buf);
+        }
+        if self.in_flight.is_some() {
+            self.wait_in_flight().await?;
+            if let Some(spare) = self.spare.take() {
+                return Ok(spare);
+            }
+        }
+        Ok(self.inner.buffers.take().await)
+    }
+
     /// Moves a kept first frame into `pending`.
     fn gather_first(&mut self) {
         if !self.first.is_empty() {
@@ -268,10 +344,7 @@ impl ChunkWriter for FsWriter {
                     self.joined = true;
                     self.inner.buffers.join();
                 }
-                let mut batch = self
-                    .spare
-                    .take()
-                    .unwrap_or_else(|| self.inner.buffers.take());
+                let mut batch = self.next_batch().await?;
                 batch.extend_from_slice(&self.pending);
                 self.pending = batch;
             }
@@ -448,19 +521,112 @@ mod tests {
         for (writers, size) in table {
             assert_eq!(Buffers::batch_size(writers), size, "{writers} writers");
         }
-        // The pool keeps at most IDLE_BUDGET bytes of idle buffers and converts sizes.
-        let pool = Buffers::default();
+        // The pool keeps the buffers it made (within the budget) and converts sizes only
+        // when the budget is spent.
+        let pool = Buffers::new(8 << 20);
         pool.join();
-        let bufs: Vec<_> = (0..4).map(|_| pool.take()).collect();
+        let bufs: Vec<_> = (0..4).map(|_| pool.try_take().unwrap()).collect();
         assert!(bufs.iter().all(|b| b.capacity() == 2 << 20));
         bufs.into_iter().for_each(|b| pool.give(b));
-        assert_eq!(pool.idle.lock().unwrap().len(), 2, "4 MiB of 2 MiB buffers");
+        assert_eq!(pool.pool().idle.len(), 4, "kept");
+        assert_eq!(pool.allocated(), 8 << 20);
         (0..3).for_each(|_| pool.join());
-        let small = pool.take();
+        let small = pool.try_take().unwrap();
         assert_eq!(small.capacity(), 512 << 10);
-        assert_eq!(pool.idle.lock().unwrap().len(), 1, "one 2 MiB buffer freed");
+        assert_eq!(
+            pool.pool().idle.len(),
+            3,
+            "one 2 MiB buffer freed to make room"
+        );
+        assert_eq!(pool.allocated(), (6 << 20) + (512 << 10));
         pool.give(Vec::with_capacity(1000)); // a gathering buffer is not kept
-        assert_eq!(pool.idle.lock().unwrap().len(), 1);
+        assert_eq!(pool.pool().idle.len(), 3);
+    }
+
+    /// The budget bounds the buffers that exist: past it the pool converts idle buffers,
+    /// then hands out smaller ones, then none; a writer waiting in `take` gets the next one
+    /// given back.
+    #[tokio::test]
+    async fn the_budget_bounds_the_buffers() {
+        let pool = Arc::new(Buffers::new(1 << 20));
+        pool.join(); // one writer: 2 MiB batches, more than the budget
+        let a = pool.try_take().unwrap();
+        assert_eq!(a.capacity(), MIN_BATCH, "a smaller buffer rather than none");
+        let rest: Vec<_> = (0..3).map(|_| pool.try_take().unwrap()).collect();
+        assert_eq!(pool.allocated(), 1 << 20);
+        assert!(pool.try_take().is_none(), "the budget is spent");
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.take().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "a writer waits for the budget");
+        pool.give(a);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("a buffer given back wakes the waiter")
+            .unwrap();
+        assert_eq!(got.capacity(), MIN_BATCH);
+        assert!(pool.allocated() <= 1 << 20);
+        drop((got, rest));
+    }
+
+    /// Eight writers of 3 MiB each through a storage whose budget is 1 MiB: every file is
+    /// right, and the buffers never exceeded the budget.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writers_share_a_small_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FsStorage::options()
+            .buffer_budget(1 << 20)
+            .open(dir.path())
+            .unwrap();
+        let peak = Arc::new(AtomicUsize::new(0));
+        let sampler = {
+            let (inner, peak) = (storage.inner.clone(), peak.clone());
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(inner.buffers.allocated(), Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            })
+        };
+        let tasks: Vec<_> = (0..8u8)
+            .map(|n| {
+                let storage = storage.clone();
+                tokio::spawn(async move {
+                    let path = FilePath::new(format!("budget/{n}.bin")).unwrap();
+                    let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 253) as u8 ^ n).collect();
+                    let up = storage
+                        .open_upload(&path, UploadSpec::Single)
+                        .await
+                        .unwrap();
+                    let mut w = storage.writer(&up.id, 0).await.unwrap();
+                    for piece in data.chunks(64 << 10) {
+                        w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+                    }
+                    w.commit().await.unwrap();
+                    storage.claim(&up.id).await.unwrap();
+                    let size = data.len() as u64;
+                    storage
+                        .publish(&up.id, &path, size, PublishOptions::default())
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        fs::read(storage.inner.root.join(path.as_str())).unwrap(),
+                        data
+                    );
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        sampler.abort();
+        let peak = peak.load(Ordering::Relaxed);
+        assert!(
+            peak > 0 && peak <= 1 << 20,
+            "buffers peaked at {peak} bytes"
+        );
     }
 
     #[test]
