@@ -266,6 +266,7 @@ where
 {
     let mut body = pin!(body);
     let mut written: u64 = 0;
+    let received = crate::metrics::bytes_received();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(client_error)?;
         let Ok(mut data) = frame.into_data() else {
@@ -275,6 +276,7 @@ where
         if data.is_empty() {
             continue;
         }
+        received.increment(data.len() as u64);
         written = written.saturating_add(data.len() as u64);
         if written > limit {
             return Err(PumpError::TooLarge);
