@@ -21,15 +21,20 @@
 //! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
 //! process: see `Durability`), `--inline-io BYTES` (`FsOptions::inline_io`, default 65536; 0 on
 //! NFS or FUSE), `--buffer-budget BYTES` (`FsOptions::buffer_budget`, default 16777216: the
-//! write buffers of all uploads together). `--help` describes them; a value follows its flag as `--flag VALUE` or
+//! write buffers of all uploads together). `--metrics` serves the crate's metrics
+//! (`tower_uploads::metrics`) in Prometheus' text format at `GET /metrics`, answered before the
+//! uploads see the request (no credentials; off by default, when `/metrics` is a file path like
+//! any other). `--help` describes them; a value follows its flag as `--flag VALUE` or
 //! `--flag=VALUE`; a bad command line exits 2. Prints `listening on http://ADDR` once it
 //! accepts connections.
 
+use futures_util::future::Either;
 use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tower_uploads::body::ResponseBody;
 use tower_uploads::storage::{Durability, Storage};
 use tower_uploads::{FsStorage, Uploads, UploadsService};
 
@@ -88,6 +94,10 @@ struct Args {
     /// (configured by the standard AWS_* environment variables; feature object-store).
     #[arg(long, value_name = "URL", allow_hyphen_values = true)]
     store: Option<String>,
+    /// Serves Prometheus metrics at GET /metrics, before the uploads see the request (no
+    /// credentials). Off by default: /metrics is then a file path like any other.
+    #[arg(long)]
+    metrics: bool,
     #[command(flatten)]
     hardening: Hardening,
 }
@@ -222,6 +232,7 @@ async fn main() {
         uploads = uploads.max_incomplete_uploads(usize::try_from(n).unwrap_or(usize::MAX));
     }
     let header_read_timeout = Duration::from_secs(args.hardening.header_read_timeout.max(1));
+    let metrics = args.metrics.then(install_metrics);
     let _sweeper = uploads.spawn_sweeper();
     let service = uploads.service();
 
@@ -241,7 +252,7 @@ async fn main() {
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        tokio::spawn(serve(stream, service, header_read_timeout));
+        tokio::spawn(serve(stream, service, metrics.clone(), header_read_timeout));
     }
 }
 
@@ -250,6 +261,51 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a connection shut down for idleness may take to say goodbye (HTTP/2 `GOAWAY`)
 /// before it is dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The bucket bounds of the duration histograms, in seconds: a 4 KiB PUT on loopback takes
+/// well under a millisecond, a chunk of many MiB seconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];
+
+/// Installs the Prometheus recorder (`--metrics`), the metrics' descriptions, and a task that
+/// drains its histograms every few seconds (the exporter's upkeep, needed between scrapes).
+fn install_metrics() -> PrometheusHandle {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+        .and_then(PrometheusBuilder::install_recorder)
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot install the metrics recorder: {e}");
+            std::process::exit(1)
+        });
+    tower_uploads::metrics::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    handle
+}
+
+/// `GET /metrics` (or `HEAD`) with `--metrics`: the exposition, whatever else the request
+/// carries.
+fn is_scrape<B>(req: &Request<B>) -> bool {
+    (req.method() == http::Method::GET || req.method() == http::Method::HEAD)
+        && req.uri().path() == "/metrics"
+}
+
+/// The Prometheus text exposition of the recorder's metrics.
+fn exposition(handle: &PrometheusHandle) -> http::Response<ResponseBody> {
+    http::Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(ResponseBody::full(handle.render()))
+        .expect("a valid response")
+}
 
 /// Serves one connection, HTTP/1 or HTTP/2, and closes it once it has had no request in
 /// progress for `idle` (SECURITY.md): from the moment it was accepted until a complete
@@ -261,12 +317,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// or only the HTTP/2 preface and `SETTINGS`, or a `HEADERS` frame that never ends, would
 /// hold its descriptor forever. Here a request counts as in progress from the moment the
 /// service is called (its head is complete) until its response body is done or dropped.
-async fn serve(stream: tokio::net::TcpStream, service: UploadsService, idle: Duration) {
+async fn serve(
+    stream: tokio::net::TcpStream,
+    service: UploadsService,
+    metrics: Option<PrometheusHandle>,
+    idle: Duration,
+) {
     let (busy, mut watch) = tokio::sync::watch::channel(0usize);
     let busy = Arc::new(busy);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let guard = Busy::start(&busy);
-        let call = service.clone().oneshot(req);
+        let call = match metrics.as_ref().filter(|_| is_scrape(&req)) {
+            Some(handle) => Either::Left(std::future::ready(Ok(exposition(handle)))),
+            None => Either::Right(service.clone().oneshot(req)),
+        };
         async move {
             let res = call.await?;
             // The guard lives as long as the response body: a long download is not idle.

@@ -76,6 +76,8 @@
 //! - [`path`], [`file`](mod@file), [`media`], [`response`], [`error`]: the pieces of the wire
 //!   contract (`docs/PROTOCOL.md` in the repository).
 //! - [`stack`]: CORS header lists and log redaction for a tower-http stack; [`guide`]: docs.
+//! - [`metrics`](mod@metrics): counters, histograms and gauges through the `metrics` facade
+//!   crate (uploads started, completed, failed and rejected, bytes, latencies).
 //!
 //! See `ARCHITECTURE.md` in the repository for how a request flows through the layers.
 #![forbid(unsafe_code)]
@@ -97,6 +99,7 @@ pub(crate) mod headers;
 pub mod hooks;
 pub(crate) mod id;
 pub mod media;
+pub mod metrics;
 pub mod path;
 pub mod response;
 pub(crate) mod route;

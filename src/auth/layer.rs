@@ -245,6 +245,9 @@ where
                     kind = %err.kind(),
                     "request refused"
                 );
+                if let Some(kind) = crate::metrics::Kind::of_request(&self.policy.prefix, &req) {
+                    crate::metrics::upload_refused(kind, &err);
+                }
                 let mut res = error_response(&req, self.policy.style, &err);
                 if has_body(&req) {
                     // Refused without reading the body: this connection cannot carry

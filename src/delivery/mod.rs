@@ -439,7 +439,11 @@ pub async fn deliver_with(
             return Err(not_found());
         };
         if now.etag == meta.etag && now.size == meta.size {
-            let body = ResponseBody::new(StreamBody::new(stream.map_ok(Frame::data)));
+            let delivered = crate::metrics::bytes_delivered();
+            let body = ResponseBody::new(StreamBody::new(stream.map_ok(move |bytes| {
+                delivered.increment(bytes.len() as u64);
+                Frame::data(bytes)
+            })));
             return Ok(content(&now, range, body, options));
         }
         // Replaced between head and read: decide again for the version that was opened.

@@ -78,7 +78,7 @@ impl From<crate::path::PathError> for ApiError {
 
 impl ErrorKind {
     /// The `kind` string sent to clients.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ErrorKind::PathInvalid => "path_invalid",
             ErrorKind::TokenMissing => "token_missing",

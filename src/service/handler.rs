@@ -14,6 +14,7 @@ use crate::Grant;
 use crate::body::{BodySeen, BoxError, ResponseBody, Tracked};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::{self, Kind};
 use crate::path::FilePath;
 use crate::response::{Answer, RequestFacts, ResponseStyle};
 use crate::route::Endpoint;
@@ -193,12 +194,17 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let span = crate::stack::request_span(&req, route_path(&route, req.uri().path()));
         let outer = span.clone();
+        let endpoint = metric_endpoint(&route, req.headers());
+        let since = std::time::Instant::now();
         let fut = async move {
             let style = ResponseStyle::negotiate(req.headers(), cfg.style);
             let facts = RequestFacts::of(&req);
             let answer = Answer::new(style, &facts);
             let res = match route {
                 Route::Refuse(err) => {
+                    if let Some(kind) = Kind::of_request(&cfg.prefix, &req) {
+                        metrics::upload_refused(kind, &err);
+                    }
                     let mut res = with_allow(answer.error(&err), &err);
                     if crate::auth::has_body(&req) {
                         // Refused without reading the body: the connection cannot carry
@@ -213,9 +219,16 @@ where
                     .unwrap_or_else(|e| answer.error(&e)),
                 Route::CreateSession => {
                     let answer = Answer::new(ResponseStyle::Envelope, &facts);
-                    crate::session::create(&cfg, req, &answer)
-                        .await
-                        .unwrap_or_else(|e| answer.error(&e))
+                    match crate::session::create(&cfg, req, &answer).await {
+                        Ok(res) => {
+                            metrics::upload_started(Kind::Session);
+                            res
+                        }
+                        Err(e) => {
+                            metrics::upload_refused(Kind::Session, &e);
+                            answer.error(&e)
+                        }
+                    }
                 }
                 Route::Session(call) => {
                     // The clients of this API read the envelope, whatever they send.
@@ -226,18 +239,41 @@ where
                         SessionCall::Part => crate::session::put_part(&cfg, req, &answer).await,
                         SessionCall::Complete => crate::session::complete(&cfg, req, &answer).await,
                     }
-                    .unwrap_or_else(|e| answer.error(&e));
+                    .map_or_else(
+                        |e| {
+                            metrics::upload_refused(Kind::Session, &e);
+                            answer.error(&e)
+                        },
+                        |res| {
+                            if !matches!(call, SessionCall::Part) && res.status().is_success() {
+                                metrics::upload_completed(Kind::Session);
+                            }
+                            res
+                        },
+                    );
                     body_done(&span, &mut res, &seen);
                     res
                 }
                 Route::Upload(path) => {
                     let (req, seen) = tracked(req, cfg.body_idle_timeout);
-                    let mut res = if req.headers().contains_key(header::CONTENT_RANGE) {
+                    let kind = Kind::of_put(req.headers());
+                    let mut res = if kind == Kind::Chunked {
                         crate::upload::put_chunk(&cfg, req, &path).await
                     } else {
                         crate::upload::put_whole(&cfg, req, &path).await
                     }
-                    .map_or_else(|e| answer.error(&e), |outcome| outcome.respond(&answer));
+                    .map_or_else(
+                        |e| {
+                            metrics::upload_refused(kind, &e);
+                            answer.error(&e)
+                        },
+                        |outcome| {
+                            if outcome.created() {
+                                metrics::upload_completed(kind);
+                            }
+                            outcome.respond(&answer)
+                        },
+                    );
                     body_done(&span, &mut res, &seen);
                     res
                 }
@@ -287,6 +323,7 @@ where
                 }
             };
             crate::stack::record_outcome(&span, &res);
+            metrics::request_done(endpoint, since);
             Ok(res.map(Either::Right))
         };
         Box::pin(tracing::Instrument::instrument(fut, outer))
@@ -301,6 +338,18 @@ fn route_path<'a>(route: &'a Route, uri_path: &'a str) -> &'a str {
         Route::Upload(path) | Route::Deliver(path) => path.as_str(),
         // Session endpoints: the path only; their `key` is in the query.
         Route::CreateSession | Route::Session(_) | Route::Refuse(_) => uri_path,
+    }
+}
+
+/// The `endpoint` label of a request's duration.
+fn metric_endpoint(route: &Route, headers: &http::HeaderMap) -> metrics::Endpoint {
+    match route {
+        Route::Upload(_) if Kind::of_put(headers) == Kind::Chunked => metrics::Endpoint::Chunked,
+        Route::Upload(_) => metrics::Endpoint::Simple,
+        Route::CreateSession | Route::Session(_) => metrics::Endpoint::Session,
+        Route::Deliver(_) => metrics::Endpoint::Deliver,
+        Route::Signatures => metrics::Endpoint::Signatures,
+        Route::Refuse(_) => metrics::Endpoint::Refused,
     }
 }
 

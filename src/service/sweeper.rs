@@ -51,6 +51,7 @@ pub async fn sweep_with(
             report.kept += 1;
         }
     }
+    crate::metrics::set_uploads_in_progress(report.kept);
     // The records of uploads that are gone, and of completions older than the TTL.
     crate::upload::sweep_chunk_records(storage, ttl).await?;
     let sessions = crate::session::sweep_sessions(storage, ttl).await?;

@@ -86,6 +86,7 @@ pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
 #[doc(hidden)]
 pub use coord::{CLAIM_LEASE, Coordinate, Durable, plant_claim};
 pub use coord::{ChunkWriter, StorageExt};
+pub(crate) use fs::BUFFER_BYTES_METRIC;
 pub use fs::{DEFAULT_BUFFER_BUDGET, DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};

@@ -269,6 +269,7 @@ where
 {
     let mut body = pin!(body);
     let mut written: u64 = 0;
+    let received = crate::metrics::bytes_received();
     loop {
         // A body that pauses: the writer writes out what it gathered and gives its buffers
         // back meanwhile, so that slow uploads hold no buffer while they wait.
@@ -290,6 +291,7 @@ where
         if data.is_empty() {
             continue;
         }
+        received.increment(data.len() as u64);
         written = written.saturating_add(data.len() as u64);
         if written > limit {
             return Err(PumpError::TooLarge);

@@ -386,6 +386,7 @@ async fn create(
             let _ = cfg.storage.abort(&info.id).await;
             return Err(e.into());
         }
+        crate::metrics::upload_started(crate::metrics::Kind::Chunked);
     }
     Ok(info)
 }
@@ -471,6 +472,7 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    let _timer = crate::metrics::ChunkTimer::start();
     let ctx = ChunkCtx { cfg, path, spec };
     let expected = digest::of_request(req.headers())?;
     let mode = put_mode(req.headers())?;

@@ -45,6 +45,11 @@ struct Progress {
 }
 
 impl Outcome {
+    /// Whether this request published the file (a `201`).
+    pub(crate) fn created(&self) -> bool {
+        matches!(self, Outcome::File { created: true, .. })
+    }
+
     /// A file that was there before this request (a retry, a raced chunk, a status query).
     pub(crate) fn existing(file: FileObject) -> Outcome {
         Outcome::File {

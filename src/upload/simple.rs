@@ -46,6 +46,7 @@ where
     let (parts, body) = req.into_parts();
 
     let upload = cfg.storage.open_upload(path, UploadSpec::Single).await?;
+    crate::metrics::upload_started(crate::metrics::Kind::Simple);
     let guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
     let mut writer = cfg.storage.writer(&upload.id, 0).await?;
     let mut head = Head::default();

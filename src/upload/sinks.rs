@@ -157,6 +157,7 @@ impl RetryOrWrite {
         if info.created_now {
             let state = super::chunk_state::ChunkState::of(&**storage, &info.id)?;
             state.set_precondition(&mode).await?;
+            crate::metrics::upload_started(crate::metrics::Kind::Chunked);
         }
         let received = storage.received(&info.id).await?;
         let mut writer = Box::new(GapWriter::new(

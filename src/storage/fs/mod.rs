@@ -80,6 +80,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use self::meta::{any_meta_file, etag_of};
 use self::sys::unnamed_staging_works;
+pub(crate) use self::writer::BUFFER_BYTES_METRIC;
 pub use self::writer::DEFAULT_BUFFER_BUDGET;
 use self::writer::{Buffers, FsWriter};
 use super::{

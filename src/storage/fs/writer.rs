@@ -26,6 +26,14 @@ const SMALL_GATHER: usize = 64 * 1024;
 /// The default [`FsOptions::buffer_budget`](super::FsOptions::buffer_budget).
 pub const DEFAULT_BUFFER_BUDGET: usize = 16 << 20;
 
+/// The name of the gauge of [`Buffers`]' bytes (the `metrics` module lists it).
+pub(crate) const BUFFER_BYTES_METRIC: &str = "tower_uploads_buffer_bytes";
+
+/// Sets the gauge of the pool's bytes (a no-op without a metrics recorder; no allocation).
+fn set_gauge(bytes: usize) {
+    ::metrics::gauge!(BUFFER_BYTES_METRIC).set(bytes as f64);
+}
+
 /// Whether `buf` is a batch buffer (else a small gathering buffer, at most 128 KiB).
 fn is_batch(buf: &Vec<u8>) -> bool {
     buf.capacity() >= MIN_BATCH
@@ -82,8 +90,8 @@ impl Buffers {
         (MAX_BATCH >> halvings.min(3)).max(MIN_BATCH)
     }
 
-    /// Bytes of batch buffers that exist now (for tests and metrics).
-    #[cfg_attr(not(test), allow(dead_code))] // the buffer gauge of the metrics, next
+    /// Bytes of batch buffers that exist now.
+    #[cfg(test)]
     pub(super) fn allocated(&self) -> usize {
         self.pool().allocated
     }
@@ -105,6 +113,7 @@ impl Buffers {
         loop {
             if pool.allocated + size <= self.budget {
                 pool.allocated += size;
+                set_gauge(pool.allocated);
                 return Some(Vec::with_capacity(size));
             }
             match pool.idle.pop() {
@@ -114,8 +123,10 @@ impl Buffers {
         }
         if pool.allocated + MIN_BATCH <= self.budget {
             pool.allocated += MIN_BATCH;
+            set_gauge(pool.allocated);
             return Some(Vec::with_capacity(MIN_BATCH));
         }
+        set_gauge(pool.allocated);
         None
     }
 
