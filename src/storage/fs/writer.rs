@@ -40,8 +40,8 @@ fn is_batch(buf: &Vec<u8>) -> bool {
 }
 
 /// The batch buffers of a storage's writers: at most `budget` bytes of them exist at once
-/// (in use or idle), reused from one writer to the next and never freed (a buffer of the
-/// wrong size is converted only when the budget is spent). When the budget is spent a writer waits for a buffer (its body is
+/// (in use or idle), reused from one writer to the next and never freed (when the budget is
+/// spent, an idle buffer of another size serves). When the budget is spent a writer waits for a buffer (its body is
 /// read more slowly) instead of allocating, or, with a batch of its own being written, waits
 /// for that one.
 ///
@@ -101,33 +101,29 @@ impl Buffers {
     }
 
     /// A batch buffer for a writer that [joined](Self::join), if the budget allows one now:
-    /// an idle one of the batch size, else a new one (freeing idle ones of other sizes to make
-    /// room), else a smaller one.
+    /// an idle one of the batch size, else a new one, else an idle one of another size (no
+    /// buffer is ever freed: glibc, once it frees an mmapped block, serves every smaller one
+    /// from its arenas for good), else a new smaller one.
     fn try_take(&self) -> Option<Vec<u8>> {
         let size = Self::batch_size(self.writers.load(Ordering::Relaxed));
         let mut pool = self.pool();
         if let Some(i) = pool.idle.iter().position(|b| b.capacity() == size) {
             return Some(pool.idle.swap_remove(i));
         }
-        // The pool converts instead of growing: idle buffers of another size go first.
-        loop {
-            if pool.allocated + size <= self.budget {
-                pool.allocated += size;
-                set_gauge(pool.allocated);
-                return Some(Vec::with_capacity(size));
-            }
-            match pool.idle.pop() {
-                Some(old) => pool.allocated -= old.capacity(),
-                None => break,
-            }
-        }
-        if pool.allocated + MIN_BATCH <= self.budget {
-            pool.allocated += MIN_BATCH;
-            set_gauge(pool.allocated);
-            return Some(Vec::with_capacity(MIN_BATCH));
-        }
+        let allocated = pool.allocated;
+        let fits = |want: usize| allocated + want <= self.budget;
+        let new = if fits(size) {
+            size
+        } else if let Some(buf) = pool.idle.pop() {
+            return Some(buf);
+        } else if fits(MIN_BATCH) {
+            MIN_BATCH
+        } else {
+            return None;
+        };
+        pool.allocated += new;
         set_gauge(pool.allocated);
-        None
+        Some(Vec::with_capacity(new))
     }
 
     /// A batch buffer, waiting until the budget allows one.
@@ -532,8 +528,8 @@ mod tests {
         for (writers, size) in table {
             assert_eq!(Buffers::batch_size(writers), size, "{writers} writers");
         }
-        // The pool keeps the buffers it made (within the budget) and converts sizes only
-        // when the budget is spent.
+        // The pool keeps the buffers it made, and never frees one: past the budget an idle
+        // buffer of another size serves.
         let pool = Buffers::new(8 << 20);
         pool.join();
         let bufs: Vec<_> = (0..4).map(|_| pool.try_take().unwrap()).collect();
@@ -542,20 +538,28 @@ mod tests {
         assert_eq!(pool.pool().idle.len(), 4, "kept");
         assert_eq!(pool.allocated(), 8 << 20);
         (0..3).for_each(|_| pool.join());
-        let small = pool.try_take().unwrap();
-        assert_eq!(small.capacity(), 512 << 10);
+        let other = pool.try_take().unwrap();
         assert_eq!(
-            pool.pool().idle.len(),
-            3,
-            "one 2 MiB buffer freed to make room"
+            other.capacity(),
+            2 << 20,
+            "the budget is spent: an idle one serves"
         );
-        assert_eq!(pool.allocated(), (6 << 20) + (512 << 10));
-        pool.give(Vec::with_capacity(1000)); // a gathering buffer is not kept
         assert_eq!(pool.pool().idle.len(), 3);
+        assert_eq!(pool.allocated(), 8 << 20, "nothing freed, nothing new");
+        pool.give(other);
+        let roomy = Buffers::new(9 << 20);
+        (0..4).for_each(|_| roomy.join());
+        assert_eq!(
+            roomy.try_take().unwrap().capacity(),
+            512 << 10,
+            "within the budget: new"
+        );
+        pool.give(Vec::with_capacity(1000)); // a gathering buffer is not kept
+        assert_eq!(pool.pool().idle.len(), 4);
     }
 
-    /// The budget bounds the buffers that exist: past it the pool converts idle buffers,
-    /// then hands out smaller ones, then none; a writer waiting in `take` gets the next one
+    /// The budget bounds the buffers that exist: past it the pool hands out smaller ones,
+    /// then none; a writer waiting in `take` gets the next one
     /// given back.
     #[tokio::test]
     async fn the_budget_bounds_the_buffers() {
