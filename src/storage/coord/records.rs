@@ -536,7 +536,11 @@ pub(super) async fn publish<S: Storage + ?Sized>(
     })
     .await?;
     let meta = s.publish_upload(id, path, size, options).await?;
-    forget(s, id, &state).await?;
+    // The file is published: a bookkeeping failure now must not turn that into an error.
+    // The records left are the sweeper's (its `abort` leaves a published file alone).
+    if let Err(e) = forget(s, id, &state).await {
+        tracing::warn!(upload = %id, error = %e, "published; its records are left to the sweeper");
+    }
     Ok(meta)
 }
 
@@ -592,4 +596,106 @@ pub(super) async fn list_uploads<S: Storage + ?Sized>(s: &S) -> StorageResult<Ve
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{ByteStream, MemoryStorage, Record, StorageExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A MemoryStorage whose record deletions fail while `failing` is set.
+    struct Forgetful {
+        inner: MemoryStorage,
+        failing: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Storage for Forgetful {
+        async fn read(
+            &self,
+            path: &FilePath,
+            range: Option<Range<u64>>,
+        ) -> StorageResult<Option<(ObjectMeta, ByteStream)>> {
+            self.inner.read(path, range).await
+        }
+        async fn write_upload(
+            &self,
+            upload: &UploadId,
+            offset: u64,
+        ) -> StorageResult<Box<dyn UploadWriter>> {
+            self.inner.write_upload(upload, offset).await
+        }
+        async fn read_upload(
+            &self,
+            upload: &UploadId,
+            range: Range<u64>,
+        ) -> StorageResult<ByteStream> {
+            self.inner.read_upload(upload, range).await
+        }
+        async fn publish_upload(
+            &self,
+            upload: &UploadId,
+            path: &FilePath,
+            size: u64,
+            options: PublishOptions,
+        ) -> StorageResult<ObjectMeta> {
+            self.inner.publish_upload(upload, path, size, options).await
+        }
+        async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()> {
+            self.inner.delete_upload(upload).await
+        }
+        async fn put_record(
+            &self,
+            key: &RecordKey,
+            value: Bytes,
+            mode: RecordMode,
+        ) -> StorageResult<String> {
+            self.inner.put_record(key, value, mode).await
+        }
+        async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
+            self.inner.get_record(key).await
+        }
+        async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(StorageError::other("injected"));
+            }
+            self.inner.delete_record(key).await
+        }
+        async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+            self.inner.list_records(prefix).await
+        }
+    }
+
+    /// A publication whose bookkeeping cannot be deleted afterwards still succeeds (the file
+    /// is there); the sweeper's abort then clears the records and leaves the file alone.
+    #[tokio::test]
+    async fn published_even_if_its_records_stay() {
+        let storage = Arc::new(Forgetful {
+            inner: MemoryStorage::new(),
+            failing: AtomicBool::new(true),
+        });
+        let path = FilePath::new("kept.bin").unwrap();
+        let up = storage
+            .open_upload(&path, UploadSpec::Resumable { total: 2 })
+            .await
+            .unwrap();
+        let mut w = storage.writer(&up.id, 0).await.unwrap();
+        w.write(Bytes::from_static(b"ok")).await.unwrap();
+        w.commit().await.unwrap();
+        assert_eq!(storage.claim(&up.id).await.unwrap(), Claim::Won);
+        let meta = storage
+            .publish(&up.id, &path, 2, PublishOptions::default())
+            .await;
+        assert_eq!(meta.unwrap().size, 2);
+        assert_eq!(
+            storage.list_uploads().await.unwrap().len(),
+            1,
+            "records left"
+        );
+        storage.failing.store(false, Ordering::Relaxed);
+        storage.abort(&up.id).await.unwrap();
+        assert!(storage.list_uploads().await.unwrap().is_empty());
+        assert_eq!(storage.head(&path).await.unwrap().unwrap().size, 2);
+    }
 }
