@@ -84,7 +84,10 @@ pub mod prelude {
 #[cfg(feature = "object-store")]
 pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
 #[doc(hidden)]
-pub use coord::{CLAIM_LEASE, Coordinate, Durable, plant_claim};
+pub use coord::Coordinate;
+pub(crate) use coord::Durable;
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) use coord::plant_claim;
 pub use coord::{ChunkWriter, StorageExt};
 pub(crate) use fs::BUFFER_BYTES_METRIC;
 pub use fs::{DEFAULT_BUFFER_BUDGET, DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};

@@ -28,8 +28,8 @@ use crate::path::FilePath;
 
 mod records;
 
-#[doc(hidden)]
-pub use records::{CLAIM_LEASE, plant_claim};
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) use records::plant_claim;
 
 /// A writer of the service's view: [`commit`](Self::commit) records the range and answers
 /// every range received so far. Obtained from [`StorageExt::writer`].
@@ -73,8 +73,7 @@ pub trait Coordinate: Send + Sync {
 
 /// A [`ChunkWriter`] as an [`UploadWriter`] (its ranges dropped): what a natively
 /// coordinating backend returns from [`Storage::write_upload`].
-#[doc(hidden)]
-pub struct Durable(pub Box<dyn ChunkWriter>);
+pub(crate) struct Durable(pub Box<dyn ChunkWriter>);
 
 #[async_trait]
 impl UploadWriter for Durable {

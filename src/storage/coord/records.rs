@@ -39,7 +39,7 @@ use crate::storage::{
 };
 
 /// How long a claim lasts without renewal (publication renews it).
-pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+pub(super) const CLAIM_LEASE: Duration = Duration::from_secs(60);
 /// How long a writer's lease record lasts without renewal.
 const WRITER_LEASE: Duration = Duration::from_secs(60);
 /// A writer re-reads the state before a write when it last did longer ago than this.
@@ -484,8 +484,8 @@ async fn claim_for<S: Storage + ?Sized>(
 
 /// Claims the upload for `lease`, for this process (`ours`) or another one: how the
 /// conformance suite stands in for a process that dies holding a claim (a short lease).
-#[doc(hidden)]
-pub async fn plant_claim(
+#[cfg(any(test, feature = "conformance"))]
+pub(crate) async fn plant_claim(
     s: &dyn Storage,
     id: &UploadId,
     lease: Duration,
