@@ -20,8 +20,8 @@
 //! `--body-idle-timeout SECS` (default 60; 0 = none), `--max-incomplete-uploads N` (default: no
 //! cap; 429 past it), `--durability process|power` (a directory's fsync policy, default
 //! process: see `Durability`), `--inline-io BYTES` (`FsOptions::inline_io`, default 65536; 0 on
-//! NFS or FUSE), `--buffer-budget BYTES` (`FsOptions::buffer_budget`, default 16777216: the
-//! write buffers of all uploads together). `--metrics` serves the crate's metrics
+//! NFS or FUSE), `--buffer-budget BYTES` (`FsOptions::buffer_budget`, default 8388608: the
+//! write and read buffers of all requests together). `--metrics` serves the crate's metrics
 //! (`tower_uploads::metrics`) in Prometheus' text format at `GET /metrics`, answered before the
 //! uploads see the request (no credentials; off by default, when `/metrics` is a file path like
 //! any other). `--help` describes them; a value follows its flag as `--flag VALUE` or
@@ -39,6 +39,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -129,8 +130,8 @@ struct Hardening {
     /// pool (`FsOptions::inline_io`, default 65536; 0 on NFS or FUSE).
     #[arg(long, value_name = "BYTES")]
     inline_io: Option<u64>,
-    /// The most bytes of write buffers all uploads hold at once; past it a body is read more
-    /// slowly (`FsOptions::buffer_budget`, default 16777216).
+    /// The most bytes of write and read buffers all requests hold at once; past it a body is
+    /// read more slowly (`FsOptions::buffer_budget`, default 8388608).
     #[arg(long, value_name = "BYTES")]
     buffer_budget: Option<usize>,
 }
@@ -238,6 +239,7 @@ async fn main() {
 
     println!("listening on http://{addr}");
     let mut accept_errors = AcceptErrors::default();
+    let connections = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -252,7 +254,44 @@ async fn main() {
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        tokio::spawn(serve(stream, service, metrics.clone(), header_read_timeout));
+        let open = Open::count(&connections);
+        tokio::spawn(serve(
+            stream,
+            service,
+            metrics.clone(),
+            header_read_timeout,
+            open,
+        ));
+    }
+}
+
+/// hyper's read buffer for a connection accepted while `open` others are: 64 KiB while few
+/// are (reads that large keep one upload as fast as 2 MiB batches can take it: smaller ones
+/// cost system time), 16 KiB beyond (a streaming body pins up to two buffers, and glibc keeps
+/// in its arenas what it once held: with 600 connections of the load test, 64 KiB buffers
+/// alone were 58 MiB at the peak; nginx's `client_body_buffer_size` is 16 KiB).
+fn read_buffer(open: usize) -> usize {
+    if open < 64 { 64 * 1024 } else { 16 * 1024 }
+}
+
+/// One open connection, counted while it lives (for [`read_buffer`]).
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn count(connections: &Arc<AtomicUsize>) -> Open {
+        connections.fetch_add(1, Ordering::Relaxed);
+        Open(connections.clone())
+    }
+
+    /// The connections open besides this one.
+    fn others(&self) -> usize {
+        self.0.load(Ordering::Relaxed).saturating_sub(1)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -322,6 +361,7 @@ async fn serve(
     service: UploadsService,
     metrics: Option<PrometheusHandle>,
     idle: Duration,
+    open: Open,
 ) {
     let (busy, mut watch) = tokio::sync::watch::channel(0usize);
     let busy = Arc::new(busy);
@@ -347,10 +387,9 @@ async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle)
-        // hyper's read buffer grows to ~400 KiB per connection under a streaming body; with
-        // 200 uploads that alone held ~80 MiB, which glibc then kept. 64 KiB reads cost no
-        // measurable throughput (benches/tools/ab.sh put and 4).
-        .max_buf_size(64 * 1024);
+        // hyper's read buffer grows to ~400 KiB per connection under a streaming body by
+        // default; with 200 uploads that alone held ~80 MiB, which glibc then kept.
+        .max_buf_size(read_buffer(open.others()));
     builder
         .http2()
         .timer(TokioTimer::new())

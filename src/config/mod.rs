@@ -50,6 +50,8 @@ pub(crate) struct Config {
     pub private: bool,
     /// How files are delivered (scripts and style sheets inert unless the app opts in).
     pub delivery: crate::delivery::DeliveryOptions,
+    /// Trim glibc's free memory after a burst ([`Uploads::trim_allocator`](crate::Uploads::trim_allocator)).
+    pub trim_allocator: bool,
 }
 
 impl Config {

@@ -196,7 +196,9 @@ where
         let outer = span.clone();
         let endpoint = metric_endpoint(&route, req.headers());
         let since = std::time::Instant::now();
+        let busy = super::memory::Busy::enter(cfg.trim_allocator);
         let fut = async move {
+            let _busy = busy;
             let style = ResponseStyle::negotiate(req.headers(), cfg.style);
             let facts = RequestFacts::of(&req);
             let answer = Answer::new(style, &facts);

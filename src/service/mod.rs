@@ -18,6 +18,7 @@
 //! ```
 
 mod handler;
+mod memory;
 mod sweeper;
 
 pub use crate::config::{
@@ -68,6 +69,7 @@ pub struct Uploads {
     body_idle_timeout: Option<Duration>,
     max_incomplete_uploads: Option<usize>,
     active_types: bool,
+    trim_allocator: bool,
 }
 
 impl std::fmt::Debug for Uploads {
@@ -112,6 +114,7 @@ impl Uploads {
             body_idle_timeout: Some(crate::config::DEFAULT_BODY_IDLE_TIMEOUT),
             max_incomplete_uploads: None,
             active_types: false,
+            trim_allocator: true,
         }
     }
 
@@ -258,6 +261,17 @@ impl Uploads {
         self
     }
 
+    /// When a burst of requests ends, ask glibc's `malloc` to return the free memory it keeps
+    /// (`malloc_trim`, once, a second later, off the async threads; a no-op with another
+    /// allocator or system). Default `true`: the HTTP server's buffers and the requests'
+    /// allocations otherwise stay with the allocator at their peak for good (the demo server
+    /// under its load test: 51 MiB after the load without, 25 MiB with); `false` leaves
+    /// the allocator alone, for an app that manages it itself.
+    pub fn trim_allocator(mut self, on: bool) -> Uploads {
+        self.trim_allocator = on;
+        self
+    }
+
     /// The storage.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
@@ -296,6 +310,7 @@ impl Uploads {
             max_incomplete_uploads: self.max_incomplete_uploads,
             private: self.private,
             delivery: crate::delivery::DeliveryOptions::default().active_types(self.active_types),
+            trim_allocator: self.trim_allocator,
         })
     }
 

@@ -179,18 +179,38 @@ impl Comparer {
 /// A body's first [`SNIFF_BYTES`] bytes, collected by [`pump`].
 ///
 /// While the body has come in one frame, the head is that frame itself (no copy: a small
-/// upload's bytes are sniffed, probed and re-checked where they arrived). A second frame
-/// turns it into an owned copy, so a long upload does not hold the buffer of its first frame
-/// (a connection's read buffer) until it ends.
+/// upload's bytes are sniffed, probed and re-checked where they arrived). At a second frame
+/// a head made by [`Head::copied`] turns into an owned copy (the conditions' head phase
+/// needs the bytes as they arrive), so that a long upload does not hold the buffer of its
+/// first frame (a connection's read buffer) until it ends; one made by
+/// [`Head::first_frame`] lets the frame go and stays empty (the bytes are read back from the
+/// storage when needed): a thousand slow uploads hold no 64 KiB copy each.
 #[derive(Default)]
 pub(crate) struct Head {
     /// The first frame's bytes (up to [`SNIFF_BYTES`]), while `owned` is empty.
     first: Bytes,
     /// The head once a second frame arrived.
     owned: Vec<u8>,
+    /// Whether a second frame turns the head into a copy (else it ends the head).
+    copy: bool,
+    /// Given up at a second frame (not copying).
+    dropped: bool,
 }
 
 impl Head {
+    /// A head that keeps all of the first [`SNIFF_BYTES`], copying them past the first frame.
+    pub(crate) fn copied() -> Head {
+        Head {
+            copy: true,
+            ..Head::default()
+        }
+    }
+
+    /// A head that keeps only a first frame that is the whole body.
+    pub(crate) fn first_frame() -> Head {
+        Head::default()
+    }
+
     /// The bytes collected so far.
     pub(crate) fn as_slice(&self) -> &[u8] {
         if self.owned.is_empty() {
@@ -207,7 +227,15 @@ impl Head {
     /// Takes what of `data` (the body's next frame) belongs to the head; true when this
     /// frame completed it.
     pub(crate) fn push(&mut self, data: &Bytes) -> bool {
+        if self.dropped {
+            return false;
+        }
         let before = self.len();
+        if before > 0 && !self.copy {
+            self.first = Bytes::new();
+            self.dropped = true;
+            return false;
+        }
         if before == SNIFF_BYTES {
             if self.owned.is_empty() {
                 // Full from the first frame, and more is coming: let that frame's buffer go.
@@ -227,6 +255,20 @@ impl Head {
             self.owned.extend_from_slice(&data[..n]);
         }
         self.len() == SNIFF_BYTES
+    }
+
+    /// Lets the first frame (a connection's read buffer) go while the body pauses: a copying
+    /// head copies what it holds of it, another one gives up.
+    pub(crate) fn let_go(&mut self) {
+        if self.first.is_empty() {
+            return;
+        }
+        let first = std::mem::take(&mut self.first);
+        if self.copy {
+            self.owned = first.to_vec();
+        } else {
+            self.dropped = true;
+        }
     }
 
     pub(crate) fn into_bytes(self) -> Bytes {
@@ -272,10 +314,14 @@ where
     let received = crate::metrics::bytes_received();
     loop {
         // A body that pauses: the writer writes out what it gathered and gives its buffers
-        // back meanwhile, so that slow uploads hold no buffer while they wait.
+        // back meanwhile, and the head lets go of its first frame, so that slow uploads hold
+        // no buffer (theirs or the connection's) while they wait.
         let frame = match tokio::time::timeout(IDLE_FLUSH, body.frame()).await {
             Ok(frame) => frame,
             Err(_) => {
+                if let Some(head) = taps.sniff.as_deref_mut() {
+                    head.let_go();
+                }
                 writer.flush().await.map_err(PumpError::Storage)?;
                 body.frame().await
             }
@@ -350,10 +396,17 @@ mod tests {
             &[1, SNIFF_BYTES, SNIFF_BYTES],
         ];
         for frames in cases {
-            let mut head = Head::default();
+            let mut head = Head::copied();
+            let mut lone = Head::first_frame();
             let mut at = 0;
             for &len in frames {
-                let full = head.push(&Bytes::copy_from_slice(&body[at..at + len]));
+                let frame = Bytes::copy_from_slice(&body[at..at + len]);
+                assert_eq!(
+                    lone.push(&frame),
+                    at == 0 && len >= SNIFF_BYTES,
+                    "{frames:?}"
+                );
+                let full = head.push(&frame);
                 assert_eq!(
                     full,
                     at < SNIFF_BYTES && at + len >= SNIFF_BYTES,
@@ -365,6 +418,11 @@ mod tests {
             assert!(head.as_slice() == want, "{frames:?}");
             assert_eq!(head.owned.is_empty(), frames.len() <= 1, "{frames:?}");
             assert!(head.into_bytes() == want, "{frames:?}");
+            let lone_want: &[u8] = if frames.len() == 1 { want } else { &[] };
+            assert!(
+                lone.into_bytes() == lone_want,
+                "{frames:?}: only a lone frame is kept"
+            );
         }
     }
 
@@ -388,7 +446,7 @@ mod tests {
                 .iter()
                 .map(|f| Ok::<_, std::io::Error>(Frame::data(Bytes::copy_from_slice(f)))),
         ));
-        let mut head = Head::default();
+        let mut head = Head::copied();
         let mut checks = 0;
         let mut check = |h: &[u8]| {
             checks += 1;
@@ -453,5 +511,39 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((n, w.bytes, w.flushes), (30, 30, 1));
+    }
+
+    /// While a body pauses its head lets go of the first frame (the connection's read
+    /// buffer): a copying head keeps a copy of its bytes, the other gives up.
+    #[tokio::test]
+    async fn a_pausing_body_lets_its_first_frame_go() {
+        use futures_util::StreamExt;
+        for copy in [true, false] {
+            let frames = futures_util::stream::iter([1u8, 2]).then(|n| async move {
+                if n == 2 {
+                    tokio::time::sleep(IDLE_FLUSH * 2).await;
+                }
+                Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![n; 10])))
+            });
+            let mut head = if copy {
+                Head::copied()
+            } else {
+                Head::first_frame()
+            };
+            let taps = Taps {
+                sniff: Some(&mut head),
+                ..Taps::default()
+            };
+            let mut w = Counting::default();
+            let body = http_body_util::StreamBody::new(frames);
+            pump(body, &mut w, 100, taps).await.unwrap();
+            assert!(head.first.is_empty(), "copy: {copy}");
+            let want: Vec<u8> = if copy {
+                [[1u8; 10], [2u8; 10]].concat()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(head.as_slice(), &want[..], "copy: {copy}");
+        }
     }
 }

@@ -515,7 +515,7 @@ where
     // The chunk holding offset 0 shows what the file is: check kind, type and dimensions as
     // soon as its first bytes are in.
     let head_phase = start == 0 && !conditions.is_empty();
-    let mut head = Head::default();
+    let mut head = Head::copied();
     let mut on_head = head_check(&conditions, &parts.headers, path, Some(total));
     let taps = Taps {
         sniff: head_phase.then_some(&mut head),

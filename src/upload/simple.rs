@@ -49,7 +49,12 @@ where
     crate::metrics::upload_started(crate::metrics::Kind::Simple);
     let guard = AbortOnDrop::new(&cfg.storage, upload.id.clone());
     let mut writer = cfg.storage.writer(&upload.id, 0).await?;
-    let mut head = Head::default();
+    // Past its first frame the head is copied only for the conditions' head phase.
+    let mut head = if conditions.is_empty() {
+        Head::first_frame()
+    } else {
+        Head::copied()
+    };
     let mut on_head = head_check(&conditions, &parts.headers, path, declared);
     let pumped = pump(
         body,

@@ -592,6 +592,33 @@ pub fn server_binary() -> std::path::PathBuf {
     example_binary("server")
 }
 
+/// `target/release/examples/server`, built now (`cargo build --release --example server`,
+/// once per test binary; a no-op when it is up to date, as in `.ci/run`, whose `examples`
+/// step comes first).
+pub fn release_server_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "--release", "--example", "server"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo");
+            assert!(
+                status.success(),
+                "cargo build --release --example server failed"
+            );
+            let exe = std::env::current_exe().expect("current_exe");
+            let target = exe
+                .ancestors()
+                .nth(3)
+                .expect("the test binary lives in target/<profile>/deps");
+            target.join("release").join("examples").join("server")
+        })
+        .clone()
+}
+
 /// `target/<profile>/examples/<name>` (see [`server_binary`]).
 pub fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

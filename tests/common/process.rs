@@ -41,7 +41,35 @@ impl DemoServer {
         K: AsRef<std::ffi::OsStr>,
         V: AsRef<std::ffi::OsStr>,
     {
-        let mut child = Command::new(server_binary())
+        Self::start_binary(&server_binary(), data, key, extra, env)
+    }
+
+    /// Like [`start_keyed`](Self::start_keyed), with the release build of the demo server
+    /// (`cargo run --release --example server`, as README starts it), built first if needed:
+    /// what the memory tests measure is the server users run, not a debug build (whose
+    /// binary alone is 12 MiB more resident memory).
+    pub fn start_release(data: &Path, key: &str, extra: &[&str]) -> DemoServer {
+        Self::start_binary(
+            &super::release_server_binary(),
+            data,
+            key,
+            extra,
+            &[] as &[(&str, &str)],
+        )
+    }
+
+    fn start_binary<K, V>(
+        binary: &Path,
+        data: &Path,
+        key: &str,
+        extra: &[&str],
+        env: &[(K, V)],
+    ) -> DemoServer
+    where
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let mut child = Command::new(binary)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")

@@ -56,6 +56,7 @@
 //! bytes before its range marker is created, the marker's directory after, and a file and its
 //! directory before a publication is answered.
 
+mod buffers;
 mod meta;
 mod publish;
 mod records;
@@ -66,7 +67,7 @@ mod uploads;
 mod writer;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -78,11 +79,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub(crate) use self::buffers::BUFFER_BYTES_METRIC;
+pub use self::buffers::DEFAULT_BUFFER_BUDGET;
+use self::buffers::{Buffers, Frame};
 use self::meta::{any_meta_file, etag_of};
 use self::sys::unnamed_staging_works;
-pub(crate) use self::writer::BUFFER_BYTES_METRIC;
-pub use self::writer::DEFAULT_BUFFER_BUDGET;
-use self::writer::{Buffers, FsWriter};
+use self::writer::FsWriter;
 use super::{
     ByteStream, Capabilities, ChunkWriter, Claim, Coordinate, Durable, ObjectMeta, PublishOptions,
     Record, RecordKey, RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo,
@@ -93,8 +95,6 @@ use crate::path::FilePath;
 /// The reserved top-level directory of the bookkeeping.
 pub const RESERVED_DIR: &str = ".tower-uploads";
 const LOCK_STRIPES: u64 = 64;
-/// Frame size of read streams.
-const READ_FRAME: usize = 256 * 1024;
 /// Default of [`FsOptions::inline_io`].
 pub const DEFAULT_INLINE_IO: u64 = 64 * 1024;
 
@@ -144,7 +144,7 @@ struct Inner {
     /// Exclusive locks held by this process's winning claims, until publish or abort.
     claims: Mutex<HashMap<UploadId, Arc<File>>>,
     /// Batch buffers, reused by every writer.
-    buffers: Buffers,
+    buffers: Arc<Buffers>,
     /// The lock each resumable upload's writers in this process take around their `pwrite`s
     /// (see [`Inner::write_lock`]).
     write_locks: Mutex<HashMap<UploadId, Weak<Mutex<()>>>>,
@@ -305,11 +305,15 @@ impl FsOptions {
         self
     }
 
-    /// The most bytes of write buffers the storage's writers hold at once, together (default
-    /// [`DEFAULT_BUFFER_BUDGET`], 16 MiB; at least 256 KiB). Writers gather a body into
-    /// batches of 2 MiB when one writes alone, down to 256 KiB when many do; when the budget
-    /// is spent, a writer waits for a buffer, and its body is read more slowly, instead of
-    /// allocating. The buffers are reused, so memory does not follow the allocator's history.
+    /// The most bytes of buffers the storage's writers and readers hold at once, together
+    /// (default [`DEFAULT_BUFFER_BUDGET`], 8 MiB; at least 256 KiB). Writers gather a body
+    /// into batches of 2 MiB when one writes alone, down to 256 KiB when many do; readers
+    /// read a file in frames of 256 KiB. When the budget is spent, a writer writes each frame
+    /// of its body from where it arrived (the HTTP server's read buffer), one at a time, so
+    /// that its body is read more slowly, and a reader reads in frames of 64 KiB of its own,
+    /// instead of allocating buffers. The buffers are reused and never freed, so memory does
+    /// not follow the allocator's history. What else a request holds is the HTTP server's
+    /// (its read buffer, at most two frames of it) and a few KiB of state.
     pub fn buffer_budget(mut self, bytes: usize) -> FsOptions {
         self.buffer_budget = bytes;
         self
@@ -373,7 +377,7 @@ impl FsStorage {
                 staging: sys.join("staging"),
                 stripes,
                 claims: Mutex::new(HashMap::new()),
-                buffers: Buffers::new(buffer_budget),
+                buffers: Arc::new(Buffers::new(buffer_budget)),
                 write_locks: Mutex::new(HashMap::new()),
             }),
         })
@@ -490,7 +494,10 @@ impl Storage for FsStorage {
             return Ok(None);
         };
         let range = meta.resolve_range(range)?;
-        Ok(Some((meta, read_stream(Arc::new(file), range))))
+        Ok(Some((
+            meta,
+            read_stream(Arc::new(file), range, self.inner.buffers.clone()),
+        )))
     }
 
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
@@ -510,7 +517,11 @@ impl Storage for FsStorage {
                     .await?
             }
         };
-        Ok(read_stream(Arc::new(file), range))
+        Ok(read_stream(
+            Arc::new(file),
+            range,
+            self.inner.buffers.clone(),
+        ))
     }
 
     async fn put_record(
@@ -674,19 +685,23 @@ impl Coordinate for FsStorage {
     }
 }
 
-/// Streams `range` of `file` in frames of [`READ_FRAME`] bytes (a bounded read per frame, off
-/// the async threads). Short reads (the file shrank) end the stream with an error.
-fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
+/// Streams `range` of `file` in frames of at most [`READ_FRAME`](buffers::READ_FRAME) bytes
+/// lent by the storage's buffer pool ([`Frame`]; a bounded read per frame, off the async
+/// threads). Short reads (the file shrank) end the stream with an error.
+fn read_stream(file: Arc<File>, range: Range<u64>, pool: Arc<Buffers>) -> ByteStream {
     let stream = futures_util::stream::try_unfold(range.start, move |pos| {
-        let file = file.clone();
+        let (file, pool) = (file.clone(), pool.clone());
         let end = range.end;
         async move {
             if pos >= end {
                 return Ok(None);
             }
-            let want = ((end - pos) as usize).min(READ_FRAME);
-            let buf = blocking(move || {
-                let mut buf = BytesMut::zeroed(want);
+            // Taken here, not on the blocking thread: a frame of its own then comes from
+            // this thread's arena, not from one more arena of a blocking thread.
+            let mut frame = Frame::new(&pool, usize::try_from(end - pos).unwrap_or(usize::MAX));
+            let want = frame.as_ref().len();
+            let frame = blocking(move || {
+                let buf = frame.as_mut();
                 let mut filled = 0;
                 while filled < want {
                     match file.read_at(&mut buf[filled..], pos + filled as u64) {
@@ -698,10 +713,10 @@ fn read_stream(file: Arc<File>, range: Range<u64>) -> ByteStream {
                         Err(e) => return Err(io(e)),
                     }
                 }
-                Ok(buf.freeze())
+                Ok(frame)
             })
             .await?;
-            Ok(Some((buf, pos + want as u64)))
+            Ok(Some((frame.into_bytes(), pos + want as u64)))
         }
     });
     Box::pin(stream)
