@@ -1,6 +1,6 @@
 //! Load: 200 concurrent clients against the demo server binary for a bounded time
-//! (`LOAD_SECS`, default 20, after an 8 s warm-up), mixing simple PUTs, chunked uploads (parallel chunks, a chunk
-//! sent twice, some uploads abandoned half-way) and ranged GETs of finished files. Then:
+//! (`LOAD_SECS`, default 50, after an 8 s warm-up: about a minute), mixing simple PUTs,
+//! chunked uploads (parallel chunks, a chunk sent twice, some uploads abandoned half-way) and ranged GETs of finished files. Then:
 //! every completed file has the right SHA-256 on disk and over HTTP, the abandoned uploads are
 //! swept (`--upload-ttl 10`), and the server's open file descriptors go back to their idle
 //! level. The server runs with the default allocator (no `MALLOC_*`); its resident memory
@@ -175,7 +175,7 @@ async fn two_hundred_clients_then_everything_verified_swept_and_idle() {
     let secs: u64 = std::env::var("LOAD_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(50);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // The default allocator, as every app that embeds the crate runs it.
