@@ -16,7 +16,7 @@
 //! | `tower_uploads_request_duration_seconds` | histogram | `endpoint` | seconds | the upload handler answered a request: the time from its dispatch until the response head was ready (for uploads, after the whole body; a delivery's body streams after). `endpoint`: `simple`, `chunked`, `session`, `deliver`, `signatures`, `refused` (refused by the handler before any endpoint ran) |
 //! | `tower_uploads_chunk_duration_seconds` | histogram | | seconds | the chunk core (`upload/chunk.rs`, protocol-neutral) was done with a chunk, at whatever end (an answer, an error, the client gone): receiving, verifying and counting it, and finalizing the upload when it completed it (`Content-Range: bytes */N` status queries are not chunks) |
 //! | `tower_uploads_uploads_in_progress` | gauge | | uploads | each run of the [sweeper](crate::service::spawn_sweeper): the uploads the storage lists as in progress and that the run kept (resumable uploads, simple uploads whose body is streaming, session parts not yet assembled). The storage is the truth: every process sharing it reports the same value |
-//! | `tower_uploads_buffer_bytes` | gauge | | bytes | the bytes of write buffers [`FsStorage`](crate::FsStorage)'s pool holds, in use or idle (at most `FsOptions::buffer_budget`); set when it changes |
+//! | `tower_uploads_buffer_bytes` | gauge | | bytes | the bytes of the buffers [`FsStorage`](crate::FsStorage)'s pool holds (write batches and read frames), in use or idle (at most `FsOptions::buffer_budget`); set when it changes |
 //!
 //! Labels: `protocol` is `ittybit` (the only upload protocol served so far; tus and the IETF
 //! resumable-upload draft will have their own value); `kind` is `simple` (a whole-body `PUT`),
