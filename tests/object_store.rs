@@ -123,6 +123,21 @@ async fn conformance_on_garage() {
     }
 }
 
+/// Garage accepts `If-None-Match: *` and `If-Match` and ignores them: the startup probe says
+/// so (issue 21: such a store needs a coordinator of its own).
+#[tokio::test]
+async fn garage_ignores_conditional_writes() {
+    let Some(env) = garage_or_skip("garage_ignores_conditional_writes") else {
+        return;
+    };
+    let storage = storage(env, &prefix("probe"));
+    let found = storage
+        .probe_conditional_writes()
+        .await
+        .expect("the probe ran");
+    assert_eq!(found, tower_uploads::storage::ConditionalWrites::Ignored);
+}
+
 /// Many claimers on two storage instances (two S3 clients, as two servers would have): one
 /// winner. Then many create-only records from both: one winner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -82,7 +82,7 @@ pub mod prelude {
 }
 
 #[cfg(feature = "object-store")]
-pub use self::object_store::{ObjectStoreStorage, PART_SIZE};
+pub use self::object_store::{ConditionalWrites, ObjectStoreStorage, PART_SIZE};
 #[doc(hidden)]
 pub use coord::Coordinate;
 pub(crate) use coord::Durable;

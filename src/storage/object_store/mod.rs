@@ -28,7 +28,10 @@
 mod lock;
 mod multipart;
 mod objects;
+mod probe;
 mod writer;
+
+pub use self::probe::ConditionalWrites;
 
 use self::multipart::PartBuffer;
 use self::writer::ObjectWriter;
