@@ -20,15 +20,18 @@
 //! .tower-uploads/locks/<name>/…            bakery locks (see `lock.rs`)
 //! ```
 //!
-//! Exactly-once decisions (creating a path's upload, claiming, create-only records,
-//! create-only / if-match publication) are made inside a bakery lock built from plain
-//! objects and listings (`lock.rs`): Garage ignores `If-None-Match: *`, so conditional puts
-//! are only an extra guard. ARCHITECTURE.md has the argument and the request costs.
+//! Records (`put_record` create-only and compare-and-swap) are decided by the store's own
+//! conditional writes when it enforces them (probed once: `probe.rs`, `records.rs`). The
+//! other exactly-once decisions (creating a path's upload, claiming, create-only / if-match
+//! publication), and records on a store that ignores conditional writes (Garage), are made
+//! inside a bakery lock built from plain objects and listings (`lock.rs`), where conditional
+//! puts are only an extra guard. ARCHITECTURE.md has the argument and the request costs.
 
 mod lock;
 mod multipart;
 mod objects;
 mod probe;
+mod records;
 mod writer;
 
 pub use self::probe::ConditionalWrites;
@@ -89,6 +92,8 @@ pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,
     multipart: Arc<dyn MultipartStore>,
     root: Path,
+    /// Whether the store enforces conditional writes, once probed (`records.rs`).
+    conditional: Arc<tokio::sync::OnceCell<ConditionalWrites>>,
 }
 
 impl std::fmt::Debug for ObjectStoreStorage {
@@ -179,6 +184,7 @@ impl ObjectStoreStorage {
             store: store.clone(),
             multipart: store,
             root: Path::default(),
+            conditional: Arc::default(),
         }
     }
 
@@ -300,6 +306,9 @@ impl Storage for ObjectStoreStorage {
         mode: RecordMode,
     ) -> StorageResult<String> {
         let object = self.record_key(key);
+        if self.conditional_writes().await? == ConditionalWrites::Enforced {
+            return self.put_conditional(&object, value, mode).await;
+        }
         let etag = Record::etag_of(&value);
         if mode == RecordMode::Overwrite {
             self.put_small(&object, value).await?;
@@ -323,7 +332,11 @@ impl Storage for ObjectStoreStorage {
     }
 
     async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
-        let found = self.get_small(&self.record_key(key)).await?;
+        let object = self.record_key(key);
+        if self.conditional_writes().await? == ConditionalWrites::Enforced {
+            return self.get_tagged(&object).await;
+        }
+        let found = self.get_small(&object).await?;
         Ok(found.map(|(b, _)| Record::new(b)))
     }
 

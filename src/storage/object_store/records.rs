@@ -1,0 +1,256 @@
+//! Records decided by the store's own conditional writes, where it enforces them
+//! ([`ConditionalWrites::Enforced`], probed once per storage): create-only is
+//! `If-None-Match: *`, compare-and-swap is `If-Match` on the store's etag, and no lock is
+//! taken. A store that ignores them keeps the bakery lock (`lock.rs`) until issue 21's
+//! coordinators replace it.
+//!
+//! A conditional write whose acknowledgement was lost and that the client then retried (the
+//! S3 client retries by itself) is refused by the store, as the first attempt took effect:
+//! a refused write is read back, and a record holding exactly the bytes this write sent is
+//! taken as this write's. The crate's coordination records carry a random owner token, so
+//! another writer's record never holds the same bytes; for records without one, two writers
+//! of identical bytes both succeed, and the record holds what each of them wrote.
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+
+use super::{ConditionalWrites, ObjectStoreStorage, is_not_found, os_err};
+use crate::storage::{Record, RecordMode, StorageError, StorageResult};
+
+impl ObjectStoreStorage {
+    /// Whether the store enforces conditional writes: probed at the first call, then kept
+    /// (shared by the storage's clones).
+    pub(super) async fn conditional_writes(&self) -> StorageResult<ConditionalWrites> {
+        self.conditional
+            .get_or_try_init(|| self.probe_conditional_writes())
+            .await
+            .copied()
+    }
+
+    /// A record's value and the store's etag of it.
+    pub(super) async fn get_tagged(&self, object: &Path) -> StorageResult<Option<Record>> {
+        match self.store.get(object).await {
+            Ok(r) => {
+                let etag = r.meta.e_tag.clone();
+                let value = r.bytes().await.map_err(os_err)?;
+                Ok(Some(match etag {
+                    Some(etag) => Record { value, etag },
+                    None => Record::new(value),
+                }))
+            }
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(os_err(e)),
+        }
+    }
+
+    /// `put_record` on a store that enforces conditional writes; returns the store's etag.
+    pub(super) async fn put_conditional(
+        &self,
+        object: &Path,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<String> {
+        let put_mode = match &mode {
+            RecordMode::Overwrite => PutMode::Overwrite,
+            RecordMode::Create => PutMode::Create,
+            RecordMode::Update(etag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(etag.clone()),
+                version: None,
+            }),
+        };
+        let payload = PutPayload::from_bytes(value.clone());
+        match self
+            .store
+            .put_opts(object, payload, PutOptions::from(put_mode))
+            .await
+        {
+            Ok(r) => match r.e_tag {
+                Some(etag) => Ok(etag),
+                // No etag in the answer: the one the store reports on reading.
+                None => self.etag_of_own(object, &value).await,
+            },
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. },
+            ) => self.etag_of_own(object, &value).await,
+            Err(e) => Err(os_err(e)),
+        }
+    }
+
+    /// The etag of the record at `object` if it holds exactly `value` (this write took
+    /// effect: a retried attempt was refused), else [`StorageError::PreconditionFailed`].
+    async fn etag_of_own(&self, object: &Path, value: &Bytes) -> StorageResult<String> {
+        match self.get_tagged(object).await? {
+            Some(r) if r.value == *value => Ok(r.etag),
+            _ => Err(StorageError::PreconditionFailed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{RecordKey, Storage};
+    use futures_util::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::multipart::{MultipartStore, PartId};
+    use object_store::{MultipartId, ObjectStore};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An in-memory store whose next conditional put is sent twice, as a client retries
+    /// after a lost answer: the first attempt takes effect, the caller sees the second's.
+    #[derive(Debug, Default)]
+    struct LostAck {
+        inner: InMemory,
+        lose_next: AtomicBool,
+    }
+
+    impl std::fmt::Display for LostAck {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("LostAck")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for LostAck {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            let conditional = !matches!(opts.mode, PutMode::Overwrite);
+            if conditional && self.lose_next.swap(false, Ordering::SeqCst) {
+                self.inner
+                    .put_opts(location, payload.clone(), opts.clone())
+                    .await?;
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MultipartStore for LostAck {
+        async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+            self.inner.create_multipart(path).await
+        }
+        async fn put_part(
+            &self,
+            path: &Path,
+            id: &MultipartId,
+            part_idx: usize,
+            data: PutPayload,
+        ) -> object_store::Result<PartId> {
+            self.inner.put_part(path, id, part_idx, data).await
+        }
+        async fn complete_multipart(
+            &self,
+            path: &Path,
+            id: &MultipartId,
+            parts: Vec<PartId>,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.complete_multipart(path, id, parts).await
+        }
+        async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
+            self.inner.abort_multipart(path, id).await
+        }
+    }
+
+    /// On a store that enforces conditional writes, records are decided by them: a retried
+    /// create or update whose first attempt took effect is this write's; another writer's
+    /// create or a stale update is refused; the etags are the store's.
+    #[tokio::test]
+    async fn conditional_records_survive_lost_acknowledgements() {
+        let store = Arc::new(LostAck::default());
+        let storage = ObjectStoreStorage::new(store.clone());
+        assert_eq!(
+            storage.conditional_writes().await.unwrap(),
+            ConditionalWrites::Enforced
+        );
+        let key = RecordKey::new("sessions/a").unwrap();
+        store.lose_next.store(true, Ordering::SeqCst);
+        let e1 = storage
+            .put_record(&key, Bytes::from_static(b"one token-1"), RecordMode::Create)
+            .await
+            .expect("a create whose answer was lost is still this write's");
+        let got = storage.get_record(&key).await.unwrap().unwrap();
+        assert_eq!((&got.value[..], &got.etag), (&b"one token-1"[..], &e1));
+        let other = storage
+            .put_record(&key, Bytes::from_static(b"one token-2"), RecordMode::Create)
+            .await;
+        assert!(matches!(other, Err(StorageError::PreconditionFailed)));
+        store.lose_next.store(true, Ordering::SeqCst);
+        let e2 = storage
+            .put_record(
+                &key,
+                Bytes::from_static(b"two token-1"),
+                RecordMode::Update(e1.clone()),
+            )
+            .await
+            .expect("an update whose answer was lost is still this write's");
+        assert_ne!(e1, e2);
+        let stale = storage
+            .put_record(
+                &key,
+                Bytes::from_static(b"three token-2"),
+                RecordMode::Update(e1),
+            )
+            .await;
+        assert!(matches!(stale, Err(StorageError::PreconditionFailed)));
+        let missing = RecordKey::new("sessions/b").unwrap();
+        let update_missing = storage
+            .put_record(&missing, Bytes::from_static(b"x"), RecordMode::Update(e2))
+            .await;
+        assert!(matches!(
+            update_missing,
+            Err(StorageError::PreconditionFailed)
+        ));
+        assert_eq!(
+            storage.get_record(&key).await.unwrap().unwrap().value,
+            Bytes::from_static(b"two token-1")
+        );
+    }
+}
