@@ -441,11 +441,11 @@ async fn a_scrape_during_and_after_a_load_shows_what_it_did() {
         assert_eq!(after.type_of(name), Some(kind), "{name}");
     }
     // The chunks (100,000 bytes each) were gathered in FsStorage's pooled write buffers: the
-    // pool holds some, within its default budget (16 MiB), kept for the next writers.
+    // pool holds some, within its default budget, kept for the next writers.
     assert_eq!(after.type_of(BUFFERS), Some("gauge"));
     let buffers = after.value(BUFFERS, &[]);
     assert!(
-        buffers > 0.0 && buffers <= (16 << 20) as f64,
+        buffers > 0.0 && buffers <= tower_uploads::storage::DEFAULT_BUFFER_BUDGET as f64,
         "buffer bytes: {buffers}"
     );
 

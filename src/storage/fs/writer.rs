@@ -247,7 +247,11 @@ impl FsWriter {
 
     /// Writes out everything given so far and gives the buffers back.
     async fn drain(&mut self) -> StorageResult<()> {
-        self.place_first().await?;
+        if !self.first.is_empty() {
+            // Written from where it arrived: a paused body takes no batch buffer for it.
+            let first = std::mem::take(&mut self.first);
+            self.launch(Piece::Frame(first)).await?;
+        }
         self.flush_pending().await?;
         self.wait_in_flight().await?;
         self.release_buffers();
