@@ -138,10 +138,10 @@ impl Buffers {
     }
 }
 
-/// A batch buffer on its way back from a write task: given back to the pool when dropped
-/// unless [taken](Self::take) (a writer dropped while its batch was written, when its client
+/// A pool buffer away from its writer or reader: given back to the pool when dropped unless
+/// [taken](Self::take) — a batch being written (a writer dropped meanwhile, when its client
 /// went away, would otherwise leave the buffer to the allocator and its bytes counted in the
-/// budget for good).
+/// budget for good), or a read frame in hyper's hands.
 pub(super) struct Returning {
     buf: Vec<u8>,
     pool: Arc<Buffers>,
@@ -178,11 +178,11 @@ pub(super) const READ_FRAME: usize = 256 * 1024;
 /// from its arenas without `mmap` (freeing an `mmap`ped block would raise its threshold).
 const FALLBACK_FRAME: usize = 64 * 1024;
 
-/// A frame of a file being read, `len` bytes long: lent by the pool (back to it when the
-/// last `Bytes` of it is dropped, wherever that is) or, with none to lend, a small one.
-pub(super) struct Frame {
-    buf: Vec<u8>,
-    pool: Option<Arc<Buffers>>,
+/// A frame of a file being read: lent by the pool (back to it when the last `Bytes` of it is
+/// dropped, wherever that is: [`Returning`]) or, with none to lend, a small one of its own.
+pub(super) enum Frame {
+    Lent(Returning),
+    Own(Vec<u8>),
 }
 
 impl Frame {
@@ -192,40 +192,32 @@ impl Frame {
         match pool.take_sized(MIN_BATCH) {
             Some(mut buf) => {
                 buf.resize(want.min(buf.capacity()), 0);
-                Frame {
-                    buf,
-                    pool: Some(pool.clone()),
-                }
+                Frame::Lent(Returning::new(buf, pool))
             }
-            None => Frame {
-                buf: vec![0; want.min(FALLBACK_FRAME)],
-                pool: None,
-            },
+            None => Frame::Own(vec![0; want.min(FALLBACK_FRAME)]),
         }
     }
 
     pub(super) fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.buf
+        match self {
+            Frame::Lent(r) => &mut r.buf,
+            Frame::Own(v) => v,
+        }
     }
 
-    pub(super) fn into_bytes(mut self) -> Bytes {
-        match self.pool {
-            Some(_) => Bytes::from_owner(self),
-            None => Bytes::from(std::mem::take(&mut self.buf)),
+    pub(super) fn into_bytes(self) -> Bytes {
+        match self {
+            Frame::Lent(r) => Bytes::from_owner(r),
+            Frame::Own(v) => Bytes::from(v),
         }
     }
 }
 
 impl AsRef<[u8]> for Frame {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Frame {
-    fn drop(&mut self) {
-        if let Some(pool) = &self.pool {
-            pool.give(std::mem::take(&mut self.buf));
+        match self {
+            Frame::Lent(r) => r.as_ref(),
+            Frame::Own(v) => v,
         }
     }
 }
