@@ -32,6 +32,8 @@ mod multipart;
 mod objects;
 mod probe;
 mod records;
+#[cfg(test)]
+mod test_store;
 mod writer;
 
 pub use self::probe::ConditionalWrites;

@@ -42,125 +42,67 @@ impl ObjectStoreStorage {
     }
 }
 
+/// How a store answered a conditional put.
+enum Answer {
+    Took(object_store::PutResult),
+    Refused,
+    /// The store (or its client) does not do conditional puts.
+    Unsupported,
+}
+
+/// Whether `e` is a store's refusal of a conditional put.
+pub(super) fn refused(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
 /// The probe on `key`, which must not exist.
 async fn probe(store: &dyn ObjectStore, key: &Path) -> StorageResult<ConditionalWrites> {
     use ConditionalWrites::{Enforced, Ignored};
     let put = |n: u8, mode: PutMode| async move {
         let payload = PutPayload::from_bytes(Bytes::from(vec![n]));
-        store.put_opts(key, payload, PutOptions::from(mode)).await
+        match store.put_opts(key, payload, PutOptions::from(mode)).await {
+            Ok(r) => Ok(Answer::Took(r)),
+            Err(e) if refused(&e) => Ok(Answer::Refused),
+            Err(object_store::Error::NotImplemented { .. }) => Ok(Answer::Unsupported),
+            Err(e) => Err(os_err(e)),
+        }
     };
-    let refused = |e: &object_store::Error| {
-        matches!(
-            e,
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
-        )
+    let Answer::Took(first) = put(1, PutMode::Create).await? else {
+        return Ok(Ignored);
     };
-    let first = match put(1, PutMode::Create).await {
-        Ok(r) => r,
-        Err(object_store::Error::NotImplemented { .. }) => return Ok(Ignored),
-        Err(e) => return Err(os_err(e)),
-    };
-    match put(2, PutMode::Create).await {
-        Ok(_) => return Ok(Ignored),
-        Err(e) if refused(&e) => {}
-        Err(object_store::Error::NotImplemented { .. }) => return Ok(Ignored),
-        Err(e) => return Err(os_err(e)),
-    }
     let Some(etag) = first.e_tag else {
         return Ok(Ignored); // nothing to compare and swap with
     };
+    if !matches!(put(2, PutMode::Create).await?, Answer::Refused) {
+        return Ok(Ignored);
+    }
     let stale = UpdateVersion {
         e_tag: Some("\"tower-uploads-probe-stale\"".into()),
         version: None,
     };
-    match put(3, PutMode::Update(stale)).await {
-        Ok(_) => return Ok(Ignored),
-        Err(e) if refused(&e) => {}
-        Err(object_store::Error::NotImplemented { .. }) => return Ok(Ignored),
-        Err(e) => return Err(os_err(e)),
+    if !matches!(put(3, PutMode::Update(stale)).await?, Answer::Refused) {
+        return Ok(Ignored);
     }
     let current = UpdateVersion {
         e_tag: Some(etag),
         version: first.version,
     };
-    match put(4, PutMode::Update(current)).await {
-        Ok(_) => Ok(Enforced),
-        Err(e) if refused(&e) => Ok(Ignored), // its etags cannot be compared
-        Err(object_store::Error::NotImplemented { .. }) => Ok(Ignored),
-        Err(e) => Err(os_err(e)),
-    }
+    Ok(match put(4, PutMode::Update(current)).await? {
+        Answer::Took(_) => Enforced,
+        Answer::Refused | Answer::Unsupported => Ignored, // its etags cannot be compared
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::object_store::test_store::TestStore;
     use futures_util::StreamExt;
-    use futures_util::stream::BoxStream;
     use object_store::memory::InMemory;
     use std::sync::Arc;
-
-    /// An in-memory store that takes every put as a plain one, as Garage does.
-    #[derive(Debug)]
-    struct Heedless(InMemory);
-
-    impl std::fmt::Display for Heedless {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Heedless")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for Heedless {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            mut opts: PutOptions,
-        ) -> object_store::Result<object_store::PutResult> {
-            opts.mode = PutMode::Overwrite;
-            self.0.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: object_store::PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-            self.0.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &Path,
-            options: object_store::GetOptions,
-        ) -> object_store::Result<object_store::GetResult> {
-            self.0.get_opts(location, options).await
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.0.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-            self.0.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<object_store::ListResult> {
-            self.0.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: object_store::CopyOptions,
-        ) -> object_store::Result<()> {
-            self.0.copy_opts(from, to, options).await
-        }
-    }
 
     /// `InMemory` enforces conditional puts; a store that takes them as plain puts does not;
     /// either way the probe leaves nothing behind.
@@ -176,11 +118,14 @@ mod tests {
             "the probe's key is gone"
         );
 
-        let heedless = Heedless(InMemory::new());
-        let key = Path::from("probe/x");
+        let heedless = Arc::new(TestStore::heedless());
+        let storage = ObjectStoreStorage::new(heedless.clone());
+        let found = storage.probe_conditional_writes().await.unwrap();
+        assert_eq!(found, ConditionalWrites::Ignored);
         assert_eq!(
-            probe(&heedless, &key).await.unwrap(),
-            ConditionalWrites::Ignored
+            heedless.list(None).count().await,
+            0,
+            "the probe's key is gone"
         );
     }
 }

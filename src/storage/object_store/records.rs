@@ -15,6 +15,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
+use super::probe::refused;
 use super::{ConditionalWrites, ObjectStoreStorage, is_not_found, os_err};
 use crate::storage::{Record, RecordMode, StorageError, StorageResult};
 
@@ -70,11 +71,10 @@ impl ObjectStoreStorage {
                 // No etag in the answer: the one the store reports on reading.
                 None => self.etag_of_own(object, &value).await,
             },
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. }
-                | object_store::Error::NotFound { .. },
-            ) => self.etag_of_own(object, &value).await,
+            // Refused, or (an update) no such record: unless a retry of this write was.
+            Err(e) if refused(&e) || matches!(e, object_store::Error::NotFound { .. }) => {
+                self.etag_of_own(object, &value).await
+            }
             Err(e) => Err(os_err(e)),
         }
     }
@@ -92,119 +92,17 @@ impl ObjectStoreStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::object_store::test_store::TestStore;
     use crate::storage::{RecordKey, Storage};
-    use futures_util::stream::BoxStream;
-    use object_store::memory::InMemory;
-    use object_store::multipart::{MultipartStore, PartId};
-    use object_store::{MultipartId, ObjectStore};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// An in-memory store whose next conditional put is sent twice, as a client retries
-    /// after a lost answer: the first attempt takes effect, the caller sees the second's.
-    #[derive(Debug, Default)]
-    struct LostAck {
-        inner: InMemory,
-        lose_next: AtomicBool,
-    }
-
-    impl std::fmt::Display for LostAck {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("LostAck")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for LostAck {
-        async fn put_opts(
-            &self,
-            location: &Path,
-            payload: PutPayload,
-            opts: PutOptions,
-        ) -> object_store::Result<object_store::PutResult> {
-            let conditional = !matches!(opts.mode, PutMode::Overwrite);
-            if conditional && self.lose_next.swap(false, Ordering::SeqCst) {
-                self.inner
-                    .put_opts(location, payload.clone(), opts.clone())
-                    .await?;
-            }
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &Path,
-            opts: object_store::PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &Path,
-            options: object_store::GetOptions,
-        ) -> object_store::Result<object_store::GetResult> {
-            self.inner.get_opts(location, options).await
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<Path>>,
-        ) -> BoxStream<'static, object_store::Result<Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&Path>,
-        ) -> object_store::Result<object_store::ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &Path,
-            to: &Path,
-            options: object_store::CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl MultipartStore for LostAck {
-        async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
-            self.inner.create_multipart(path).await
-        }
-        async fn put_part(
-            &self,
-            path: &Path,
-            id: &MultipartId,
-            part_idx: usize,
-            data: PutPayload,
-        ) -> object_store::Result<PartId> {
-            self.inner.put_part(path, id, part_idx, data).await
-        }
-        async fn complete_multipart(
-            &self,
-            path: &Path,
-            id: &MultipartId,
-            parts: Vec<PartId>,
-        ) -> object_store::Result<object_store::PutResult> {
-            self.inner.complete_multipart(path, id, parts).await
-        }
-        async fn abort_multipart(&self, path: &Path, id: &MultipartId) -> object_store::Result<()> {
-            self.inner.abort_multipart(path, id).await
-        }
-    }
+    use std::sync::atomic::Ordering;
 
     /// On a store that enforces conditional writes, records are decided by them: a retried
     /// create or update whose first attempt took effect is this write's; another writer's
     /// create or a stale update is refused; the etags are the store's.
     #[tokio::test]
     async fn conditional_records_survive_lost_acknowledgements() {
-        let store = Arc::new(LostAck::default());
+        let store = Arc::new(TestStore::default());
         let storage = ObjectStoreStorage::new(store.clone());
         assert_eq!(
             storage.conditional_writes().await.unwrap(),
