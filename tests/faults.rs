@@ -583,3 +583,41 @@ async fn session_records_failing_at_chosen_calls() {
         );
     }
 }
+
+/// A publication whose bookkeeping cannot be deleted afterwards still succeeds (the file is
+/// there); the sweeper's abort then clears the records and leaves the file alone. (The
+/// crate's coordination, over MemoryStorage's records.)
+#[tokio::test]
+async fn published_even_if_its_records_stay() {
+    use tower_uploads::path::FilePath;
+    use tower_uploads::storage::{Claim, PublishOptions, Storage, StorageExt, UploadSpec};
+    let storage = Arc::new(
+        FaultyStorage::new(tower_uploads::MemoryStorage::new()).fail_rate(
+            &[Op::DeleteRecord],
+            1.0,
+            1,
+        ),
+    );
+    let path = FilePath::new("kept.bin").unwrap();
+    let up = storage
+        .open_upload(&path, UploadSpec::Resumable { total: 2 })
+        .await
+        .unwrap();
+    let mut w = storage.writer(&up.id, 0).await.unwrap();
+    w.write(Bytes::from_static(b"ok")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(storage.claim(&up.id).await.unwrap(), Claim::Won);
+    let meta = storage
+        .publish(&up.id, &path, 2, PublishOptions::default())
+        .await;
+    assert_eq!(meta.unwrap().size, 2);
+    assert_eq!(
+        storage.list_uploads().await.unwrap().len(),
+        1,
+        "records left"
+    );
+    storage.arm(false);
+    storage.abort(&up.id).await.unwrap();
+    assert!(storage.list_uploads().await.unwrap().is_empty());
+    assert_eq!(storage.head(&path).await.unwrap().unwrap().size, 2);
+}

@@ -609,24 +609,30 @@ pub fn release_server_binary() -> std::path::PathBuf {
                 status.success(),
                 "cargo build --release --example server failed"
             );
-            let exe = std::env::current_exe().expect("current_exe");
-            let target = exe
-                .ancestors()
-                .nth(3)
-                .expect("the test binary lives in target/<profile>/deps");
-            target.join("release").join("examples").join("server")
+            let target = profile_dir()
+                .parent()
+                .expect("target/<profile>")
+                .to_path_buf();
+            target
+                .join("release")
+                .join("examples")
+                .join(format!("server{}", std::env::consts::EXE_SUFFIX))
         })
         .clone()
 }
 
+/// `target/<profile>`: where this test binary was built (it lives in `<profile>/deps`).
+fn profile_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
 /// `target/<profile>/examples/<name>` (see [`server_binary`]).
 pub fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let bin = profile_dir
+    let bin = profile_dir()
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(

@@ -300,7 +300,7 @@ impl ChunkWriter for FaultyWriter {
 }
 
 impl<S: Storage> FaultyStorage<S> {
-    /// The wrapped storage's own coordination (this wrapper is used over FsStorage).
+    /// The wrapped storage's own coordination (only called when it has one: `coordinator`).
     fn native(&self) -> &dyn Coordinate {
         self.inner
             .coordinator()
@@ -354,8 +354,10 @@ impl<S: Storage> Storage for FaultyStorage<S> {
         self.inner.delete_upload(upload).await
     }
 
+    /// With faults where the wrapped storage brings its own coordination (FsStorage); over
+    /// one that has none (MemoryStorage), the crate's coordination runs on the faulty records.
     fn coordinator(&self) -> Option<&dyn Coordinate> {
-        Some(self)
+        self.inner.coordinator().map(|_| self as &dyn Coordinate)
     }
 
     async fn put_record(
