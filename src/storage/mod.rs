@@ -93,7 +93,7 @@ pub(crate) use fs::BUFFER_BYTES_METRIC;
 pub use fs::{DEFAULT_BUFFER_BUDGET, DEFAULT_INLINE_IO, Durability, FsOptions, FsStorage};
 pub use memory::MemoryStorage;
 pub use ranges::{RangeSet, merge_ranges};
-pub use record::{InvalidRecordKey, MAX_RECORD_KEY, Record, RecordKey, RecordMode};
+pub use record::{InvalidRecordKey, MAX_RECORD_KEY, Record, RecordKey, RecordMode, RecordStore};
 
 /// A stream of bytes read from a storage.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;

@@ -1,8 +1,11 @@
 //! Records: small named documents a storage keeps beside the files (upload sessions, media
 //! entries, session parts). See [`Storage::put_record`](super::Storage::put_record).
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use std::fmt;
+
+use super::StorageResult;
 
 /// The longest record key, in bytes.
 pub const MAX_RECORD_KEY: usize = 512;
@@ -108,6 +111,34 @@ impl Record {
         use sha2::Digest;
         hex::encode(&sha2::Sha256::digest(value)[..16])
     }
+}
+
+/// Records kept apart from a storage's bytes: where a storage that cannot decide
+/// create-only and compare-and-swap writes itself (an object store that ignores conditional
+/// writes) keeps its records, or where an app wants them (its own database). The methods and
+/// their promises are [`Storage`](super::Storage)'s record methods
+/// ([`put_record`](super::Storage::put_record) and the others): above all, of concurrent
+/// [`RecordMode::Create`] or [`RecordMode::Update`] writes of one key, from any number of
+/// processes, exactly one succeeds.
+///
+/// The crate's: [`PostgresRecords`](super::PostgresRecords) (feature `postgres`); used
+/// by [`ObjectStoreStorage::with_records`](super::ObjectStoreStorage::with_records).
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    /// Writes a record (see [`Storage::put_record`](super::Storage::put_record)); returns its
+    /// new etag.
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<String>;
+    /// Reads a record.
+    async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>>;
+    /// Deletes a record; whether there was one.
+    async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool>;
+    /// The keys under `prefix` (`prefix/…`), in any order.
+    async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>>;
 }
 
 #[cfg(test)]

@@ -227,7 +227,7 @@ impl<S: Storage + ?Sized> StorageExt for Arc<S> {
     fn claim<'a>(&'a self, upload: &'a UploadId) -> BoxFuture<'a, StorageResult<Claim>> {
         match self.coordinator() {
             Some(c) => c.claim(upload),
-            None => Box::pin(records::claim(&**self, upload)),
+            None => Box::pin(records::claim(self.clone(), upload)),
         }
     }
 

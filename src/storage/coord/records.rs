@@ -12,9 +12,11 @@
 //! over); a range counts when the swap that adds it found the state unclaimed.
 //!
 //! A claim is held by this process (its owner token is the process's) and lasts
-//! [`CLAIM_LEASE`]; publication renews it by compare-and-swap first, so a holder whose
-//! claim was taken over publishes nothing. Within one process a claim is taken over only
-//! once its lease is over, too.
+//! [`CLAIM_LEASE`] (15 s); the process renews a resumable upload's claim every
+//! [`CLAIM_RENEW`] (5 s) until it publishes, gives it up or discards the upload, so a
+//! finalizer that died is taken over within 15 s. Publication renews it by compare-and-swap
+//! first: a holder whose claim was taken over (paused past its lease) publishes nothing.
+//! Within one process a claim is taken over only once its lease is over, too.
 //!
 //! Writers and claims: a writer of a shared upload creates its lease record, then reads the
 //! state, and re-reads it before any write more than [`RECHECK`] after its last look; a
@@ -38,8 +40,15 @@ use crate::storage::{
     UploadId, UploadInfo, UploadSpec, UploadWriter, merge_ranges,
 };
 
-/// How long a claim lasts without renewal (publication renews it).
-pub(super) const CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// How long a claim lasts without renewal: a finalizer that died is taken over this long
+/// after its last renewal. Its process renews it every [`CLAIM_RENEW`] while it finalizes,
+/// and publication renews it first.
+pub(super) const CLAIM_LEASE: Duration = Duration::from_secs(15);
+/// How often a live finalizer renews its claim of a resumable upload.
+const CLAIM_RENEW: Duration = Duration::from_secs(5);
+/// The longest a claim is renewed for: a finalization still going after this is left to be
+/// taken over.
+const CLAIM_MAX_HOLD: Duration = Duration::from_secs(3600);
 /// How long a writer's lease record lasts without renewal.
 const WRITER_LEASE: Duration = Duration::from_secs(60);
 /// A writer re-reads the state before a write when it last did longer ago than this.
@@ -52,6 +61,11 @@ const SWAPS: usize = 64;
 
 /// This process's owner token.
 static OWNER: LazyLock<String> = LazyLock::new(|| crate::id::random_id("p"));
+
+/// The renewal tasks of the claims this process holds, by upload id.
+static RENEWALS: LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, tokio::task::AbortHandle>>,
+> = LazyLock::new(Default::default);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct State {
@@ -417,6 +431,13 @@ impl<S: Storage + ?Sized> ChunkWriter for Recorded<S> {
         }
         .await;
         self.release().await;
+        if matches!(result, Err(StorageError::UploadClosed))
+            && matches!(load(&*self.storage, &self.id).await, Ok(None))
+        {
+            // Finished or swept while this chunk was written: its bytes are nobody's, and a
+            // backend may have stored them after the upload's were deleted.
+            let _ = self.storage.delete_upload(&self.id).await;
+        }
         result
     }
 }
@@ -448,8 +469,69 @@ async fn writers_done<S: Storage + ?Sized>(s: &S, id: &UploadId) -> StorageResul
     Ok(())
 }
 
-pub(super) async fn claim<S: Storage + ?Sized>(s: &S, id: &UploadId) -> StorageResult<Claim> {
-    claim_for(s, id, CLAIM_LEASE, &OWNER).await
+pub(super) async fn claim<S: Storage + ?Sized>(s: Arc<S>, id: &UploadId) -> StorageResult<Claim> {
+    let claim = claim_for(&*s, id, CLAIM_LEASE, &OWNER).await?;
+    if claim == Claim::Won
+        && let Some((state, _)) = load(&*s, id).await?
+        && state.kind == "resumable"
+    {
+        keep_renewing(s, id);
+    }
+    Ok(claim)
+}
+
+/// Renews our claim every [`CLAIM_RENEW`] until [`stop_renewing`] (publication, unclaim,
+/// abort), the claim is not ours any more, or [`CLAIM_MAX_HOLD`] has passed.
+fn keep_renewing<S: Storage + ?Sized>(s: Arc<S>, id: &UploadId) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let upload = id.clone();
+    let task = rt.spawn(async move {
+        let start = Instant::now();
+        while start.elapsed() < CLAIM_MAX_HOLD {
+            tokio::time::sleep(CLAIM_RENEW).await;
+            if let Err(e) = renew(&*s, &upload).await {
+                tracing::debug!(upload = %upload, error = %e, "claim no longer renewed");
+                break;
+            }
+        }
+    });
+    let previous = RENEWALS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.0.clone(), task.abort_handle());
+    if let Some(previous) = previous {
+        previous.abort();
+    }
+}
+
+fn stop_renewing(id: &UploadId) {
+    let task = RENEWALS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id.0);
+    if let Some(task) = task {
+        task.abort();
+    }
+}
+
+/// Extends our claim to [`CLAIM_LEASE`] from now; `UploadClosed` when it is not ours (taken
+/// over) or the upload is gone.
+async fn renew<S: Storage + ?Sized>(s: &S, id: &UploadId) -> StorageResult<State> {
+    let until = now_ms() + CLAIM_LEASE.as_millis() as u64;
+    update(s, id, |state| match &state.claim {
+        None => Err(StorageError::other("renewal of an unclaimed upload")),
+        Some(_) if !ours(state) => Err(StorageError::UploadClosed),
+        Some(_) => {
+            state.claim = Some(Lease {
+                owner: OWNER.clone(),
+                until,
+            });
+            Ok(())
+        }
+    })
+    .await
 }
 
 async fn claim_for<S: Storage + ?Sized>(
@@ -500,6 +582,7 @@ fn ours(state: &State) -> bool {
 }
 
 pub(super) async fn unclaim<S: Storage + ?Sized>(s: &S, id: &UploadId) -> StorageResult<()> {
+    stop_renewing(id);
     let released = update(s, id, |state| {
         if !ours(state) {
             return Err(StorageError::PreconditionFailed);
@@ -522,20 +605,16 @@ pub(super) async fn publish<S: Storage + ?Sized>(
     options: PublishOptions,
 ) -> StorageResult<ObjectMeta> {
     // Renew the claim first: a holder whose claim was taken over stops here.
-    let until = now_ms() + CLAIM_LEASE.as_millis() as u64;
-    let state = update(s, id, |state| match &state.claim {
-        None => Err(StorageError::other("publish of an unclaimed upload")),
-        Some(_) if !ours(state) => Err(StorageError::UploadClosed),
-        Some(_) => {
-            state.claim = Some(Lease {
-                owner: OWNER.clone(),
-                until,
-            });
-            Ok(())
+    let state = match renew(s, id).await {
+        Ok(state) => state,
+        Err(e) => {
+            stop_renewing(id);
+            return Err(e);
         }
-    })
-    .await?;
-    let meta = s.publish_upload(id, path, size, options).await?;
+    };
+    let published = s.publish_upload(id, path, size, options).await;
+    stop_renewing(id);
+    let meta = published?;
     // The file is published: a bookkeeping failure now must not turn that into an error.
     // The records left are the sweeper's (its `abort` leaves a published file alone).
     if let Err(e) = forget(s, id, &state).await {
@@ -565,6 +644,7 @@ async fn forget<S: Storage + ?Sized>(s: &S, id: &UploadId, state: &State) -> Sto
 }
 
 pub(super) async fn abort<S: Storage + ?Sized>(s: &S, id: &UploadId) -> StorageResult<()> {
+    stop_renewing(id);
     s.delete_upload(id).await?;
     match load(s, id).await? {
         Some((state, _)) => forget(s, id, &state).await,

@@ -31,6 +31,7 @@ mod lock;
 mod multipart;
 mod objects;
 mod probe;
+mod publish;
 mod records;
 #[cfg(test)]
 mod test_store;
@@ -42,24 +43,22 @@ use self::multipart::PartBuffer;
 use self::writer::ObjectWriter;
 
 use async_trait::async_trait;
-use base64::Engine;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{Attribute, AttributeValue, Attributes, GetOptions, GetRange, ObjectStore};
+use object_store::{Attribute, GetOptions, GetRange, ObjectStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use self::lock::{list, with_lock};
+use self::records::Deciders;
 use super::{
-    ByteStream, ChunkWriter, Claim, Coordinate, Durable, ObjectMeta, PublishOptions, PutMode,
-    Record, RecordKey, RecordMode, Storage, StorageError, StorageResult, UploadId, UploadInfo,
-    UploadSpec, UploadWriter, merge_ranges,
+    ByteStream, ObjectMeta, PublishOptions, PutMode, Record, RecordKey, RecordMode, RecordStore,
+    Storage, StorageError, StorageResult, UploadId, UploadWriter,
 };
 use crate::path::FilePath;
 
@@ -67,11 +66,6 @@ use crate::path::FilePath;
 /// part size of a published file). At least 5 MiB (S3's smallest part but the last); the
 /// memory one writer holds.
 pub const PART_SIZE: usize = 8 << 20;
-/// A claim not refreshed for this long (by the store's clock) belongs to a dead finalizer
-/// and is taken over.
-const CLAIM_STALE: Duration = Duration::from_secs(120);
-/// How often a finalizer refreshes its claim while it assembles the file.
-const CLAIM_REFRESH: Duration = Duration::from_secs(15);
 /// Attributes up to this size (base64) go into object metadata; larger ones into a sidecar
 /// object (S3 allows 2 KiB of user metadata).
 const INLINE_ATTRS: usize = 1536;
@@ -96,6 +90,8 @@ pub struct ObjectStoreStorage {
     root: Path,
     /// Whether the store enforces conditional writes, once probed (`records.rs`).
     conditional: Arc<tokio::sync::OnceCell<ConditionalWrites>>,
+    /// Who decides the records' conditional writes (`records.rs`).
+    deciders: Deciders,
 }
 
 impl std::fmt::Debug for ObjectStoreStorage {
@@ -105,18 +101,6 @@ impl std::fmt::Debug for ObjectStoreStorage {
             .field("root", &self.root.as_ref())
             .finish()
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Info {
-    path: String,
-    total: u64,
-    created_ms: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ClaimState {
-    released: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -146,12 +130,6 @@ fn hex_sha256(s: &str) -> String {
 
 fn system_time(t: DateTime<Utc>) -> SystemTime {
     SystemTime::from(t)
-}
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A committed chunk: `[start, end)` in the object at `location`.
@@ -187,7 +165,27 @@ impl ObjectStoreStorage {
             multipart: store,
             root: Path::default(),
             conditional: Arc::default(),
+            deciders: Deciders::Store,
         }
+    }
+
+    /// Decides the records' create-only and compare-and-swap writes — every exactly-once
+    /// step of uploads — in this process, keeping the records in the bucket with plain
+    /// writes: for **one** server instance on a store that ignores conditional writes.
+    /// Two instances so configured on one bucket can both win a claim.
+    pub fn single_instance(mut self) -> Self {
+        self.deciders = Deciders::SingleInstance(Arc::default());
+        self
+    }
+
+    /// Keeps the records (upload state and received ranges, claims, sessions) in `records`
+    /// — PostgreSQL's [`PostgresRecords`](crate::storage::PostgresRecords), or the app's own
+    /// database — and decides them there; the bytes stay in the store. For several
+    /// instances on a store that ignores conditional writes, or an app that prefers its
+    /// database.
+    pub fn with_records(mut self, records: Arc<dyn RecordStore>) -> Self {
+        self.deciders = Deciders::External(records);
+        self
     }
 
     /// Keeps files and bookkeeping under `prefix` (`a/b`) instead of the bucket's root.
@@ -307,156 +305,30 @@ impl Storage for ObjectStoreStorage {
         value: Bytes,
         mode: RecordMode,
     ) -> StorageResult<String> {
-        let object = self.record_key(key);
-        if self.conditional_writes().await? == ConditionalWrites::Enforced {
-            return self.put_conditional(&object, value, mode).await;
-        }
-        let etag = Record::etag_of(&value);
-        if mode == RecordMode::Overwrite {
-            self.put_small(&object, value).await?;
-            return Ok(etag);
-        }
-        // Create and update decide inside the record's lock (etags are digests of the value).
-        let lock = self.lock_dir(&format!("r-{}", hex_sha256(key.as_str())));
-        let object = &object;
-        with_lock(&self.store, &lock, |_| async move {
-            let current = self.get_small(object).await?;
-            match (&mode, current) {
-                (RecordMode::Create, None) => self.put_create(object, value).await?,
-                (RecordMode::Update(want), Some((have, _))) if Record::etag_of(&have) == *want => {
-                    self.put_small(object, value).await?
-                }
-                _ => return Err(StorageError::PreconditionFailed),
-            }
-            Ok(etag)
-        })
-        .await
+        self.records_put(key, value, mode).await
     }
 
     async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
-        let object = self.record_key(key);
-        if self.conditional_writes().await? == ConditionalWrites::Enforced {
-            return self.get_tagged(&object).await;
-        }
-        let found = self.get_small(&object).await?;
-        Ok(found.map(|(b, _)| Record::new(b)))
+        self.records_get(key).await
     }
 
     async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
-        let object = self.record_key(key);
-        if !self.exists(&object).await? {
-            return Ok(false);
-        }
-        self.delete_quiet(&object).await?;
-        Ok(true)
+        self.records_delete(key).await
     }
 
     async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
-        let base = self.key(&[RESERVED, "records"]);
-        let mut out = Vec::new();
-        for o in list(&self.store, &self.record_key(prefix)).await? {
-            let Some(rel) = o.location.prefix_match(&base) else {
-                continue;
-            };
-            let rel: Vec<String> = rel.map(|p| p.as_ref().to_owned()).collect();
-            if let Ok(k) = RecordKey::new(rel.join("/")) {
-                out.push(k);
-            }
-        }
-        Ok(out)
+        self.records_list(prefix).await
     }
+
     async fn write_upload(
         &self,
         upload: &UploadId,
         offset: u64,
     ) -> StorageResult<Box<dyn UploadWriter>> {
-        Ok(Box::new(Durable(
-            Coordinate::writer(self, upload, offset).await?,
-        )))
-    }
-
-    async fn publish_upload(
-        &self,
-        upload: &UploadId,
-        path: &FilePath,
-        size: u64,
-        options: PublishOptions,
-    ) -> StorageResult<ObjectMeta> {
-        Coordinate::publish(self, upload, path, size, options).await
-    }
-
-    async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()> {
-        Coordinate::abort(self, upload).await
-    }
-
-    fn coordinator(&self) -> Option<&dyn Coordinate> {
-        Some(self)
-    }
-}
-
-#[async_trait]
-impl Coordinate for ObjectStoreStorage {
-    async fn open_upload(&self, path: &FilePath, spec: UploadSpec) -> StorageResult<UploadInfo> {
-        self.file_key(path)?;
-        let UploadSpec::Resumable { total } = spec else {
-            let now = SystemTime::now();
-            return Ok(UploadInfo {
-                id: UploadId(crate::id::random_id("s")),
-                path: Some(path.clone()),
-                total: None,
-                created: now,
-                updated: now,
-                created_now: true,
-            });
-        };
-        if let Some(info) = self.find_upload(path).await? {
-            return Ok(info);
-        }
-        let pointer = self.pointer_key(path);
-        let lock = self.lock_dir(&format!("p-{}", hex_sha256(path.as_str())));
-        let pointer = &pointer;
-        with_lock(&self.store, &lock, |_| async move {
-            if let Some(info) = self.find_upload(path).await? {
-                return Ok(info);
-            }
-            let id = UploadId(crate::id::random_id("r"));
-            let info = Info {
-                path: path.as_str().to_owned(),
-                total,
-                created_ms: millis(SystemTime::now()),
-            };
-            let body = serde_json::to_vec(&info).map_err(StorageError::backend)?;
-            self.put_small(&self.upload_dir(&id)?.join("info"), body.into())
-                .await?;
-            self.put_small(pointer, Bytes::from(id.0.clone())).await?;
-            Ok(self.upload_info(&id, &info, true))
-        })
-        .await
-    }
-
-    async fn find_upload(&self, path: &FilePath) -> StorageResult<Option<UploadInfo>> {
-        let Some((bytes, _)) = self.get_small(&self.pointer_key(path)).await? else {
-            return Ok(None);
-        };
-        let id = UploadId(String::from_utf8_lossy(&bytes).into_owned());
-        match self.info(&id).await {
-            Ok(Some((info, _))) if info.path == path.as_str() => {
-                Ok(Some(self.upload_info(&id, &info, false)))
-            }
-            Ok(_) | Err(StorageError::NotFound) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn writer(&self, upload: &UploadId, offset: u64) -> StorageResult<Box<dyn ChunkWriter>> {
-        if !self.is_open(upload).await? {
-            return Err(StorageError::UploadClosed);
-        }
         let wid = crate::id::random_id("");
         let dir = self.upload_dir(upload)?;
         Ok(Box::new(ObjectWriter {
             storage: self.clone(),
-            id: upload.clone(),
             key: dir
                 .clone()
                 .join("chunks")
@@ -468,186 +340,18 @@ impl Coordinate for ObjectStoreStorage {
         }))
     }
 
-    async fn received(&self, upload: &UploadId) -> StorageResult<Vec<Range<u64>>> {
-        if upload.0.starts_with('r') && self.info(upload).await?.is_none() {
-            return Err(StorageError::NotFound);
-        }
-        let chunks = self.chunks(upload).await?;
-        Ok(merge_ranges(
-            chunks.into_iter().map(|c| c.start..c.end).collect(),
-        ))
-    }
-
-    async fn claim(&self, upload: &UploadId) -> StorageResult<Claim> {
-        let claimed = self.upload_dir(upload)?.join("claimed");
-        let state =
-            serde_json::to_vec(&ClaimState { released: false }).map_err(StorageError::backend)?;
-        if upload.0.starts_with('s') {
-            // A single upload is known to its own request only.
-            if self.exists(&claimed).await? {
-                return Ok(Claim::Lost);
-            }
-            self.put_small(&claimed, state.into()).await?;
-            return Ok(Claim::Won);
-        }
-        let lock = self.lock_dir(&format!("c-{}", upload.0));
-        let claimed = &claimed;
-        with_lock(&self.store, &lock, |store_now| async move {
-            if self.info(upload).await?.is_none() {
-                return Ok(Claim::Lost); // published or aborted
-            }
-            match self.get_small(claimed).await? {
-                None => match self.put_create(claimed, state.into()).await {
-                    Ok(()) => Ok(Claim::Won),
-                    // The store's own guard saw a claim the lock did not: not ours.
-                    Err(StorageError::PreconditionFailed) => Ok(Claim::Lost),
-                    Err(e) => Err(e),
-                },
-                Some((bytes, modified)) => {
-                    let released = serde_json::from_slice::<ClaimState>(&bytes)
-                        .map(|s| s.released)
-                        .unwrap_or(false);
-                    let stale = (store_now - modified)
-                        .to_std()
-                        .is_ok_and(|age| age > CLAIM_STALE);
-                    if released || stale {
-                        if stale && !released {
-                            tracing::warn!(upload = %upload, "claim of a dead finalizer taken over");
-                        }
-                        self.put_small(claimed, state.into()).await?;
-                        Ok(Claim::Won)
-                    } else {
-                        Ok(Claim::Lost)
-                    }
-                }
-            }
-        })
-        .await
-    }
-
-    async fn unclaim(&self, upload: &UploadId) -> StorageResult<()> {
-        let claimed = self.upload_dir(upload)?.join("claimed");
-        let state =
-            serde_json::to_vec(&ClaimState { released: true }).map_err(StorageError::backend)?;
-        self.put_small(&claimed, state.into()).await
-    }
-
-    async fn publish(
+    async fn publish_upload(
         &self,
         upload: &UploadId,
         path: &FilePath,
         size: u64,
         options: PublishOptions,
     ) -> StorageResult<ObjectMeta> {
-        let key = self.file_key(path)?;
-        let dir = self.upload_dir(upload)?;
-        let _heartbeat = self.claim_heartbeat(upload)?;
-        let chunks = self.chunks(upload).await?;
-        let pieces = cover(&chunks, 0..size)
-            .ok_or_else(|| StorageError::other("publish: the upload is incomplete"))?;
-
-        let version = crate::id::random_id("v");
-        let mut attributes = Attributes::new();
-        attributes.insert(
-            Attribute::ContentType,
-            AttributeValue::from(options.content_type.clone()),
-        );
-        attributes.insert(
-            Attribute::Metadata(META_VERSION.into()),
-            AttributeValue::from(version.clone()),
-        );
-        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&options.attributes);
-        if b64.len() <= INLINE_ATTRS {
-            attributes.insert(Attribute::Metadata(META_ATTRS.into()), b64.into());
-        } else {
-            let sidecar = self.key(&[RESERVED, "attrs", &version]);
-            self.put_small(&sidecar, options.attributes.clone()).await?;
-            attributes.insert(
-                Attribute::Metadata(META_ATTRS_REF.into()),
-                AttributeValue::from(version.clone()),
-            );
-        }
-
-        let stream = self.pieces_stream(pieces);
-        let marker = dir.clone().join("mp").join(format!("final-{version}"));
-        let staged = self.stage(&key, marker, attributes, stream).await?;
-        // The precondition and the completion happen inside the path's lock, so create-only
-        // and if-match hold across instances.
-        let lock = self.lock_dir(&format!("f-{}", hex_sha256(path.as_str())));
-        let mut staged = Some(staged);
-        let (slot, key, mode) = (&mut staged, &key, &options.mode);
-        let result = with_lock(&self.store, &lock, |_| async move {
-            let current = self.head_key(key).await?;
-            Self::check_mode(mode, current.as_ref().map(|(m, _)| m))?;
-            let Some(s) = slot.take() else {
-                return Err(StorageError::other("staged object gone"));
-            };
-            self.commit_staged(key, s).await?;
-            if let Some((_, attrs)) = current
-                && let Some(r) = attrs.get(&Attribute::Metadata(META_ATTRS_REF.into()))
-            {
-                let _ = self.delete_quiet(&self.key(&[RESERVED, "attrs", r])).await;
-            }
-            self.head_key(key)
-                .await?
-                .map(|(m, _)| m)
-                .ok_or(StorageError::NotFound)
-        })
-        .await;
-        if let Some(s) = staged {
-            self.discard_staged(s).await;
-        }
-        let meta = result?;
-        self.forget(upload).await?;
-        Ok(meta)
+        self.publish_chunks(upload, path, size, options).await
     }
 
-    async fn abort(&self, upload: &UploadId) -> StorageResult<()> {
+    async fn delete_upload(&self, upload: &UploadId) -> StorageResult<()> {
         self.forget(upload).await
-    }
-
-    async fn list_uploads(&self) -> StorageResult<Vec<UploadInfo>> {
-        let base = self.key(&[RESERVED, "uploads"]);
-        let mut by_id: std::collections::BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)> =
-            Default::default();
-        for o in list(&self.store, &base).await? {
-            let Some(id) = o
-                .location
-                .prefix_match(&base)
-                .and_then(|mut p| p.next())
-                .map(|p| p.as_ref().to_owned())
-            else {
-                continue;
-            };
-            let e = by_id
-                .entry(id)
-                .or_insert((o.last_modified, o.last_modified));
-            e.0 = e.0.min(o.last_modified);
-            e.1 = e.1.max(o.last_modified);
-        }
-        let mut out = Vec::new();
-        for (id, (first, last)) in by_id {
-            let id = UploadId(id);
-            let info = match self.info(&id).await {
-                Ok(i) => i,
-                Err(StorageError::NotFound) => continue,
-                Err(e) => return Err(e),
-            };
-            let mut u = match info {
-                Some((info, _)) => self.upload_info(&id, &info, false),
-                None => UploadInfo {
-                    id: id.clone(),
-                    path: None,
-                    total: None,
-                    created: system_time(first),
-                    updated: system_time(first),
-                    created_now: false,
-                },
-            };
-            u.updated = u.updated.max(system_time(last));
-            out.push(u);
-        }
-        Ok(out)
     }
 }
 
@@ -713,9 +417,54 @@ mod tests {
     }
 
     mod conformance_in_memory {
-        // One test per check.
+        // One test per check: records decided by the store's conditional writes.
         crate::storage_conformance_tests!(
             crate::storage::ObjectStoreStorage::from_url("memory://").unwrap()
         );
+    }
+
+    mod conformance_single_instance {
+        // Records decided in this process, kept in the store with plain writes.
+        crate::storage_conformance_tests!(
+            crate::storage::ObjectStoreStorage::from_url("memory://")
+                .unwrap()
+                .single_instance()
+        );
+    }
+
+    /// Records in another [`RecordStore`]: here a [`MemoryStorage`](crate::storage::MemoryStorage)'s.
+    struct Elsewhere(crate::storage::MemoryStorage);
+
+    #[async_trait]
+    impl RecordStore for Elsewhere {
+        async fn put_record(
+            &self,
+            key: &RecordKey,
+            value: Bytes,
+            mode: RecordMode,
+        ) -> StorageResult<String> {
+            Storage::put_record(&self.0, key, value, mode).await
+        }
+        async fn get_record(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
+            Storage::get_record(&self.0, key).await
+        }
+        async fn delete_record(&self, key: &RecordKey) -> StorageResult<bool> {
+            Storage::delete_record(&self.0, key).await
+        }
+        async fn list_records(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+            Storage::list_records(&self.0, prefix).await
+        }
+    }
+
+    fn with_records_elsewhere() -> ObjectStoreStorage {
+        let records = Elsewhere(crate::storage::MemoryStorage::new());
+        ObjectStoreStorage::from_url("memory://")
+            .unwrap()
+            .with_records(Arc::new(records))
+    }
+
+    mod conformance_records_elsewhere {
+        // Records (and so claims and ranges) in another record store; bytes in the store.
+        crate::storage_conformance_tests!(super::with_records_elsewhere());
     }
 }

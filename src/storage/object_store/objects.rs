@@ -7,19 +7,15 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::{Path, PathPart};
 use object_store::{
-    Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions,
-    PutPayload,
+    Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload,
 };
 use std::ops::Range;
-use std::time::{Duration, SystemTime};
 
-use super::lock::{AbortOnDrop, list};
+use super::lock::list;
+use super::{ByteStream, ObjectMeta, PutMode, RecordKey, StorageError, StorageResult, UploadId};
 use super::{
-    ByteStream, ObjectMeta, PutMode, RecordKey, StorageError, StorageResult, UploadId, UploadInfo,
-};
-use super::{
-    CLAIM_REFRESH, Chunk, ClaimState, Info, META_ATTRS, META_ATTRS_REF, META_VERSION,
-    MultipartMarker, ObjectStoreStorage, RESERVED, hex_sha256, is_not_found, os_err, system_time,
+    Chunk, META_ATTRS, META_ATTRS_REF, META_VERSION, MultipartMarker, ObjectStoreStorage, RESERVED,
+    is_not_found, os_err, system_time,
 };
 use crate::path::FilePath;
 
@@ -55,10 +51,6 @@ impl ObjectStoreStorage {
             return Err(StorageError::NotFound);
         }
         Ok(self.key(&[RESERVED, "uploads", &id.0]))
-    }
-
-    pub(super) fn pointer_key(&self, path: &FilePath) -> Path {
-        self.key(&[RESERVED, "paths", &hex_sha256(path.as_str())])
     }
 
     pub(super) fn lock_dir(&self, name: &str) -> Path {
@@ -97,26 +89,6 @@ impl ObjectStoreStorage {
             .map_err(os_err)
     }
 
-    /// A create-only put as an extra guard where the store honours it (the lock decides;
-    /// a store that refuses conditional puts gets a plain one).
-    pub(super) async fn put_create(&self, key: &Path, value: Bytes) -> StorageResult<()> {
-        let opts = PutOptions::from(object_store::PutMode::Create);
-        match self
-            .store
-            .put_opts(key, PutPayload::from_bytes(value.clone()), opts)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e @ object_store::Error::AlreadyExists { .. })
-            | Err(e @ object_store::Error::Precondition { .. }) => Err(os_err(e)),
-            Err(e) => {
-                // Not supported here (or refused): the lock has decided already.
-                tracing::debug!(error = %e, "conditional put refused; plain put");
-                self.put_small(key, value).await
-            }
-        }
-    }
-
     pub(super) async fn exists(&self, key: &Path) -> StorageResult<bool> {
         match self.store.head(key).await {
             Ok(_) => Ok(true),
@@ -131,44 +103,6 @@ impl ObjectStoreStorage {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(os_err(e)),
         }
-    }
-
-    pub(super) async fn info(&self, id: &UploadId) -> StorageResult<Option<(Info, DateTime<Utc>)>> {
-        let dir = self.upload_dir(id)?;
-        match self.get_small(&dir.clone().join("info")).await? {
-            Some((bytes, modified)) => {
-                let info: Info = serde_json::from_slice(&bytes)
-                    .map_err(|e| StorageError::other(format!("upload info: {e}")))?;
-                Ok(Some((info, modified)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    pub(super) fn upload_info(&self, id: &UploadId, info: &Info, created_now: bool) -> UploadInfo {
-        let created = SystemTime::UNIX_EPOCH + Duration::from_millis(info.created_ms);
-        UploadInfo {
-            id: id.clone(),
-            path: FilePath::new(info.path.clone()).ok(),
-            total: Some(info.total),
-            created,
-            updated: created,
-            created_now,
-        }
-    }
-
-    /// Whether writers may still commit into the upload: not claimed (or released), and, for
-    /// a resumable upload, not yet published or aborted. `claimed` is read before `info`:
-    /// `claimed` is removed only after `info` (see [`Self::forget`]).
-    pub(super) async fn is_open(&self, id: &UploadId) -> StorageResult<bool> {
-        let dir = self.upload_dir(id)?;
-        if self.exists(&dir.clone().join("claimed")).await? {
-            return Ok(false);
-        }
-        if id.0.starts_with('r') {
-            return self.exists(&dir.join("info")).await;
-        }
-        Ok(true)
     }
 
     pub(super) async fn chunks(&self, id: &UploadId) -> StorageResult<Vec<Chunk>> {
@@ -266,49 +200,25 @@ impl ObjectStoreStorage {
         }
     }
 
-    /// Removes an upload's bookkeeping: `info` first (writers and `open_upload` then see it
-    /// gone), then multipart uploads in progress, chunks, and `claimed` last.
+    /// Deletes an upload's objects: its multipart uploads in progress aborted, its chunks.
     pub(super) async fn forget(&self, id: &UploadId) -> StorageResult<()> {
         let dir = self.upload_dir(id)?;
-        self.delete_quiet(&dir.clone().join("info")).await?;
-        let mut claimed = None;
         for o in list(&self.store, &dir).await? {
             let rel: Vec<_> = o
                 .location
                 .prefix_match(&dir)
                 .map(|p| p.collect())
                 .unwrap_or_default();
-            match rel.first().map(|p| p.as_ref()) {
-                Some("claimed") => claimed = Some(o.location),
-                Some("mp") => {
-                    if let Some((bytes, _)) = self.get_small(&o.location).await?
-                        && let Ok(m) = serde_json::from_slice::<MultipartMarker>(&bytes)
-                        && let Ok(key) = Path::parse(&m.key)
-                    {
-                        let _ = self.multipart.abort_multipart(&key, &m.id).await;
-                    }
-                    self.delete_quiet(&o.location).await?;
-                }
-                _ => self.delete_quiet(&o.location).await?,
+            if rel.first().map(|p| p.as_ref()) == Some("mp")
+                && let Some((bytes, _)) = self.get_small(&o.location).await?
+                && let Ok(m) = serde_json::from_slice::<MultipartMarker>(&bytes)
+                && let Ok(key) = Path::parse(&m.key)
+            {
+                let _ = self.multipart.abort_multipart(&key, &m.id).await;
             }
-        }
-        if let Some(c) = claimed {
-            self.delete_quiet(&c).await?;
+            self.delete_quiet(&o.location).await?;
         }
         Ok(())
-    }
-
-    /// Re-writes `claimed` every [`CLAIM_REFRESH`] until dropped (a finalizer at work).
-    pub(super) fn claim_heartbeat(&self, id: &UploadId) -> StorageResult<AbortOnDrop> {
-        let key = self.upload_dir(id)?.join("claimed");
-        let this = self.clone();
-        Ok(AbortOnDrop(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(CLAIM_REFRESH).await;
-                let body = serde_json::to_vec(&ClaimState { released: false }).unwrap_or_default();
-                let _ = this.put_small(&key, body.into()).await;
-            }
-        })))
     }
 
     /// Checks a publication's precondition against what is at the path now.

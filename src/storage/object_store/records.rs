@@ -1,8 +1,14 @@
-//! Records decided by the store's own conditional writes, where it enforces them
-//! ([`ConditionalWrites::Enforced`], probed once per storage): create-only is
-//! `If-None-Match: *`, compare-and-swap is `If-Match` on the store's etag, and no lock is
-//! taken. A store that ignores them keeps the bakery lock (`lock.rs`) until issue 21's
-//! coordinators replace it.
+//! Who decides the records' create-only and compare-and-swap writes — and so, through the
+//! crate's coordination on records (`storage/coord`), every exactly-once step of uploads:
+//!
+//! - [`Deciders::Store`] (the default): the store's own conditional writes, where it enforces
+//!   them ([`ConditionalWrites::Enforced`], probed once per storage): create-only is
+//!   `If-None-Match: *`, compare-and-swap is `If-Match` on the store's etag, and no lock is
+//!   taken. A store that ignores them keeps the bakery lock (`lock.rs`) until the
+//!   coordinators replace it.
+//! - [`Deciders::SingleInstance`]: this process, under a mutex per key (64 stripes); the
+//!   records are kept in the bucket with plain writes, their etags digests of their values.
+//! - [`Deciders::External`]: another [`RecordStore`] (PostgreSQL); bytes stay in the store.
 //!
 //! A conditional write whose acknowledgement was lost and that the client then retried (the
 //! S3 client retries by itself) is refused by the store, as the first attempt took effect:
@@ -14,10 +20,139 @@
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use std::sync::Arc;
 
+use super::lock::{list, with_lock};
 use super::probe::refused;
-use super::{ConditionalWrites, ObjectStoreStorage, is_not_found, os_err};
-use crate::storage::{Record, RecordMode, StorageError, StorageResult};
+use super::{ConditionalWrites, ObjectStoreStorage, RESERVED, hex_sha256, is_not_found, os_err};
+use crate::storage::{Record, RecordKey, RecordMode, RecordStore, StorageError, StorageResult};
+
+/// Who decides the records' conditional writes (see the module docs).
+#[derive(Clone, Default)]
+pub(super) enum Deciders {
+    #[default]
+    Store,
+    SingleInstance(Arc<Stripes>),
+    External(Arc<dyn RecordStore>),
+}
+
+/// One async mutex per stripe of record keys.
+pub(super) struct Stripes([tokio::sync::Mutex<()>; 64]);
+
+impl Default for Stripes {
+    fn default() -> Self {
+        Stripes(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl Stripes {
+    async fn lock(&self, key: &RecordKey) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(key.as_str());
+        self.0[(h % 64) as usize].lock().await
+    }
+}
+
+impl ObjectStoreStorage {
+    pub(super) async fn records_put(
+        &self,
+        key: &RecordKey,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<String> {
+        let object = self.record_key(key);
+        match &self.deciders {
+            Deciders::External(r) => r.put_record(key, value, mode).await,
+            Deciders::SingleInstance(stripes) => {
+                if mode == RecordMode::Overwrite {
+                    return self.put_plain(&object, value).await;
+                }
+                let _decided = stripes.lock(key).await;
+                self.put_checked(&object, value, mode).await
+            }
+            Deciders::Store => {
+                if self.conditional_writes().await? == ConditionalWrites::Enforced {
+                    return self.put_conditional(&object, value, mode).await;
+                }
+                if mode == RecordMode::Overwrite {
+                    return self.put_plain(&object, value).await;
+                }
+                // Create and update decide inside the record's lock.
+                let lock = self.lock_dir(&format!("r-{}", hex_sha256(key.as_str())));
+                let object = &object;
+                with_lock(&self.store, &lock, |_| async move {
+                    self.put_checked(object, value, mode).await
+                })
+                .await
+            }
+        }
+    }
+
+    pub(super) async fn records_get(&self, key: &RecordKey) -> StorageResult<Option<Record>> {
+        let object = self.record_key(key);
+        match &self.deciders {
+            Deciders::External(r) => r.get_record(key).await,
+            Deciders::Store if self.conditional_writes().await? == ConditionalWrites::Enforced => {
+                self.get_tagged(&object).await
+            }
+            _ => Ok(self.get_small(&object).await?.map(|(b, _)| Record::new(b))),
+        }
+    }
+
+    pub(super) async fn records_delete(&self, key: &RecordKey) -> StorageResult<bool> {
+        if let Deciders::External(r) = &self.deciders {
+            return r.delete_record(key).await;
+        }
+        let object = self.record_key(key);
+        if !self.exists(&object).await? {
+            return Ok(false);
+        }
+        self.delete_quiet(&object).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn records_list(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
+        if let Deciders::External(r) = &self.deciders {
+            return r.list_records(prefix).await;
+        }
+        let base = self.key(&[RESERVED, "records"]);
+        let mut out = Vec::new();
+        for o in list(&self.store, &self.record_key(prefix)).await? {
+            let Some(rel) = o.location.prefix_match(&base) else {
+                continue;
+            };
+            let rel: Vec<String> = rel.map(|p| p.as_ref().to_owned()).collect();
+            if let Ok(k) = RecordKey::new(rel.join("/")) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A plain write; the etag is the value's digest.
+    async fn put_plain(&self, object: &Path, value: Bytes) -> StorageResult<String> {
+        let etag = Record::etag_of(&value);
+        self.put_small(object, value).await?;
+        Ok(etag)
+    }
+
+    /// Create or update, read then written: the caller excludes every other decider of
+    /// this key (etags are digests of the values).
+    async fn put_checked(
+        &self,
+        object: &Path,
+        value: Bytes,
+        mode: RecordMode,
+    ) -> StorageResult<String> {
+        let current = self.get_small(object).await?;
+        match (&mode, current) {
+            (RecordMode::Create, None) => {}
+            (RecordMode::Update(want), Some((have, _))) if Record::etag_of(&have) == *want => {}
+            _ => return Err(StorageError::PreconditionFailed),
+        }
+        self.put_plain(object, value).await
+    }
+}
 
 impl ObjectStoreStorage {
     /// Whether the store enforces conditional writes: probed at the first call, then kept
