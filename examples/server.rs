@@ -13,7 +13,11 @@
 //! `{"operator":"&&","rules":[{"key":"kind","operator":"==","value":"image"}]}`),
 //! `--store URL` (instead of `--data`: `file:///dir` is the same as `--data /dir`;
 //! `s3://bucket[/prefix]` keeps everything in an S3 bucket, configured by the standard
-//! `AWS_*` environment variables, with feature `object-store`).
+//! `AWS_*` environment variables, with feature `object-store`), and with an `s3://` store
+//! `--coordinator postgres://USER@HOST:PORT/DB` (records and decisions in PostgreSQL, feature
+//! `postgres`; `?host=/socket/dir` for a Unix socket) or `--single-instance` (decisions in
+//! this process); with neither, the store must enforce conditional writes (probed at start:
+//! a store that ignores them, such as Garage, exits 2 before listening).
 //! Against hostile clients and faults (SECURITY.md): `--header-read-timeout SECS` (default 30;
 //! a connection, HTTP/1 or HTTP/2, with no request in progress for that long is closed: one
 //! that sends nothing, or not a whole request head, or stays idle between requests),
@@ -95,6 +99,15 @@ struct Args {
     /// (configured by the standard AWS_* environment variables; feature object-store).
     #[arg(long, value_name = "URL", allow_hyphen_values = true)]
     store: Option<String>,
+    /// With an s3:// store: keeps the records (upload state, claims, sessions) in PostgreSQL
+    /// and decides them there (feature postgres): postgres://USER@HOST:PORT/DB, or
+    /// postgres://USER@/DB?host=/socket/dir for a Unix socket.
+    #[arg(long, value_name = "URL")]
+    coordinator: Option<String>,
+    /// With an s3:// store: this is the only instance on the bucket; decisions are taken in
+    /// this process.
+    #[arg(long, conflicts_with = "coordinator")]
+    single_instance: bool,
     /// Serves Prometheus metrics at GET /metrics, before the uploads see the request (no
     /// credentials). Off by default: /metrics is then a file path like any other.
     #[arg(long)]
@@ -189,11 +202,11 @@ async fn main() {
             }
         }
     }
-    let storage = match open_storage(&args) {
+    let storage = match open_storage(&args).await {
         Ok(s) => s,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("error: {e}");
-            std::process::exit(1);
+            std::process::exit(code);
         }
     };
     let listener = match TcpListener::bind(args.listen).await {
@@ -457,23 +470,28 @@ impl AcceptErrors {
     }
 }
 
-/// The storage of `--store URL` (`file:///dir`, `s3://bucket[/prefix]`), else of `--data DIR`.
-fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
+/// The storage of `--store URL` (`file:///dir`, `s3://bucket[/prefix]`), else of `--data DIR`;
+/// or the exit status and message.
+async fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, (i32, String)> {
     let dir = match args.store.as_deref() {
         None => args.data.clone(),
         Some(url) if url.starts_with("file://") => PathBuf::from(&url["file://".len()..]),
-        #[cfg(feature = "object-store")]
-        Some(url) if url.starts_with("s3://") => {
-            let s = tower_uploads::storage::ObjectStoreStorage::from_url(url)
-                .map_err(|e| format!("cannot use {url}: {e}"))?;
-            return Ok(Arc::new(s));
-        }
+        Some(url) if url.starts_with("s3://") => return object_storage(args, url).await,
         Some(url) => {
-            return Err(format!(
-                "--store: unsupported URL {url} (file:///dir, or s3://bucket with feature object-store)"
+            return Err((
+                1,
+                format!(
+                    "--store: unsupported URL {url} (file:///dir, or s3://bucket with feature object-store)"
+                ),
             ));
         }
     };
+    if args.coordinator.is_some() || args.single_instance {
+        return Err((
+            2,
+            "--coordinator and --single-instance apply to an s3:// --store only".into(),
+        ));
+    }
     let options = FsStorage::options().durability(match args.hardening.durability {
         DurabilityArg::Process => Durability::Process,
         DurabilityArg::Power => Durability::Power,
@@ -489,5 +507,63 @@ fn open_storage(args: &Args) -> Result<Arc<dyn Storage>, String> {
     options
         .open(&dir)
         .map(|s| Arc::new(s) as Arc<dyn Storage>)
-        .map_err(|e| format!("cannot use {}: {e}", dir.display()))
+        .map_err(|e| (1, format!("cannot use {}: {e}", dir.display())))
+}
+
+/// An `s3://` store, coordinated by PostgreSQL (`--coordinator`), by this process alone
+/// (`--single-instance`), or by the store's own conditional writes when the startup probe
+/// finds them enforced; a store that ignores them is refused (status 2).
+#[cfg(feature = "object-store")]
+async fn object_storage(args: &Args, url: &str) -> Result<Arc<dyn Storage>, (i32, String)> {
+    use tower_uploads::storage::{ConditionalWrites, ObjectStoreStorage};
+    let s = ObjectStoreStorage::from_url(url).map_err(|e| (1, format!("cannot use {url}: {e}")))?;
+    if args.single_instance {
+        return Ok(Arc::new(s.single_instance()));
+    }
+    if let Some(pg) = args.coordinator.as_deref() {
+        return coordinated(s, pg).await;
+    }
+    match s.probe_conditional_writes().await {
+        Ok(ConditionalWrites::Enforced) => Ok(Arc::new(s)),
+        Ok(ConditionalWrites::Ignored) => Err((
+            2,
+            format!(
+                "the store at {url} ignores conditional writes (If-None-Match / If-Match), so \
+                 it cannot decide which instance finalizes an upload: run with \
+                 --coordinator postgres://USER@HOST:PORT/DB (several instances) or \
+                 --single-instance (this one only)"
+            ),
+        )),
+        Err(e) => Err((1, format!("cannot use {url}: {e}"))),
+    }
+}
+
+#[cfg(not(feature = "object-store"))]
+async fn object_storage(_: &Args, url: &str) -> Result<Arc<dyn Storage>, (i32, String)> {
+    Err((
+        1,
+        format!("--store {url}: built without feature object-store"),
+    ))
+}
+
+#[cfg(all(feature = "object-store", feature = "postgres"))]
+async fn coordinated(
+    s: tower_uploads::storage::ObjectStoreStorage,
+    url: &str,
+) -> Result<Arc<dyn Storage>, (i32, String)> {
+    let records = tower_uploads::storage::PostgresRecords::connect(url)
+        .await
+        .map_err(|e| (1, format!("--coordinator {url}: {e}")))?;
+    Ok(Arc::new(s.with_records(Arc::new(records))))
+}
+
+#[cfg(all(feature = "object-store", not(feature = "postgres")))]
+async fn coordinated(
+    _: tower_uploads::storage::ObjectStoreStorage,
+    url: &str,
+) -> Result<Arc<dyn Storage>, (i32, String)> {
+    Err((
+        2,
+        format!("--coordinator {url}: built without feature postgres"),
+    ))
 }

@@ -45,6 +45,8 @@ mod fs;
 mod memory;
 #[cfg(feature = "object-store")]
 mod object_store;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod ranges;
 mod record;
 
@@ -83,6 +85,8 @@ pub mod prelude {
 
 #[cfg(feature = "object-store")]
 pub use self::object_store::{ConditionalWrites, ObjectStoreStorage, PART_SIZE};
+#[cfg(feature = "postgres")]
+pub use self::postgres::{DEFAULT_POOL_SIZE, PostgresRecords};
 #[doc(hidden)]
 pub use coord::Coordinate;
 pub(crate) use coord::Durable;

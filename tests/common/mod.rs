@@ -30,6 +30,8 @@ pub const KEY: &str = "test-key-primary";
 pub const RESERVED: &str = ".tower-uploads";
 
 pub mod hostile_media;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod process;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
