@@ -1,14 +1,19 @@
-//! `ObjectStoreStorage` against a real S3-compatible server: Garage on loopback.
+//! `ObjectStoreStorage` against a real S3-compatible server, Garage on loopback, which
+//! ignores conditional writes: the records, and so every exactly-once decision, in
+//! PostgreSQL (`PostgresRecords`, a fresh database per test), or in the one process
+//! (`single_instance`).
 //!
 //! Garage is found from `TOWER_UPLOADS_TEST_S3` (`s3://bucket`) and the `AWS_*` variables
 //! (`tests/garage/start.sh` prints them; `.ci/run` exports them), or, when those are unset and
-//! `garage` is on PATH, started here once per test binary with `tests/garage/start.sh`.
-//! Without either the tests say so and pass only when `CI` is unset; with `CI` set they fail.
-#![cfg(feature = "object-store")]
+//! `garage` is on PATH, started here once per test binary with `tests/garage/start.sh`;
+//! PostgreSQL likewise (`tests/common/postgres.rs`). Without either the tests say so and pass
+//! only when `CI` is unset; with `CI` set they fail.
+#![cfg(all(feature = "object-store", feature = "postgres"))]
 
 mod common;
 
 use bytes::Bytes;
+use common::postgres::{fresh_database, postgres_or_skip};
 use common::process::DemoServer;
 use common::{pattern, sha256};
 use futures_util::TryStreamExt;
@@ -21,8 +26,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tower_uploads::path::FilePath;
 use tower_uploads::storage::{
-    Claim, ObjectStoreStorage, PART_SIZE, RecordKey, RecordMode, Storage, StorageError, StorageExt,
-    UploadSpec, conformance,
+    Claim, ObjectStoreStorage, PART_SIZE, PostgresRecords, RecordKey, RecordMode, Storage,
+    StorageError, StorageExt, UploadSpec, conformance,
 };
 
 use common::KEY;
@@ -100,11 +105,31 @@ fn garage_or_skip(test: &str) -> Option<&'static HashMap<String, String>> {
     g
 }
 
-/// A storage on Garage's bucket under a fresh prefix (each call: its own S3 client, like
-/// another server instance).
-fn storage(env: &HashMap<String, String>, prefix: &str) -> Arc<ObjectStoreStorage> {
+/// Garage and PostgreSQL, or `None` (skip) when either is missing and `CI` is unset.
+fn servers_or_skip(test: &str) -> Option<(&'static HashMap<String, String>, &'static str)> {
+    Some((garage_or_skip(test)?, postgres_or_skip(test)?))
+}
+
+/// Garage's bucket under `prefix`, with no coordinator chosen.
+fn bare(env: &HashMap<String, String>, prefix: &str) -> ObjectStoreStorage {
     let url = format!("{}/{prefix}", env["TOWER_UPLOADS_TEST_S3"]);
-    Arc::new(ObjectStoreStorage::from_url_opts(&url, s3_vars(env)).expect("storage on Garage"))
+    ObjectStoreStorage::from_url_opts(&url, s3_vars(env)).expect("storage on Garage")
+}
+
+/// An instance on Garage's bucket under `prefix` with its records in the database at `db`
+/// (each call: its own S3 client and connection pool, like another server instance).
+async fn instance(
+    env: &HashMap<String, String>,
+    prefix: &str,
+    db: &str,
+) -> Arc<ObjectStoreStorage> {
+    let records = PostgresRecords::connect(db).await.expect("connect");
+    Arc::new(bare(env, prefix).with_records(Arc::new(records)))
+}
+
+/// The one instance on Garage's bucket under `prefix`, deciding in process.
+fn single(env: &HashMap<String, String>, prefix: &str) -> Arc<ObjectStoreStorage> {
+    Arc::new(bare(env, prefix).single_instance())
 }
 
 fn prefix(name: &str) -> String {
@@ -112,42 +137,101 @@ fn prefix(name: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_on_garage() {
-    let Some(env) = garage_or_skip("conformance_on_garage") else {
+async fn conformance_on_garage_with_postgres() {
+    let Some((env, pg)) = servers_or_skip("conformance_on_garage_with_postgres") else {
         return;
     };
-    // Check by check, each on a fresh prefix: a failure names its check and promise.
+    // Check by check, each on a fresh prefix and database: a failure names its check.
     for check in conformance::CHECKS {
         let prefix = prefix(&format!("conformance-{}", check.name.replace('_', "-")));
-        check.run(storage(env, &prefix)).await;
+        let db = fresh_database(pg).await;
+        check.run(instance(env, &prefix, &db).await).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_on_garage_single_instance() {
+    let Some(env) = garage_or_skip("conformance_on_garage_single_instance") else {
+        return;
+    };
+    for check in conformance::CHECKS {
+        let prefix = prefix(&format!("single-{}", check.name.replace('_', "-")));
+        check.run(single(env, &prefix)).await;
     }
 }
 
 /// Garage accepts `If-None-Match: *` and `If-Match` and ignores them: the startup probe says
-/// so (issue 21: such a store needs a coordinator of its own).
+/// so, and a storage left to decide on the store's conditional writes refuses every record
+/// operation, saying why, rather than trusting them.
 #[tokio::test]
 async fn garage_ignores_conditional_writes() {
     let Some(env) = garage_or_skip("garage_ignores_conditional_writes") else {
         return;
     };
-    let storage = storage(env, &prefix("probe"));
+    let storage = bare(env, &prefix("probe"));
     let found = storage
         .probe_conditional_writes()
         .await
         .expect("the probe ran");
     assert_eq!(found, tower_uploads::storage::ConditionalWrites::Ignored);
+    let key = RecordKey::new("sessions/s1").unwrap();
+    let refused = storage
+        .put_record(&key, Bytes::from_static(b"x"), RecordMode::Create)
+        .await
+        .expect_err("not trusted");
+    let message = refused.to_string();
+    assert!(
+        message.contains("ignores conditional writes")
+            && message.contains("with_records")
+            && message.contains("single_instance"),
+        "{message}"
+    );
 }
 
-/// Many claimers on two storage instances (two S3 clients, as two servers would have): one
-/// winner. Then many create-only records from both: one winner.
+/// The demo server on Garage with neither `--coordinator` nor `--single-instance` probes the
+/// store, says that it ignores conditional writes, names both flags, and exits 2 before
+/// listening.
+#[test]
+fn demo_server_refuses_a_store_that_ignores_conditional_writes() {
+    let Some(env) = garage_or_skip("demo_server_refuses_a_store_that_ignores_conditional_writes")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("{}/{}", env["TOWER_UPLOADS_TEST_S3"], prefix("refused"));
+    let out = Command::new(common::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--store", &store, "--data"])
+        .arg(dir.path())
+        .envs(s3_vars(env))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the demo server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening on"),
+        "it never listened"
+    );
+    for words in [
+        "ignores conditional writes",
+        "--coordinator",
+        "--single-instance",
+    ] {
+        assert!(stderr.contains(words), "{words:?} in {stderr}");
+    }
+}
+
+/// Many claimers on two storage instances (two S3 clients and two connection pools, as two
+/// servers would have): one winner. Then many create-only records from both: one winner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_once_across_instances() {
-    let Some(env) = garage_or_skip("exactly_once_across_instances") else {
+    let Some((env, pg)) = servers_or_skip("exactly_once_across_instances") else {
         return;
     };
     let p = prefix("claims");
-    let a: Arc<dyn Storage> = storage(env, &p);
-    let b: Arc<dyn Storage> = storage(env, &p);
+    let db = fresh_database(pg).await;
+    let a: Arc<dyn Storage> = instance(env, &p, &db).await;
+    let b: Arc<dyn Storage> = instance(env, &p, &db).await;
     for round in 0..3 {
         let path = FilePath::new(format!("race/{round}.bin")).unwrap();
         let up = a
@@ -227,7 +311,7 @@ async fn abandoned_multipart_is_swept() {
         return;
     };
     let p = prefix("sweep");
-    let s = storage(env, &p);
+    let s = single(env, &p);
     let path = FilePath::new("big.bin").unwrap();
     let total = (PART_SIZE + MIB) as u64;
     let up = s
@@ -276,13 +360,55 @@ async fn abandoned_multipart_is_swept() {
     assert!(left.is_empty(), "nothing left: {left:?}");
 }
 
-// --- two demo servers on one bucket ------------------------------------------------------
+// --- three demo servers on one bucket, coordinated by PostgreSQL ---------------------------
 
-/// A demo server process on the bucket under `prefix` (SIGKILL when dropped).
-fn server(env: &HashMap<String, String>, prefix: &str, unused_dir: &std::path::Path) -> DemoServer {
+/// A demo server process on the bucket under `prefix`, its records in the database at `db`
+/// (SIGKILL when dropped).
+fn server(
+    env: &HashMap<String, String>,
+    prefix: &str,
+    db: &str,
+    unused_dir: &std::path::Path,
+) -> DemoServer {
     let store = format!("{}/{prefix}", env["TOWER_UPLOADS_TEST_S3"]);
     let vars: Vec<_> = s3_vars(env).collect();
-    DemoServer::start_env(unused_dir, &["--store", &store], &vars)
+    DemoServer::start_env(unused_dir, &["--store", &store, "--coordinator", db], &vars)
+}
+
+/// Three demo servers on one bucket and one database.
+struct Three {
+    servers: Vec<DemoServer>,
+    env: &'static HashMap<String, String>,
+    prefix: String,
+    db: String,
+    dir: tempfile::TempDir, // --data, unused: --store wins
+}
+
+impl Three {
+    async fn start(env: &'static HashMap<String, String>, pg: &str, name: &str) -> Three {
+        let (prefix, db) = (prefix(name), fresh_database(pg).await);
+        let dir = tempfile::tempdir().unwrap();
+        let servers = (0..3)
+            .map(|_| server(env, &prefix, &db, dir.path()))
+            .collect();
+        Three {
+            servers,
+            env,
+            prefix,
+            db,
+            dir,
+        }
+    }
+
+    fn base(&self, i: usize) -> &str {
+        &self.servers[i].base
+    }
+
+    /// SIGKILLs instance `i` and starts another in its place.
+    fn restart(&mut self, i: usize) {
+        let fresh = server(self.env, &self.prefix, &self.db, self.dir.path());
+        drop(std::mem::replace(&mut self.servers[i], fresh));
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -315,44 +441,62 @@ async fn chunk(
     (status, body)
 }
 
-/// Two demo servers share one bucket; the chunks of one upload alternate between them; one
-/// is killed mid-chunk (a multipart upload of it is left in flight); a restarted instance
-/// carries on; the last chunks race on both. Exactly one 201, the right sha256 from both.
+/// The first object whose key contains `part` under `under`, waiting up to 10 s for it.
+async fn appears(
+    bucket: &object_store::aws::AmazonS3,
+    under: &object_store::path::Path,
+    part: &str,
+) -> Option<object_store::path::Path> {
+    for _ in 0..200 {
+        let listed: Vec<_> = bucket.list(Some(under)).try_collect().await.unwrap();
+        if let Some(m) = listed.iter().find(|o| o.location.as_ref().contains(part)) {
+            return Some(m.location.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Three demo servers share one bucket and one database. The chunks of one upload go to
+/// all three, in parallel and out of order; one instance is SIGKILLed mid-chunk (a multipart
+/// upload of it is left in flight) and restarted; the last chunk is sent to all three at
+/// once: exactly one 201, the same File from all, the right sha256 from every instance, and
+/// nothing left in the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_servers_one_bucket_survive_a_kill() {
-    let Some(env) = garage_or_skip("two_servers_one_bucket_survive_a_kill") else {
+async fn three_servers_one_bucket_survive_a_kill() {
+    let Some((env, pg)) = servers_or_skip("three_servers_one_bucket_survive_a_kill") else {
         return;
     };
-    let p = prefix("e2e");
-    let dir = tempfile::tempdir().unwrap(); // --data, unused: --store wins
-    let a = server(env, &p, dir.path());
-    let b = server(env, &p, dir.path());
+    let mut three = Three::start(env, pg, "e2e").await;
     let http = client();
     let chunk_size = 9 * MIB; // > PART_SIZE: chunks go in as multipart uploads
-    let total = 5 * chunk_size - 12_345; // 5 chunks, the last one shorter
+    let total = 6 * chunk_size - 12_345; // 6 chunks, the last one shorter
     let data = Arc::new(pattern(total, 42));
     let path = "videos/e2e.bin";
     let ranges: Vec<_> = (0..total)
         .step_by(chunk_size)
         .map(|s| s..(s + chunk_size).min(total))
         .collect();
-    let mut statuses = Vec::new();
 
-    // Chunks 4, 0 (out of order), alternating A, B.
-    for (i, server) in [(4, &a.base), (0, &b.base)] {
-        let (status, body) = chunk(&http, server, path, &data, ranges[i].clone()).await;
+    // Chunks 5, 0 and 3 at once, one to each instance.
+    let (r5, r0, r3) = tokio::join!(
+        chunk(&http, three.base(0), path, &data, ranges[5].clone()),
+        chunk(&http, three.base(1), path, &data, ranges[0].clone()),
+        chunk(&http, three.base(2), path, &data, ranges[3].clone()),
+    );
+    for (i, (status, body)) in [(5, r5), (0, r0), (3, r3)] {
         assert_eq!(status, 202, "chunk {i}: {body}");
-        statuses.push(status);
     }
 
-    // Chunk 2 to B, killed after part of its body is in: its multipart upload stays open.
+    // Chunk 2 to instance 1, killed after part of its body is in: its multipart upload
+    // stays open.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
         rx.recv().await.map(|item| (item, rx))
     }));
     let pending = {
         let req = http
-            .put(format!("{}/{path}", b.base))
+            .put(format!("{}/{path}", three.base(1)))
             .bearer_auth(KEY)
             .header(
                 "Content-Range",
@@ -361,32 +505,27 @@ async fn two_servers_one_bucket_survive_a_kill() {
             .body(body);
         tokio::spawn(req.send())
     };
-    // More than one part: B has begun a multipart upload for this chunk when it dies.
+    // More than one part: the instance has begun a multipart upload for this chunk.
     let cut = ranges[2].start + PART_SIZE + MIB / 2;
     for piece in data[ranges[2].start..cut].chunks(MIB) {
         tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
     }
     let bucket = raw_bucket(env);
-    let markers = prefix_path(&p).join(".tower-uploads").join("uploads");
-    let mut open_multipart = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let listed: Vec<_> = bucket.list(Some(&markers)).try_collect().await.unwrap();
-        if let Some(m) = listed.iter().find(|o| o.location.as_ref().contains("/mp/")) {
-            open_multipart = Some(m.location.clone());
-            break;
-        }
-    }
-    let marker = open_multipart.expect("the chunk's multipart upload is recorded in the bucket");
+    let uploads = prefix_path(&three.prefix)
+        .join(".tower-uploads")
+        .join("uploads");
+    let marker = appears(&bucket, &uploads, "/mp/")
+        .await
+        .expect("the chunk's multipart upload is recorded in the bucket");
     let marker: Value =
         serde_json::from_slice(&bucket.get(&marker).await.unwrap().bytes().await.unwrap()).unwrap();
-    drop(b); // SIGKILL
+    three.restart(1); // SIGKILL, and a new instance in its place
     drop(tx);
-    let _ = pending.await; // the request dies with its server
+    let _ = pending.await; // the request died with its server
 
-    // A status query on A: 0 and 4 are in, 2 is not.
+    // A status query on instance 2: 0, 3 and 5 are in, 2 is not.
     let res = http
-        .put(format!("{}/{path}", a.base))
+        .put(format!("{}/{path}", three.base(2)))
         .bearer_auth(KEY)
         .header("Accept-Version", "2025-08-20")
         .header("Content-Range", format!("bytes */{total}"))
@@ -395,48 +534,50 @@ async fn two_servers_one_bucket_survive_a_kill() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 202);
     let progress: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    let want = serde_json::json!([[0, ranges[0].end - 1], [ranges[4].start, total - 1]]);
+    let want = serde_json::json!([
+        [0, ranges[0].end - 1],
+        [ranges[3].start, ranges[3].end - 1],
+        [ranges[5].start, total - 1]
+    ]);
     assert_eq!(progress["ranges"], want, "{progress}");
 
-    // A restarted B carries on: chunk 2 to it, chunk 1 to A.
-    let b = server(env, &p, dir.path());
-    // …in parallel with A: chunk 2 to the new B while chunk 1 goes to A.
+    // Chunk 2 to the restarted instance while chunk 1 goes to instance 0.
     let (r2, r1) = tokio::join!(
-        chunk(&http, &b.base, path, &data, ranges[2].clone()),
-        chunk(&http, &a.base, path, &data, ranges[1].clone())
+        chunk(&http, three.base(1), path, &data, ranges[2].clone()),
+        chunk(&http, three.base(0), path, &data, ranges[1].clone())
     );
     for (i, (status, body)) in [(2, r2), (1, r1)] {
         assert_eq!(status, 202, "chunk {i}: {body}");
-        statuses.push(status);
     }
-    // The last chunk (3) twice at once, once to each: one 201.
-    let (ra, rb) = tokio::join!(
-        chunk(&http, &a.base, path, &data, ranges[3].clone()),
-        chunk(&http, &b.base, path, &data, ranges[3].clone())
+    // The last chunk (4) to all three at once: one 201.
+    let (ra, rb, rc) = tokio::join!(
+        chunk(&http, three.base(0), path, &data, ranges[4].clone()),
+        chunk(&http, three.base(1), path, &data, ranges[4].clone()),
+        chunk(&http, three.base(2), path, &data, ranges[4].clone()),
     );
-    statuses.push(ra.0);
-    statuses.push(rb.0);
+    let finals = [&ra, &rb, &rc];
+    let statuses: Vec<u16> = finals.iter().map(|r| r.0).collect();
     assert_eq!(
         statuses.iter().filter(|&&s| s == 201).count(),
         1,
-        "exactly one 201: {statuses:?} ({} / {})",
+        "exactly one 201: {statuses:?} ({} / {} / {})",
         ra.1,
-        rb.1
+        rb.1,
+        rc.1
     );
-    let finals = [&ra, &rb];
     for (status, body) in finals {
         assert!(
             [200, 201].contains(status),
             "the racing last chunks end in 200/201: {status} {body}"
         );
         assert_eq!(body["filesize"].as_u64(), Some(total as u64), "{body}");
+        assert_eq!(body["id"], ra.1["id"], "all answer the same File");
     }
-    assert_eq!(ra.1["id"], rb.1["id"], "both answer the same File");
 
     let want = sha256(&data);
-    for server in [&a.base, &b.base] {
+    for i in 0..3 {
         let got = http
-            .get(format!("{server}/{path}"))
+            .get(format!("{}/{path}", three.base(i)))
             .send()
             .await
             .unwrap()
@@ -444,21 +585,21 @@ async fn two_servers_one_bucket_survive_a_kill() {
             .await
             .unwrap();
         assert_eq!(got.len(), total);
-        assert_eq!(sha256(&got), want, "the published bytes from {server}");
+        assert_eq!(sha256(&got), want, "the published bytes from instance {i}");
     }
     // Ranged delivery from the store.
     let part = http
-        .get(format!("{}/{path}", b.base))
+        .get(format!("{}/{path}", three.base(1)))
         .header("Range", "bytes=10000000-10000099")
         .send()
         .await
         .unwrap();
     assert_eq!(part.status().as_u16(), 206);
     assert_eq!(part.bytes().await.unwrap(), &data[10_000_000..10_000_100]);
-    // Nothing of the upload is left in the bucket (the killed chunk's multipart included).
-    let s = storage(env, &p);
+    // Nothing of the upload is left, in the bucket or in the database.
+    let s = instance(env, &three.prefix, &three.db).await;
     assert!(s.list_uploads().await.unwrap().is_empty(), "no upload left");
-    let leftover: Vec<_> = bucket.list(Some(&markers)).try_collect().await.unwrap();
+    let leftover: Vec<_> = bucket.list(Some(&uploads)).try_collect().await.unwrap();
     assert!(leftover.is_empty(), "no bookkeeping left: {leftover:?}");
     // The killed writer's multipart upload was aborted with its upload.
     let key = object_store::path::Path::parse(marker["key"].as_str().unwrap()).unwrap();
@@ -470,6 +611,121 @@ async fn two_servers_one_bucket_survive_a_kill() {
         late.is_err(),
         "the abandoned multipart upload is gone: {late:?}"
     );
+}
+
+/// An instance SIGKILLed while it publishes an upload (its claim held, the file being
+/// staged) is taken over by another within the claim's lease (15 s), not minutes: the last
+/// chunk retried on another instance waits for the lease to end, then publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_finalizer_is_taken_over_in_seconds() {
+    let Some((env, pg)) = servers_or_skip("a_killed_finalizer_is_taken_over_in_seconds") else {
+        return;
+    };
+    let mut three = Three::start(env, pg, "takeover").await;
+    let http = client();
+    let chunk_size = 9 * MIB;
+    let total = 4 * chunk_size; // publication stages 36 MiB: long enough to be killed in
+    let data = Arc::new(pattern(total, 7));
+    let path = "takeover.bin";
+    let ranges: Vec<_> = (0..total)
+        .step_by(chunk_size)
+        .map(|s| s..(s + chunk_size).min(total))
+        .collect();
+    for r in &ranges[..3] {
+        let (status, body) = chunk(&http, three.base(0), path, &data, r.clone()).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // The last chunk to instance 1, which claims and starts publishing: killed once the
+    // staged file's multipart upload appears.
+    let last = {
+        let (http, base, data, r) = (
+            http.clone(),
+            three.base(1).to_owned(),
+            data.clone(),
+            ranges[3].clone(),
+        );
+        tokio::spawn(async move { chunk(&http, &base, path, &data, r).await })
+    };
+    let bucket = raw_bucket(env);
+    let uploads = prefix_path(&three.prefix)
+        .join(".tower-uploads")
+        .join("uploads");
+    appears(&bucket, &uploads, "/mp/final-")
+        .await
+        .expect("the finalizer stages the file");
+    three.restart(1);
+    let _ = last.await;
+
+    let started = std::time::Instant::now();
+    let (status, body) = chunk(&http, three.base(2), path, &data, ranges[3].clone()).await;
+    let took = started.elapsed();
+    assert_eq!(status, 201, "the retried last chunk publishes: {body}");
+    assert!(
+        took < Duration::from_secs(25),
+        "taken over within the 15 s lease and a little: {took:?}"
+    );
+    eprintln!("a killed finalizer's upload was taken over in {took:?}");
+    let got = http
+        .get(format!("{}/{path}", three.base(0)))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got), sha256(&data));
+}
+
+/// One upload session key spent on three instances at once: exactly one 200, the others
+/// 410; and one path published create-only (`If-None-Match: *`) by three at once: exactly
+/// one 201, the others 412.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_and_create_only_across_three() {
+    let Some((env, pg)) = servers_or_skip("sessions_and_create_only_across_three") else {
+        return;
+    };
+    let three = Three::start(env, pg, "once").await;
+    let http = client();
+    let res = http
+        .post(format!("{}/uploads", three.base(0)))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let url = v["data"]["url"].as_str().expect("a session url").to_owned();
+    let form = |who: usize| {
+        let b = format!(
+            "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f{who}.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\nfrom {who}\r\n--b--\r\n"
+        );
+        http.post(url.replace(three.base(0), three.base(who)))
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(b)
+            .send()
+    };
+    let (a, b, c) = tokio::join!(form(0), form(1), form(2));
+    let mut statuses: Vec<u16> = [a, b, c]
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 410, 410], "one spend of the key");
+
+    let put = |who: usize| {
+        http.put(format!("{}/once/created.txt", three.base(who)))
+            .bearer_auth(KEY)
+            .header("If-None-Match", "*")
+            .body(format!("from {who}"))
+            .send()
+    };
+    let (a, b, c) = tokio::join!(put(0), put(1), put(2));
+    let mut statuses: Vec<u16> = [a, b, c]
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 412, 412], "one create-only publication");
 }
 
 /// A plain S3 client on Garage's bucket, to look at what the storage left there.

@@ -2,32 +2,37 @@
 //! servers such as Garage or MinIO, GCS, Azure) through the [`object_store`] crate. Feature
 //! `object-store`.
 //!
-//! Everything lives in the bucket; no state in process memory, no lock server, so any number
-//! of server instances can share one bucket. Layout (under an optional prefix):
+//! Bytes live in the bucket; the records — and with them every exactly-once decision of
+//! uploads, made by the crate's coordination on records (`storage/coord`) — are decided by
+//! one of three (`records.rs`):
+//!
+//! - the store's own conditional writes (the default): S3, GCS, Azure, R2, MinIO, Ceph and
+//!   object_store's `InMemory` enforce `If-None-Match: *` and `If-Match`. Probed once, at
+//!   the first record operation ([`ObjectStoreStorage::probe_conditional_writes`]); a store
+//!   that ignores them (Garage) is never trusted: every record operation fails, saying so;
+//! - a [`RecordStore`] beside it ([`ObjectStoreStorage::with_records`]: PostgreSQL's
+//!   [`PostgresRecords`](crate::storage::PostgresRecords), or the app's database), for
+//!   several instances on any store;
+//! - this process alone ([`ObjectStoreStorage::single_instance`]): one instance on any store.
+//!
+//! No lock of our own, no state in process memory but the single-instance mutexes. Layout
+//! (under an optional prefix):
 //!
 //! ```text
 //! <path>                                   published files (metadata: content type,
 //!                                          tu-version = the etag, tu-attrs = attributes)
-//! .tower-uploads/paths/<sha256(path)>      the id of the path's resumable upload
-//! .tower-uploads/uploads/<id>/info         path, total, created (resumable uploads)
 //! .tower-uploads/uploads/<id>/chunks/<start:020>-<writer>
 //!                                          one object per committed chunk: its range is
-//!                                          [start, start + size); received = a listing
-//! .tower-uploads/uploads/<id>/mp/<writer>  a multipart upload in progress (for the sweep)
-//! .tower-uploads/uploads/<id>/claimed      the finalize claim (`{"released": bool}`)
-//! .tower-uploads/records/<key>             records
+//!                                          [start, start + size)
+//! .tower-uploads/uploads/<id>/mp/<writer>  a multipart upload in progress (aborted with its
+//!                                          upload)
+//! .tower-uploads/records/<key>             records (unless kept in a RecordStore)
 //! .tower-uploads/attrs/<version>           attributes too large for object metadata
-//! .tower-uploads/locks/<name>/…            bakery locks (see `lock.rs`)
 //! ```
 //!
-//! Records (`put_record` create-only and compare-and-swap) are decided by the store's own
-//! conditional writes when it enforces them (probed once: `probe.rs`, `records.rs`). The
-//! other exactly-once decisions (creating a path's upload, claiming, create-only / if-match
-//! publication), and records on a store that ignores conditional writes (Garage), are made
-//! inside a bakery lock built from plain objects and listings (`lock.rs`), where conditional
-//! puts are only an extra guard. ARCHITECTURE.md has the argument and the request costs.
+//! Publication (`publish.rs`) stages the file from the chunks, then, under the path's
+//! publication lease (a record), checks `Create` / `Update(etag)` and completes it.
 
-mod lock;
 mod multipart;
 mod objects;
 mod probe;

@@ -10,14 +10,22 @@ use object_store::{
     Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload,
 };
 use std::ops::Range;
+use std::sync::Arc;
 
-use super::lock::list;
 use super::{ByteStream, ObjectMeta, PutMode, RecordKey, StorageError, StorageResult, UploadId};
 use super::{
     Chunk, META_ATTRS, META_ATTRS_REF, META_VERSION, MultipartMarker, ObjectStoreStorage, RESERVED,
     is_not_found, os_err, system_time,
 };
 use crate::path::FilePath;
+
+/// Every object under `prefix`.
+pub(super) async fn list(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+) -> StorageResult<Vec<object_store::ObjectMeta>> {
+    store.list(Some(prefix)).try_collect().await.map_err(os_err)
+}
 
 impl ObjectStoreStorage {
     // ---- keys ----
@@ -51,10 +59,6 @@ impl ObjectStoreStorage {
             return Err(StorageError::NotFound);
         }
         Ok(self.key(&[RESERVED, "uploads", &id.0]))
-    }
-
-    pub(super) fn lock_dir(&self, name: &str) -> Path {
-        self.key(&[RESERVED, "locks", name])
     }
 
     pub(super) fn record_key(&self, key: &RecordKey) -> Path {

@@ -2,10 +2,10 @@
 //! crate's coordination on records (`storage/coord`), every exactly-once step of uploads:
 //!
 //! - [`Deciders::Store`] (the default): the store's own conditional writes, where it enforces
-//!   them ([`ConditionalWrites::Enforced`], probed once per storage): create-only is
-//!   `If-None-Match: *`, compare-and-swap is `If-Match` on the store's etag, and no lock is
-//!   taken. A store that ignores them keeps the bakery lock (`lock.rs`) until the
-//!   coordinators replace it.
+//!   them ([`ConditionalWrites::Enforced`], probed once per storage, at the first record
+//!   operation): create-only is `If-None-Match: *`, compare-and-swap is `If-Match` on the
+//!   store's etag. A store that ignores them is never trusted with them: every record
+//!   operation fails, saying so.
 //! - [`Deciders::SingleInstance`]: this process, under a mutex per key (64 stripes); the
 //!   records are kept in the bucket with plain writes, their etags digests of their values.
 //! - [`Deciders::External`]: another [`RecordStore`] (PostgreSQL); bytes stay in the store.
@@ -22,9 +22,9 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use std::sync::Arc;
 
-use super::lock::{list, with_lock};
+use super::objects::list;
 use super::probe::refused;
-use super::{ConditionalWrites, ObjectStoreStorage, RESERVED, hex_sha256, is_not_found, os_err};
+use super::{ConditionalWrites, ObjectStoreStorage, RESERVED, is_not_found, os_err};
 use crate::storage::{Record, RecordKey, RecordMode, RecordStore, StorageError, StorageResult};
 
 /// Who decides the records' conditional writes (see the module docs).
@@ -71,19 +71,8 @@ impl ObjectStoreStorage {
                 self.put_checked(&object, value, mode).await
             }
             Deciders::Store => {
-                if self.conditional_writes().await? == ConditionalWrites::Enforced {
-                    return self.put_conditional(&object, value, mode).await;
-                }
-                if mode == RecordMode::Overwrite {
-                    return self.put_plain(&object, value).await;
-                }
-                // Create and update decide inside the record's lock.
-                let lock = self.lock_dir(&format!("r-{}", hex_sha256(key.as_str())));
-                let object = &object;
-                with_lock(&self.store, &lock, |_| async move {
-                    self.put_checked(object, value, mode).await
-                })
-                .await
+                self.trusted().await?;
+                self.put_conditional(&object, value, mode).await
             }
         }
     }
@@ -92,16 +81,21 @@ impl ObjectStoreStorage {
         let object = self.record_key(key);
         match &self.deciders {
             Deciders::External(r) => r.get_record(key).await,
-            Deciders::Store if self.conditional_writes().await? == ConditionalWrites::Enforced => {
+            Deciders::Store => {
+                self.trusted().await?;
                 self.get_tagged(&object).await
             }
-            _ => Ok(self.get_small(&object).await?.map(|(b, _)| Record::new(b))),
+            Deciders::SingleInstance(_) => {
+                Ok(self.get_small(&object).await?.map(|(b, _)| Record::new(b)))
+            }
         }
     }
 
     pub(super) async fn records_delete(&self, key: &RecordKey) -> StorageResult<bool> {
-        if let Deciders::External(r) = &self.deciders {
-            return r.delete_record(key).await;
+        match &self.deciders {
+            Deciders::External(r) => return r.delete_record(key).await,
+            Deciders::Store => self.trusted().await?,
+            Deciders::SingleInstance(_) => {}
         }
         let object = self.record_key(key);
         if !self.exists(&object).await? {
@@ -112,8 +106,10 @@ impl ObjectStoreStorage {
     }
 
     pub(super) async fn records_list(&self, prefix: &RecordKey) -> StorageResult<Vec<RecordKey>> {
-        if let Deciders::External(r) = &self.deciders {
-            return r.list_records(prefix).await;
+        match &self.deciders {
+            Deciders::External(r) => return r.list_records(prefix).await,
+            Deciders::Store => self.trusted().await?,
+            Deciders::SingleInstance(_) => {}
         }
         let base = self.key(&[RESERVED, "records"]);
         let mut out = Vec::new();
@@ -127,6 +123,20 @@ impl ObjectStoreStorage {
             }
         }
         Ok(out)
+    }
+
+    /// `Ok` when the store enforces conditional writes (probed once); else the error every
+    /// record operation answers: such a store is never trusted with them.
+    async fn trusted(&self) -> StorageResult<()> {
+        match self.conditional_writes().await? {
+            ConditionalWrites::Enforced => Ok(()),
+            ConditionalWrites::Ignored => Err(StorageError::other(
+                "the object store ignores conditional writes (If-None-Match / If-Match), so it \
+                 cannot decide which instance finalizes an upload: keep the records elsewhere \
+                 (ObjectStoreStorage::with_records, e.g. PostgresRecords) or run one instance \
+                 (ObjectStoreStorage::single_instance)",
+            )),
+        }
     }
 
     /// A plain write; the etag is the value's digest.
