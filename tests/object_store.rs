@@ -637,15 +637,16 @@ async fn a_killed_finalizer_is_taken_over_in_seconds() {
     }
     // The last chunk to instance 1, which claims and starts publishing: killed once the
     // staged file's multipart upload appears.
-    let last = {
-        let (http, base, data, r) = (
-            http.clone(),
-            three.base(1).to_owned(),
-            data.clone(),
-            ranges[3].clone(),
-        );
-        tokio::spawn(async move { chunk(&http, &base, path, &data, r).await })
-    };
+    let last = http
+        .put(format!("{}/{path}", three.base(1)))
+        .bearer_auth(KEY)
+        .header(
+            "Content-Range",
+            format!("bytes {}-{}/{total}", ranges[3].start, total - 1),
+        )
+        .body(Bytes::copy_from_slice(&data[ranges[3].clone()]))
+        .send();
+    let last = tokio::spawn(last); // dies with its server
     let bucket = raw_bucket(env);
     let uploads = prefix_path(&three.prefix)
         .join(".tower-uploads")

@@ -20,6 +20,9 @@ use crate::storage::{Claim, PublishOptions, PutMode, StorageError, StorageResult
 /// How long a request waits for another one to finalize an upload: a loser of the race to
 /// finalize for the winner's File object, a chunk arriving meanwhile for the upload to go.
 const OUTCOME_WAIT: Duration = Duration::from_secs(30);
+/// How often a loser of the race to finalize tries the claim again while it waits: the
+/// winner's claim ends with its lease if it died (`storage::StorageExt::claim`).
+const RECLAIM: Duration = Duration::from_secs(1);
 
 /// Drops an upload's records ([`chunk_state`]), best effort (the sweeper removes what is left).
 pub(crate) async fn forget(cfg: &Config, id: &UploadId) {
@@ -57,41 +60,54 @@ pub(crate) async fn finalize(
         let (cfg, headers, path, id) = (cfg.clone(), headers.clone(), path.clone(), id.clone());
         let (conditions, extensions) = (conditions.clone(), extensions.clone());
         tokio::spawn(async move {
-            match cfg.storage.claim(&id).await? {
-                Claim::Won => {
-                    match publish(&cfg, &headers, &extensions, &path, &id, total, &conditions).await
-                    {
-                        Ok(file) => Ok(Some(file)),
-                        // Discarded: nothing to finish later.
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                ErrorKind::ConditionsFailed
-                                    | ErrorKind::UploadRejected
-                                    | ErrorKind::PreconditionFailed
-                            ) =>
-                        {
-                            Err(e)
-                        }
-                        Err(e) => {
-                            // Let a later request (a retry, a status query) finish it.
-                            if let Err(e) = cfg.storage.unclaim(&id).await {
-                                tracing::warn!(upload = %id, error = %e, "could not give up a claim");
-                            }
-                            Err(e)
-                        }
-                    }
+            let mut wait = Finalizing::new();
+            loop {
+                if cfg.storage.claim(&id).await? == Claim::Won {
+                    return won(&cfg, &headers, &extensions, &path, &id, total, &conditions).await;
                 }
-                Claim::Lost => Ok(None),
+                // Another request finalizes it: wait for its File object. If its finalizer
+                // died, its claim ends with its lease: claim again now and then.
+                if let Some(file) = wait_outcome(&cfg, &path, &id, &mut wait, RECLAIM).await? {
+                    return Ok((false, file));
+                }
             }
         })
     };
-    let won: Result<Option<_>, ApiError> = task
-        .await
-        .map_err(|e| ApiError::internal(&format!("finalize task: {e}")))?;
-    match won? {
-        Some(file) => Ok((true, file)),
-        None => Ok((false, outcome(cfg, path, id).await?)),
+    task.await
+        .map_err(|e| ApiError::internal(&format!("finalize task: {e}")))?
+}
+
+/// After a won claim: publishes, or gives the claim up when publication failed in a way a
+/// later request may get past.
+async fn won(
+    cfg: &Config,
+    headers: &HeaderMap,
+    extensions: &http::Extensions,
+    path: &FilePath,
+    id: &UploadId,
+    total: u64,
+    conditions: &UploadConditions,
+) -> Result<(bool, crate::file::FileObject), ApiError> {
+    match publish(cfg, headers, extensions, path, id, total, conditions).await {
+        Ok(file) => Ok((true, file)),
+        // Discarded: nothing to finish later.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConditionsFailed
+                    | ErrorKind::UploadRejected
+                    | ErrorKind::PreconditionFailed
+            ) =>
+        {
+            Err(e)
+        }
+        Err(e) => {
+            // Let a later request (a retry, a status query) finish it.
+            if let Err(e) = cfg.storage.unclaim(id).await {
+                tracing::warn!(upload = %id, error = %e, "could not give up a claim");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -183,6 +199,24 @@ pub(crate) async fn outcome(
 ) -> Result<crate::file::FileObject, ApiError> {
     let mut wait = Finalizing::new();
     loop {
+        if let Some(file) = wait_outcome(cfg, path, id, &mut wait, OUTCOME_WAIT).await? {
+            return Ok(file);
+        }
+    }
+}
+
+/// Waits at most `window` for the File object published from upload `id`: `None` when the
+/// window ended with the upload still in progress; an error when it is gone unpublished or
+/// `wait` is over.
+async fn wait_outcome(
+    cfg: &Config,
+    path: &FilePath,
+    id: &UploadId,
+    wait: &mut Finalizing,
+    window: Duration,
+) -> Result<Option<crate::file::FileObject>, ApiError> {
+    let until = tokio::time::Instant::now() + window;
+    loop {
         // Existence first, record second: a publication happens before its upload is
         // forgotten, so when the upload is seen gone here, the record read next shows
         // whether it was published.
@@ -191,7 +225,10 @@ pub(crate) async fn outcome(
             && let Some(record) = Record::from_meta(&meta)
             && record.upload.as_deref() == Some(id.0.as_str())
         {
-            return Ok(record.file);
+            return Ok(Some(record.file));
+        }
+        if still_open && tokio::time::Instant::now() >= until {
+            return Ok(None);
         }
         if !still_open || !wait.pause().await {
             return Err(ApiError::new(
