@@ -18,7 +18,7 @@ use common::process::DemoServer;
 use common::{pattern, sha256};
 use futures_util::TryStreamExt;
 use object_store::multipart::MultipartStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, PutPayload};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -303,8 +303,9 @@ async fn exactly_once_across_instances() {
     );
 }
 
-/// A writer that dies mid-chunk leaves a multipart upload in the bucket; aborting its upload
-/// (what the sweeper does once the TTL has passed) aborts it and leaves nothing behind.
+/// A writer that dies mid-chunk leaves parts of the upload's multipart upload in the bucket
+/// (its grid recorded); aborting the upload (what the sweeper does once the TTL has passed)
+/// aborts it and leaves nothing behind, in the bucket or in the records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_multipart_is_swept() {
     let Some(env) = garage_or_skip("abandoned_multipart_is_swept") else {
@@ -313,35 +314,28 @@ async fn abandoned_multipart_is_swept() {
     let p = prefix("sweep");
     let s = single(env, &p);
     let path = FilePath::new("big.bin").unwrap();
-    let total = (PART_SIZE + MIB) as u64;
+    let total = (3 * PART_SIZE) as u64;
     let up = s
         .open_upload(&path, UploadSpec::Resumable { total })
         .await
         .unwrap();
     let mut w = s.writer(&up.id, 0).await.unwrap();
-    w.write(Bytes::from(pattern(PART_SIZE + 10, 7)))
+    // Past 16 MiB with no grid: an 8 MiB grid, two parts sent.
+    w.write(Bytes::from(pattern(2 * PART_SIZE + 10, 7)))
         .await
         .unwrap();
     std::mem::forget(w); // a process killed mid-chunk: no drop, no commit
     let bucket = raw_bucket(env);
     let under = prefix_path(&p).join(".tower-uploads").join("uploads");
-    let listed: Vec<_> = bucket.list(Some(&under)).try_collect().await.unwrap();
-    let marker = listed
-        .iter()
-        .find(|o| o.location.as_ref().contains("/mp/"))
-        .expect("the multipart upload is recorded");
-    let marker: Value = serde_json::from_slice(
-        &bucket
-            .get(&marker.location)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let key = object_store::path::Path::parse(marker["key"].as_str().unwrap()).unwrap();
-    let mp_id = marker["id"].as_str().unwrap().to_owned();
+    let grid = RecordKey::new(format!("os/{}/grid", up.id.0)).unwrap();
+    let grid: Value =
+        serde_json::from_slice(&s.get_record(&grid).await.unwrap().expect("a grid").value).unwrap();
+    let key = prefix_path(&p)
+        .join(".tower-uploads")
+        .join("uploads")
+        .join(up.id.0.as_str())
+        .join("file");
+    let mp_id = grid["mpu"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(1100)).await; // idle for longer than the TTL
     let listed = s.list_uploads().await.unwrap();
     assert!(listed.iter().any(|u| u.id == up.id), "the upload is listed");
@@ -358,6 +352,9 @@ async fn abandoned_multipart_is_swept() {
     assert!(late.is_err(), "the multipart upload was aborted: {late:?}");
     let left: Vec<_> = bucket.list(Some(&under)).try_collect().await.unwrap();
     assert!(left.is_empty(), "nothing left: {left:?}");
+    let os = RecordKey::new("os").unwrap();
+    let records = s.list_records(&os).await.unwrap();
+    assert!(records.is_empty(), "no part records left: {records:?}");
 }
 
 // --- three demo servers on one bucket, coordinated by PostgreSQL ---------------------------
@@ -457,19 +454,21 @@ async fn appears(
     None
 }
 
-/// Three demo servers share one bucket and one database. The chunks of one upload go to
-/// all three, in parallel and out of order; one instance is SIGKILLed mid-chunk (a multipart
-/// upload of it is left in flight) and restarted; the last chunk is sent to all three at
-/// once: exactly one 201, the same File from all, the right sha256 from every instance, and
-/// nothing left in the bucket.
+/// Three demo servers share one bucket and one database. The chunks of one upload (9 MiB: a
+/// part grid, so each goes straight into the upload's multipart upload) go to all three, in
+/// parallel and out of order; one instance is SIGKILLed in the middle of a double chunk, one
+/// part of it sent, its claim on the next one left behind, and restarted; the last chunk is
+/// sent to all three at once: exactly one 201, the same File from all, the right sha256 from
+/// every instance, and nothing left in the bucket or the database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_servers_one_bucket_survive_a_kill() {
     let Some((env, pg)) = servers_or_skip("three_servers_one_bucket_survive_a_kill") else {
         return;
     };
     let mut three = Three::start(env, pg, "e2e").await;
+    let records = PostgresRecords::connect(&three.db).await.unwrap();
     let http = client();
-    let chunk_size = 9 * MIB; // > PART_SIZE: chunks go in as multipart uploads
+    let chunk_size = 9 * MIB;
     let total = 6 * chunk_size - 12_345; // 6 chunks, the last one shorter
     let data = Arc::new(pattern(total, 42));
     let path = "videos/e2e.bin";
@@ -478,52 +477,56 @@ async fn three_servers_one_bucket_survive_a_kill() {
         .map(|s| s..(s + chunk_size).min(total))
         .collect();
 
-    // Chunks 5, 0 and 3 at once, one to each instance.
-    let (r5, r0, r3) = tokio::join!(
+    // Chunks 5, 0 and 1 at once, one to each instance.
+    let (r5, r0, r1) = tokio::join!(
         chunk(&http, three.base(0), path, &data, ranges[5].clone()),
         chunk(&http, three.base(1), path, &data, ranges[0].clone()),
-        chunk(&http, three.base(2), path, &data, ranges[3].clone()),
+        chunk(&http, three.base(2), path, &data, ranges[1].clone()),
     );
-    for (i, (status, body)) in [(5, r5), (0, r0), (3, r3)] {
+    for (i, (status, body)) in [(5, r5), (0, r0), (1, r1)] {
         assert_eq!(status, 202, "chunk {i}: {body}");
     }
 
-    // Chunk 2 to instance 1, killed after part of its body is in: its multipart upload
-    // stays open.
+    // Chunks 2 and 3 as one request to instance 1, killed once part 2 is sent and part 3
+    // claimed: a part sent by no committed writer, and a claim nobody will release.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
         rx.recv().await.map(|item| (item, rx))
     }));
+    let double = ranges[2].start..ranges[3].end;
     let pending = {
         let req = http
             .put(format!("{}/{path}", three.base(1)))
             .bearer_auth(KEY)
             .header(
                 "Content-Range",
-                format!("bytes {}-{}/{total}", ranges[2].start, ranges[2].end - 1),
+                format!("bytes {}-{}/{total}", double.start, double.end - 1),
             )
             .body(body);
         tokio::spawn(req.send())
     };
-    // More than one part: the instance has begun a multipart upload for this chunk.
-    let cut = ranges[2].start + PART_SIZE + MIB / 2;
-    for piece in data[ranges[2].start..cut].chunks(MIB) {
+    let cut = double.start + 2 * chunk_size - MIB / 2;
+    for piece in data[double.start..cut].chunks(MIB) {
         tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
     }
-    let bucket = raw_bucket(env);
-    let uploads = prefix_path(&three.prefix)
-        .join(".tower-uploads")
-        .join("uploads");
-    let marker = appears(&bucket, &uploads, "/mp/")
-        .await
-        .expect("the chunk's multipart upload is recorded in the bucket");
-    let marker: Value =
-        serde_json::from_slice(&bucket.get(&marker).await.unwrap().bytes().await.unwrap()).unwrap();
+    let os = RecordKey::new("os").unwrap();
+    let mut claimed = false;
+    for _ in 0..200 {
+        let keys = tower_uploads::storage::RecordStore::list_records(&records, &os)
+            .await
+            .unwrap();
+        if keys.iter().any(|k| k.as_str().ends_with("/p/2")) {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(claimed, "the instance claimed part 2 and sent it");
     three.restart(1); // SIGKILL, and a new instance in its place
     drop(tx);
     let _ = pending.await; // the request died with its server
 
-    // A status query on instance 2: 0, 3 and 5 are in, 2 is not.
+    // A status query on instance 2: 0, 1 and 5 are in, 2 and 3 are not.
     let res = http
         .put(format!("{}/{path}", three.base(2)))
         .bearer_auth(KEY)
@@ -534,19 +537,15 @@ async fn three_servers_one_bucket_survive_a_kill() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 202);
     let progress: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
-    let want = serde_json::json!([
-        [0, ranges[0].end - 1],
-        [ranges[3].start, ranges[3].end - 1],
-        [ranges[5].start, total - 1]
-    ]);
+    let want = serde_json::json!([[0, ranges[1].end - 1], [ranges[5].start, total - 1]]);
     assert_eq!(progress["ranges"], want, "{progress}");
 
-    // Chunk 2 to the restarted instance while chunk 1 goes to instance 0.
-    let (r2, r1) = tokio::join!(
+    // Chunk 2 to the restarted instance while chunk 3 goes to instance 0.
+    let (r2, r3) = tokio::join!(
         chunk(&http, three.base(1), path, &data, ranges[2].clone()),
-        chunk(&http, three.base(0), path, &data, ranges[1].clone())
+        chunk(&http, three.base(0), path, &data, ranges[3].clone())
     );
-    for (i, (status, body)) in [(2, r2), (1, r1)] {
+    for (i, (status, body)) in [(2, r2), (3, r3)] {
         assert_eq!(status, 202, "chunk {i}: {body}");
     }
     // The last chunk (4) to all three at once: one 201.
@@ -576,14 +575,17 @@ async fn three_servers_one_bucket_survive_a_kill() {
 
     let want = sha256(&data);
     for i in 0..3 {
-        let got = http
+        let res = http
             .get(format!("{}/{path}", three.base(i)))
             .send()
             .await
-            .unwrap()
-            .bytes()
-            .await
             .unwrap();
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/octet-stream",
+            "the type the finalizer found, from the file's sidecar"
+        );
+        let got = res.bytes().await.unwrap();
         assert_eq!(got.len(), total);
         assert_eq!(sha256(&got), want, "the published bytes from instance {i}");
     }
@@ -599,18 +601,16 @@ async fn three_servers_one_bucket_survive_a_kill() {
     // Nothing of the upload is left, in the bucket or in the database.
     let s = instance(env, &three.prefix, &three.db).await;
     assert!(s.list_uploads().await.unwrap().is_empty(), "no upload left");
+    let bucket = raw_bucket(env);
+    let uploads = prefix_path(&three.prefix)
+        .join(".tower-uploads")
+        .join("uploads");
     let leftover: Vec<_> = bucket.list(Some(&uploads)).try_collect().await.unwrap();
     assert!(leftover.is_empty(), "no bookkeeping left: {leftover:?}");
-    // The killed writer's multipart upload was aborted with its upload.
-    let key = object_store::path::Path::parse(marker["key"].as_str().unwrap()).unwrap();
-    let id = marker["id"].as_str().unwrap().to_owned();
-    let late = bucket
-        .put_part(&key, &id, 5, PutPayload::from_static(b"late"))
-        .await;
-    assert!(
-        late.is_err(),
-        "the abandoned multipart upload is gone: {late:?}"
-    );
+    let left = tower_uploads::storage::RecordStore::list_records(&records, &os)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "no part records left: {left:?}");
 }
 
 /// An instance SIGKILLed while it publishes an upload (its claim held, the file being
@@ -623,15 +623,18 @@ async fn a_killed_finalizer_is_taken_over_in_seconds() {
     };
     let mut three = Three::start(env, pg, "takeover").await;
     let http = client();
-    let chunk_size = 9 * MIB;
-    let total = 4 * chunk_size; // publication stages 36 MiB: long enough to be killed in
+    // Chunks below S3's smallest part: chunk objects, and publication streams 36 MiB
+    // through the server (the fallback), long enough to be killed in.
+    let chunk_size = 4 * MIB;
+    let total = 9 * chunk_size;
     let data = Arc::new(pattern(total, 7));
     let path = "takeover.bin";
     let ranges: Vec<_> = (0..total)
         .step_by(chunk_size)
         .map(|s| s..(s + chunk_size).min(total))
         .collect();
-    for r in &ranges[..3] {
+    let last_i = ranges.len() - 1;
+    for r in &ranges[..last_i] {
         let (status, body) = chunk(&http, three.base(0), path, &data, r.clone()).await;
         assert_eq!(status, 202, "{body}");
     }
@@ -642,9 +645,9 @@ async fn a_killed_finalizer_is_taken_over_in_seconds() {
         .bearer_auth(KEY)
         .header(
             "Content-Range",
-            format!("bytes {}-{}/{total}", ranges[3].start, total - 1),
+            format!("bytes {}-{}/{total}", ranges[last_i].start, total - 1),
         )
-        .body(Bytes::copy_from_slice(&data[ranges[3].clone()]))
+        .body(Bytes::copy_from_slice(&data[ranges[last_i].clone()]))
         .send();
     let last = tokio::spawn(last); // dies with its server
     let bucket = raw_bucket(env);
@@ -658,7 +661,7 @@ async fn a_killed_finalizer_is_taken_over_in_seconds() {
     let _ = last.await;
 
     let started = std::time::Instant::now();
-    let (status, body) = chunk(&http, three.base(2), path, &data, ranges[3].clone()).await;
+    let (status, body) = chunk(&http, three.base(2), path, &data, ranges[last_i].clone()).await;
     let took = started.elapsed();
     assert_eq!(status, 201, "the retried last chunk publishes: {body}");
     assert!(

@@ -383,6 +383,20 @@ pub trait Storage: Send + Sync + 'static {
         offset: u64,
     ) -> StorageResult<Box<dyn UploadWriter>>;
 
+    /// [`write_upload`](Self::write_upload), told the upload's total size when it has one (a
+    /// resumable upload): a backend may lay the bytes out by it (ObjectStoreStorage puts
+    /// chunks on a part grid straight into one multipart upload). The default ignores it.
+    #[doc(hidden)]
+    async fn write_upload_sized(
+        &self,
+        upload: &UploadId,
+        offset: u64,
+        total: Option<u64>,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        let _ = total;
+        self.write_upload(upload, offset).await
+    }
+
     /// Reads `range` of the upload's staged bytes (for probing before publication); the
     /// crate reads only bytes that were committed.
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream>;

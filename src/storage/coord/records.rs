@@ -304,7 +304,7 @@ pub(super) async fn writer<S: Storage + ?Sized>(
     } else {
         None
     };
-    let inner = match s.write_upload(id, offset).await {
+    let inner = match s.write_upload_sized(id, offset, state.total).await {
         Ok(w) => w,
         Err(e) => {
             if let Some((k, _)) = &lease {

@@ -35,6 +35,7 @@
 
 mod multipart;
 mod objects;
+mod parts;
 mod probe;
 mod publish;
 mod records;
@@ -44,7 +45,7 @@ mod writer;
 
 pub use self::probe::ConditionalWrites;
 
-use self::multipart::PartBuffer;
+use self::parts::Source;
 use self::writer::ObjectWriter;
 
 use async_trait::async_trait;
@@ -53,7 +54,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
-use object_store::{Attribute, GetOptions, GetRange, ObjectStore};
+use object_store::{GetOptions, GetRange, ObjectStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::ops::Range;
@@ -78,6 +79,8 @@ const RESERVED: &str = ".tower-uploads";
 const META_VERSION: &str = "tu-version";
 const META_ATTRS: &str = "tu-attrs";
 const META_ATTRS_REF: &str = "tu-attrs-ref";
+/// Names the sidecar holding a file's content type and attributes (`parts.rs`).
+const META_META_REF: &str = "tu-meta-ref";
 
 /// A [`Storage`] in an object store. Cloning shares the store.
 ///
@@ -248,8 +251,8 @@ impl ObjectStoreStorage {
             return Ok(false);
         };
         self.delete_quiet(&key).await?;
-        if let Some(r) = attrs.get(&Attribute::Metadata(META_ATTRS_REF.into())) {
-            let _ = self.delete_quiet(&self.key(&[RESERVED, "attrs", r])).await;
+        if let Some(r) = objects::sidecar_name(&attrs) {
+            let _ = self.delete_quiet(&self.key(&[RESERVED, "attrs", &r])).await;
         }
         Ok(true)
     }
@@ -297,10 +300,15 @@ impl Storage for ObjectStoreStorage {
         }
     }
 
+    /// Bytes of chunk objects are readable once committed; bytes sent as parts of the
+    /// upload's multipart upload, once the whole upload is received (the first read
+    /// assembles it: `parts.rs`).
     async fn read_upload(&self, upload: &UploadId, range: Range<u64>) -> StorageResult<ByteStream> {
-        let chunks = self.chunks(upload).await?;
-        let pieces =
-            cover(&chunks, range).ok_or_else(|| StorageError::other("range not received"))?;
+        let pieces = match self.assembled(upload, None).await? {
+            Source::File(file, _) => vec![(file, range)],
+            Source::Chunks => cover(&self.chunks(upload).await?, range)
+                .ok_or_else(|| StorageError::other("range not received"))?,
+        };
         Ok(self.pieces_stream(pieces))
     }
 
@@ -330,19 +338,21 @@ impl Storage for ObjectStoreStorage {
         upload: &UploadId,
         offset: u64,
     ) -> StorageResult<Box<dyn UploadWriter>> {
-        let wid = crate::id::random_id("");
-        let dir = self.upload_dir(upload)?;
-        Ok(Box::new(ObjectWriter {
-            storage: self.clone(),
-            key: dir
-                .clone()
-                .join("chunks")
-                .join(format!("{offset:020}-{wid}")),
-            marker: dir.join("mp").join(wid),
-            buf: PartBuffer::default(),
-            mp: None,
-            written: 0,
-        }))
+        self.write_upload_sized(upload, offset, None).await
+    }
+
+    async fn write_upload_sized(
+        &self,
+        upload: &UploadId,
+        offset: u64,
+        total: Option<u64>,
+    ) -> StorageResult<Box<dyn UploadWriter>> {
+        Ok(Box::new(ObjectWriter::new(
+            self.clone(),
+            upload,
+            offset,
+            total,
+        )?))
     }
 
     async fn publish_upload(
@@ -411,7 +421,7 @@ mod tests {
 
     #[test]
     fn parts_are_exact() {
-        let mut b = PartBuffer::default();
+        let mut b = super::multipart::PartBuffer::default();
         b.push(Bytes::from(vec![1u8; PART_SIZE - 3]));
         assert!(b.take_part().is_none());
         b.push(Bytes::from(vec![2u8; 10]));

@@ -132,11 +132,16 @@ impl PartBuffer {
 
     /// The next full part, if there is one.
     pub(super) fn take_part(&mut self) -> Option<PutPayload> {
-        if self.len < PART_SIZE {
+        self.take_exact(PART_SIZE)
+    }
+
+    /// The first `n` bytes, if there are that many.
+    pub(super) fn take_exact(&mut self, n: usize) -> Option<PutPayload> {
+        if self.len < n {
             return None;
         }
         let mut out = Vec::new();
-        let mut need = PART_SIZE;
+        let mut need = n;
         while need > 0 {
             let mut f = self.frames.remove(0);
             if f.len() > need {
@@ -146,7 +151,7 @@ impl PartBuffer {
             need -= f.len();
             out.push(f);
         }
-        self.len -= PART_SIZE;
+        self.len -= n;
         Some(out.into_iter().collect())
     }
 

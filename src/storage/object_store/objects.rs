@@ -14,10 +14,40 @@ use std::sync::Arc;
 
 use super::{ByteStream, ObjectMeta, PutMode, RecordKey, StorageError, StorageResult, UploadId};
 use super::{
-    Chunk, META_ATTRS, META_ATTRS_REF, META_VERSION, MultipartMarker, ObjectStoreStorage, RESERVED,
-    is_not_found, os_err, system_time,
+    Chunk, META_ATTRS, META_ATTRS_REF, META_META_REF, META_VERSION, MultipartMarker,
+    ObjectStoreStorage, RESERVED, is_not_found, os_err, system_time,
 };
 use crate::path::FilePath;
+
+/// The first line of a sidecar holding a content type and attributes (`META_META_REF`).
+const SIDECAR: &[u8] = b"tu-meta\n";
+
+/// A sidecar's bytes: the marker, the content type on its own line, the attributes.
+pub(super) fn sidecar(content_type: &str, attributes: &[u8]) -> Bytes {
+    let mut b = Vec::with_capacity(SIDECAR.len() + content_type.len() + 1 + attributes.len());
+    b.extend_from_slice(SIDECAR);
+    b.extend_from_slice(content_type.as_bytes());
+    b.push(b'\n');
+    b.extend_from_slice(attributes);
+    Bytes::from(b)
+}
+
+/// A sidecar's content type and attributes; `None` when it is not one.
+fn parse_sidecar(b: &Bytes) -> Option<(String, Bytes)> {
+    let rest = b.strip_prefix(SIDECAR)?;
+    let nl = rest.iter().position(|&c| c == b'\n')?;
+    let content_type = std::str::from_utf8(&rest[..nl]).ok()?.to_owned();
+    let at = SIDECAR.len() + nl + 1;
+    Some((content_type, b.slice(at..)))
+}
+
+/// The sidecar object an object's metadata names, if any.
+pub(super) fn sidecar_name(attrs: &Attributes) -> Option<String> {
+    [META_ATTRS_REF, META_META_REF]
+        .iter()
+        .find_map(|k| attrs.get(&Attribute::Metadata((*k).into())))
+        .map(|v| v.to_string())
+}
 
 /// Every object under `prefix`.
 pub(super) async fn list(
@@ -158,6 +188,10 @@ impl ObjectStoreStorage {
                 .get(&Attribute::Metadata(k.into()))
                 .map(|v| v.to_string())
         };
+        let mut content_type = attrs
+            .get(&Attribute::ContentType)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "application/octet-stream".into());
         let attributes = if let Some(b64) = get(META_ATTRS) {
             base64::engine::general_purpose::STANDARD_NO_PAD
                 .decode(b64.as_bytes())
@@ -169,6 +203,17 @@ impl ObjectStoreStorage {
                 .await?
                 .map(|(b, _)| b)
                 .unwrap_or_default()
+        } else if let Some(r) = get(META_META_REF) {
+            // Assembled from parts: content type and attributes in the sidecar.
+            let key = self.key(&[RESERVED, "attrs", &r]);
+            let sidecar = self.get_small(&key).await?.map(|(b, _)| b);
+            match sidecar.as_ref().and_then(parse_sidecar) {
+                Some((t, a)) => {
+                    content_type = t;
+                    a
+                }
+                None => Bytes::new(),
+            }
         } else {
             Bytes::new()
         };
@@ -178,10 +223,7 @@ impl ObjectStoreStorage {
                 .or_else(|| meta.e_tag.clone().map(|e| e.trim_matches('"').to_owned()))
                 .unwrap_or_default(),
             modified: system_time(meta.last_modified),
-            content_type: attrs
-                .get(&Attribute::ContentType)
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "application/octet-stream".into()),
+            content_type,
             attributes,
         })
     }
@@ -204,8 +246,10 @@ impl ObjectStoreStorage {
         }
     }
 
-    /// Deletes an upload's objects: its multipart uploads in progress aborted, its chunks.
+    /// Deletes an upload's objects and its part records: its multipart uploads in progress
+    /// aborted, its chunks, its assembled file.
     pub(super) async fn forget(&self, id: &UploadId) -> StorageResult<()> {
+        self.forget_parts(id).await?;
         let dir = self.upload_dir(id)?;
         for o in list(&self.store, &dir).await? {
             let rel: Vec<_> = o

@@ -1,6 +1,7 @@
-//! Publication: an upload's chunks staged for the file's key, then made visible at once
-//! under the path's publication lease, so that `Create` and `Update(etag)` hold across
-//! instances.
+//! Publication, made visible at once under the path's publication lease, so that `Create`
+//! and `Update(etag)` hold across instances: an upload assembled from parts (`parts.rs`) is
+//! copied inside the store (CopyObject: no byte through the server); chunk objects are
+//! streamed through the server into a new object at the file's key.
 //!
 //! The lease is a record (`publishing/<sha256(path)>`) created create-only — decided by the
 //! coordination's records: the store's conditional writes, the database's transactions —
@@ -15,15 +16,25 @@ use object_store::{Attribute, AttributeValue, Attributes};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use std::ops::Range;
+
+use super::objects::{sidecar, sidecar_name};
+use super::parts::Source;
 use super::{
     INLINE_ATTRS, META_ATTRS, META_ATTRS_REF, META_VERSION, ObjectStoreStorage, RESERVED, cover,
-    hex_sha256,
+    hex_sha256, os_err,
 };
 use crate::path::FilePath;
 use crate::storage::{
-    ObjectMeta, PublishOptions, RecordKey, RecordMode, Storage, StorageError, StorageResult,
-    UploadId,
+    ObjectMeta, PublishOptions, PutMode, RecordKey, RecordMode, Storage, StorageError,
+    StorageResult, UploadId,
 };
+
+/// The largest object S3 copies in one request (CopyObject); a bigger assembled file is
+/// streamed through the server instead.
+const COPY_MAX: u64 = 5 << 30;
 
 /// How long a publication lease lasts: a publisher that died holding one delays the path's
 /// next publication by at most this.
@@ -51,8 +62,8 @@ struct PathLease {
 }
 
 impl ObjectStoreStorage {
-    /// Publishes the first `size` bytes of the upload's chunks at `path` (see the module
-    /// docs), then deletes the upload's objects.
+    /// Publishes the first `size` bytes of the upload at `path` (see the module docs), then
+    /// deletes the upload's objects.
     pub(super) async fn publish_chunks(
         &self,
         upload: &UploadId,
@@ -61,11 +72,66 @@ impl ObjectStoreStorage {
         options: PublishOptions,
     ) -> StorageResult<ObjectMeta> {
         let key = self.file_key(path)?;
-        let dir = self.upload_dir(upload)?;
-        let chunks = self.chunks(upload).await?;
-        let pieces = cover(&chunks, 0..size)
-            .ok_or_else(|| StorageError::other("publish: the upload is incomplete"))?;
+        let meta = match self.assembled(upload, Some(size)).await? {
+            Source::File(file, version) if size <= COPY_MAX => {
+                self.publish_copy(path, &key, &file, &version, options)
+                    .await?
+            }
+            Source::File(file, _) => {
+                let pieces = vec![(file, 0..size)];
+                self.publish_stream(upload, path, &key, pieces, options)
+                    .await?
+            }
+            Source::Chunks => {
+                let chunks = self.chunks(upload).await?;
+                let pieces = cover(&chunks, 0..size)
+                    .ok_or_else(|| StorageError::other("publish: the upload is incomplete"))?;
+                self.publish_stream(upload, path, &key, pieces, options)
+                    .await?
+            }
+        };
+        // The file is published: the upload's objects left now are the sweeper's.
+        if let Err(e) = self.forget(upload).await {
+            tracing::warn!(upload = %upload, error = %e, "published; its chunks are left to the sweeper");
+        }
+        Ok(meta)
+    }
 
+    /// Publishes an assembled file by copying it inside the store: its content type and
+    /// attributes go into the sidecar its metadata names, first.
+    async fn publish_copy(
+        &self,
+        path: &FilePath,
+        key: &Path,
+        file: &Path,
+        version: &str,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let sidecar_key = self.key(&[RESERVED, "attrs", version]);
+        let body = sidecar(&options.content_type, &options.attributes);
+        self.put_small(&sidecar_key, body).await?;
+        let result = self
+            .under_lease(path, key, &options.mode, |this| async move {
+                this.store.copy(file, key).await.map_err(os_err)
+            })
+            .await;
+        if result.is_err() {
+            let _ = self.delete_quiet(&sidecar_key).await;
+        }
+        result
+    }
+
+    /// Publishes `pieces` streamed through this server into a new object (a file of at
+    /// most one part: one PUT) with its content type and attributes.
+    async fn publish_stream(
+        &self,
+        upload: &UploadId,
+        path: &FilePath,
+        key: &Path,
+        pieces: Vec<(Path, Range<u64>)>,
+        options: PublishOptions,
+    ) -> StorageResult<ObjectMeta> {
+        let dir = self.upload_dir(upload)?;
         let version = crate::id::random_id("v");
         let mut attributes = Attributes::new();
         attributes.insert(
@@ -87,48 +153,59 @@ impl ObjectStoreStorage {
                 AttributeValue::from(version.clone()),
             );
         }
-
         let stream = self.pieces_stream(pieces);
         let marker = dir.join("mp").join(format!("final-{version}"));
-        let staged = self.stage(&key, marker, attributes, stream).await?;
-        let lease = match self.path_lease(path).await {
-            Ok(lease) => lease,
-            Err(e) => {
-                self.discard_staged(staged).await;
-                return Err(e);
-            }
-        };
-        let result = async {
-            let current = match self.head_key(&key).await {
-                Ok(c) => c,
-                Err(e) => {
-                    self.discard_staged(staged).await;
-                    return Err(e);
+        let staged = self.stage(key, marker, attributes, stream).await?;
+        let slot = std::sync::Mutex::new(Some(staged));
+        let slot = &slot;
+        let result = self
+            .under_lease(path, key, &options.mode, |this| async move {
+                let staged = slot.lock().map_or(None, |mut s| s.take());
+                match staged {
+                    Some(s) => this.commit_staged(key, s).await,
+                    None => Err(StorageError::other("staged object gone")),
                 }
-            };
-            if let Err(e) = Self::check_mode(&options.mode, current.as_ref().map(|(m, _)| m)) {
-                self.discard_staged(staged).await;
-                return Err(e);
-            }
-            self.commit_staged(&key, staged).await?;
+            })
+            .await;
+        let left = slot.lock().map_or(None, |mut s| s.take());
+        if let Some(s) = left {
+            self.discard_staged(s).await;
+        }
+        result
+    }
+
+    /// Under the path's publication lease: checks `mode` against what is at `key`, makes
+    /// the new object visible (`place`), deletes the replaced one's sidecar, and returns the
+    /// new object's meta.
+    async fn under_lease<'a, F, Fut>(
+        &'a self,
+        path: &FilePath,
+        key: &'a Path,
+        mode: &PutMode,
+        place: F,
+    ) -> StorageResult<ObjectMeta>
+    where
+        F: FnOnce(&'a Self) -> Fut,
+        Fut: std::future::Future<Output = StorageResult<()>>,
+    {
+        let lease = self.path_lease(path).await?;
+        let result = async {
+            let current = self.head_key(key).await?;
+            Self::check_mode(mode, current.as_ref().map(|(m, _)| m))?;
+            place(self).await?;
             if let Some((_, attrs)) = current
-                && let Some(r) = attrs.get(&Attribute::Metadata(META_ATTRS_REF.into()))
+                && let Some(r) = sidecar_name(&attrs)
             {
-                let _ = self.delete_quiet(&self.key(&[RESERVED, "attrs", r])).await;
+                let _ = self.delete_quiet(&self.key(&[RESERVED, "attrs", &r])).await;
             }
-            self.head_key(&key)
+            self.head_key(key)
                 .await?
                 .map(|(m, _)| m)
                 .ok_or(StorageError::NotFound)
         }
         .await;
         self.release(lease).await;
-        let meta = result?;
-        // The file is published: the upload's objects left now are the sweeper's.
-        if let Err(e) = self.forget(upload).await {
-            tracing::warn!(upload = %upload, error = %e, "published; its chunks are left to the sweeper");
-        }
-        Ok(meta)
+        result
     }
 
     /// Takes the path's publication lease, waiting (at most [`LEASE_WAIT`]) while another

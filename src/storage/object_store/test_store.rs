@@ -8,7 +8,7 @@ use object_store::memory::InMemory;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{MultipartId, ObjectStore, PutMode, PutOptions, PutPayload};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub(super) struct TestStore {
@@ -17,6 +17,11 @@ pub(super) struct TestStore {
     pub heedless: bool,
     /// Sends the next conditional put twice.
     pub lose_next: AtomicBool,
+    /// Bytes sent by PUTs (objects, records) and by parts of multipart uploads.
+    pub put_bytes: AtomicU64,
+    pub part_bytes: AtomicU64,
+    /// Copies inside the store.
+    pub copies: AtomicU64,
 }
 
 impl TestStore {
@@ -46,6 +51,8 @@ impl ObjectStore for TestStore {
         if self.heedless {
             opts.mode = PutMode::Overwrite;
         }
+        self.put_bytes
+            .fetch_add(payload.content_length() as u64, Ordering::SeqCst);
         let conditional = !matches!(opts.mode, PutMode::Overwrite);
         if conditional && self.lose_next.swap(false, Ordering::SeqCst) {
             self.inner
@@ -92,6 +99,7 @@ impl ObjectStore for TestStore {
         to: &Path,
         options: object_store::CopyOptions,
     ) -> object_store::Result<()> {
+        self.copies.fetch_add(1, Ordering::SeqCst);
         self.inner.copy_opts(from, to, options).await
     }
 }
@@ -101,6 +109,13 @@ impl MultipartStore for TestStore {
     async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
         self.inner.create_multipart(path).await
     }
+    async fn create_multipart_opts(
+        &self,
+        path: &Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<MultipartId> {
+        self.inner.create_multipart_opts(path, opts).await
+    }
     async fn put_part(
         &self,
         path: &Path,
@@ -108,6 +123,8 @@ impl MultipartStore for TestStore {
         part_idx: usize,
         data: PutPayload,
     ) -> object_store::Result<PartId> {
+        self.part_bytes
+            .fetch_add(data.content_length() as u64, Ordering::SeqCst);
         self.inner.put_part(path, id, part_idx, data).await
     }
     async fn complete_multipart(
