@@ -20,18 +20,22 @@
 //!
 //! ```text
 //! <path>                                   published files (metadata: content type,
-//!                                          tu-version = the etag, tu-attrs = attributes)
+//!                                          tu-version = the etag, tu-attrs = attributes,
+//!                                          or tu-meta-ref: a sidecar holds both)
+//! .tower-uploads/uploads/<id>/file         the upload's multipart upload, on its part grid
+//!                                          (`parts.rs`), completed at assembly
 //! .tower-uploads/uploads/<id>/chunks/<start:020>-<writer>
-//!                                          one object per committed chunk: its range is
-//!                                          [start, start + size)
-//! .tower-uploads/uploads/<id>/mp/<writer>  a multipart upload in progress (aborted with its
-//!                                          upload)
-//! .tower-uploads/records/<key>             records (unless kept in a RecordStore)
-//! .tower-uploads/attrs/<version>           attributes too large for object metadata
+//!                                          chunk objects (the fallback): [start, start + size)
+//! .tower-uploads/uploads/<id>/mp/<writer>  a chunk object's multipart upload in progress
+//! .tower-uploads/records/<key>             records (unless kept in a RecordStore), among
+//!                                          them os/<id>/… (the grid, claims of parts)
+//! .tower-uploads/attrs/<version>           sidecars: attributes too large for metadata, or
+//!                                          the content type and attributes of a copied file
 //! ```
 //!
-//! Publication (`publish.rs`) stages the file from the chunks, then, under the path's
-//! publication lease (a record), checks `Create` / `Update(etag)` and completes it.
+//! Publication (`publish.rs`), under the path's publication lease (a record), checks
+//! `Create` / `Update(etag)` and copies the assembled file to its key inside the store, or
+//! streams chunk objects into it.
 
 mod multipart;
 mod objects;

@@ -93,12 +93,14 @@ impl ObjectStoreStorage {
 
     /// The upload's grid, if it has one.
     pub(super) async fn grid(&self, id: &UploadId) -> StorageResult<Option<Grid>> {
-        match self.get_record(&Self::grid_key(id)?).await? {
-            Some(r) => serde_json::from_slice(&r.value)
-                .map(Some)
-                .map_err(StorageError::backend),
-            None => Ok(None),
+        let Some(r) = self.get_record(&Self::grid_key(id)?).await? else {
+            return Ok(None);
+        };
+        let grid: Grid = serde_json::from_slice(&r.value).map_err(StorageError::backend)?;
+        if grid.c == 0 {
+            return Err(StorageError::other("an upload's part grid of 0 bytes"));
         }
+        Ok(Some(grid))
     }
 
     /// The upload's grid: the one recorded, or one of part size `c` created now (with its

@@ -12,10 +12,10 @@
 //!
 //! A conditional write whose acknowledgement was lost and that the client then retried (the
 //! S3 client retries by itself) is refused by the store, as the first attempt took effect:
-//! a refused write is read back, and a record holding exactly the bytes this write sent is
-//! taken as this write's. The crate's coordination records carry a random owner token, so
-//! another writer's record never holds the same bytes; for records without one, two writers
-//! of identical bytes both succeed, and the record holds what each of them wrote.
+//! a refused write is read back, and a record that carries this write's token is taken as
+//! this write's. Every record object begins with its write's token (`tu-rec <token>\n`,
+//! stripped on reading), so two writers of the same value — two spenders of one session
+//! key, both writing `{}` — are still told apart.
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -26,6 +26,24 @@ use super::objects::list;
 use super::probe::refused;
 use super::{ConditionalWrites, ObjectStoreStorage, RESERVED, is_not_found, os_err};
 use crate::storage::{Record, RecordKey, RecordMode, RecordStore, StorageError, StorageResult};
+
+/// What a record object written by a conditional write begins with, then its token and a
+/// newline.
+const TOKEN_TAG: &[u8] = b"tu-rec ";
+
+/// A stored record's write token and value (a record written without one: no token).
+fn untokened(stored: Bytes) -> (Option<Bytes>, Bytes) {
+    if let Some(rest) = stored.strip_prefix(TOKEN_TAG)
+        && let Some(nl) = rest.iter().position(|&b| b == b'\n')
+    {
+        let at = TOKEN_TAG.len();
+        return (
+            Some(stored.slice(at..at + nl)),
+            stored.slice(at + nl + 1..),
+        );
+    }
+    (None, stored)
+}
 
 /// Who decides the records' conditional writes (see the module docs).
 #[derive(Clone, Default)]
@@ -176,14 +194,27 @@ impl ObjectStoreStorage {
 
     /// A record's value and the store's etag of it.
     pub(super) async fn get_tagged(&self, object: &Path) -> StorageResult<Option<Record>> {
+        Ok(self
+            .get_with_token(object)
+            .await?
+            .map(|(record, _)| record))
+    }
+
+    /// A record's value, the store's etag of it, and its write's token.
+    async fn get_with_token(
+        &self,
+        object: &Path,
+    ) -> StorageResult<Option<(Record, Option<Bytes>)>> {
         match self.store.get(object).await {
             Ok(r) => {
                 let etag = r.meta.e_tag.clone();
-                let value = r.bytes().await.map_err(os_err)?;
-                Ok(Some(match etag {
+                let stored = r.bytes().await.map_err(os_err)?;
+                let (token, value) = untokened(stored);
+                let record = match etag {
                     Some(etag) => Record { value, etag },
                     None => Record::new(value),
-                }))
+                };
+                Ok(Some((record, token)))
             }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(os_err(e)),
@@ -205,7 +236,13 @@ impl ObjectStoreStorage {
                 version: None,
             }),
         };
-        let payload = PutPayload::from_bytes(value.clone());
+        let token = Bytes::from(crate::id::random_id("w"));
+        let payload = PutPayload::from_iter([
+            Bytes::from_static(TOKEN_TAG),
+            token.clone(),
+            Bytes::from_static(b"\n"),
+            value,
+        ]);
         match self
             .store
             .put_opts(object, payload, PutOptions::from(put_mode))
@@ -214,21 +251,21 @@ impl ObjectStoreStorage {
             Ok(r) => match r.e_tag {
                 Some(etag) => Ok(etag),
                 // No etag in the answer: the one the store reports on reading.
-                None => self.etag_of_own(object, &value).await,
+                None => self.etag_of_own(object, &token).await,
             },
             // Refused, or (an update) no such record: unless a retry of this write was.
             Err(e) if refused(&e) || matches!(e, object_store::Error::NotFound { .. }) => {
-                self.etag_of_own(object, &value).await
+                self.etag_of_own(object, &token).await
             }
             Err(e) => Err(os_err(e)),
         }
     }
 
-    /// The etag of the record at `object` if it holds exactly `value` (this write took
-    /// effect: a retried attempt was refused), else [`StorageError::PreconditionFailed`].
-    async fn etag_of_own(&self, object: &Path, value: &Bytes) -> StorageResult<String> {
-        match self.get_tagged(object).await? {
-            Some(r) if r.value == *value => Ok(r.etag),
+    /// The etag of the record at `object` if this write (`token`) made it (a retried attempt
+    /// was refused), else [`StorageError::PreconditionFailed`].
+    async fn etag_of_own(&self, object: &Path, token: &Bytes) -> StorageResult<String> {
+        match self.get_with_token(object).await? {
+            Some((r, Some(t))) if t == *token => Ok(r.etag),
             _ => Err(StorageError::PreconditionFailed),
         }
     }
@@ -265,6 +302,12 @@ mod tests {
             .put_record(&key, Bytes::from_static(b"one token-2"), RecordMode::Create)
             .await;
         assert!(matches!(other, Err(StorageError::PreconditionFailed)));
+        // The same value from another writer (two spenders of one session key) is refused
+        // too: each write carries its own token.
+        let same = storage
+            .put_record(&key, Bytes::from_static(b"one token-1"), RecordMode::Create)
+            .await;
+        assert!(matches!(same, Err(StorageError::PreconditionFailed)));
         store.lose_next.store(true, Ordering::SeqCst);
         let e2 = storage
             .put_record(
@@ -295,5 +338,46 @@ mod tests {
             storage.get_record(&key).await.unwrap().unwrap().value,
             Bytes::from_static(b"two token-1")
         );
+    }
+}
+
+#[cfg(test)]
+mod races {
+    use super::*;
+    use crate::path::FilePath;
+    use crate::storage::object_store::test_store::TestStore;
+    use crate::storage::{Claim, Storage, StorageExt, UploadSpec};
+    use std::sync::atomic::Ordering;
+
+    /// Sixteen claimers of one upload at once, on a store that enforces conditional writes
+    /// atomically (object_store's `InMemory`), the first conditional write of each round
+    /// sent twice (its answer lost, the client's retry refused): one `Won` per round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_claimers_with_lost_acknowledgements() {
+        let store = Arc::new(TestStore::default());
+        let s: Arc<dyn Storage> = Arc::new(ObjectStoreStorage::new(store.clone()));
+        for round in 0..4 {
+            let path = FilePath::new(format!("race/{round}.bin")).unwrap();
+            let up = s
+                .open_upload(&path, UploadSpec::Resumable { total: 3 })
+                .await
+                .unwrap();
+            let mut w = s.writer(&up.id, 0).await.unwrap();
+            w.write(Bytes::from_static(b"abc")).await.unwrap();
+            w.commit().await.unwrap();
+            store.lose_next.store(true, Ordering::SeqCst);
+            let claims = (0..16).map(|_| {
+                let (s, id) = (s.clone(), up.id.clone());
+                tokio::spawn(async move { s.claim(&id).await.unwrap() })
+            });
+            let mut won = 0;
+            for c in futures_util::future::join_all(claims).await {
+                if c.unwrap() == Claim::Won {
+                    won += 1;
+                }
+            }
+            assert_eq!(won, 1, "round {round}");
+            s.abort(&up.id).await.unwrap();
+        }
     }
 }
