@@ -325,22 +325,36 @@
 //! # Object storage, several instances
 //!
 //! With feature `object-store`, `storage::ObjectStoreStorage` keeps uploads and files in an S3
-//! bucket (or an S3-compatible server: Garage, MinIO, …) through the `object_store` crate. Any
+//! bucket (or an S3-compatible server: MinIO, Garage, …) through the `object_store` crate. Any
 //! number of instances can share one bucket behind a load balancer: chunks of one upload may
-//! go to any of them, in any order; exactly one gets the 201; nothing but the bucket holds
-//! state. The demo server on a bucket, configured by the standard `AWS_*` variables:
+//! go to any of them, in any order; exactly one gets the 201. Who decides "exactly once":
+//!
+//! - the store's own conditional writes (`If-None-Match: *`, `If-Match`), the default: S3,
+//!   GCS, Azure, R2, MinIO and Ceph enforce them, and the storage probes the store once to
+//!   make sure (`ObjectStoreStorage::probe_conditional_writes`); a store that ignores them
+//!   (Garage) is never trusted with them;
+//! - PostgreSQL, with feature `postgres`: `ObjectStoreStorage::with_records(PostgresRecords)`
+//!   keeps the records (upload state, claims, sessions) in the database; any other
+//!   `storage::RecordStore` (the app's database) the same way;
+//! - this process alone: `ObjectStoreStorage::single_instance()`.
+//!
+//! The demo server on a bucket, configured by the standard `AWS_*` variables (with neither
+//! `--coordinator` nor `--single-instance` it probes the store, and exits 2 if the store
+//! ignores conditional writes):
 //!
 //! ```sh
 //! AWS_ENDPOINT=http://127.0.0.1:3900 AWS_ALLOW_HTTP=true AWS_REGION=garage \
 //! AWS_ACCESS_KEY_ID=GK… AWS_SECRET_ACCESS_KEY=… \
-//! cargo run --features object-store --example server -- --store s3://my-bucket --key k
+//! cargo run --features object-store,postgres --example server -- --store s3://my-bucket \
+//!     --coordinator postgres://app@127.0.0.1:5432/app --key k
 //! ```
 //!
-//! Its tests, `cargo test --all-features --test object_store`, run against a real Garage
-//! (`cargo install garage --version 2.5.0 --locked`): the one `tests/garage/start.sh` started
-//! on loopback (it prints the variables), or else one they start themselves. How it decides
-//! "exactly once" without conditional writes, and what an upload costs in requests and bytes:
-//! `ARCHITECTURE.md`.
+//! Chunks of one size from 5 to 16 MiB go straight into one multipart upload, so every byte
+//! reaches the store once. Its tests, `cargo test --all-features --test object_store`, run
+//! against a real Garage (`cargo install garage --version 2.5.0 --locked`) and PostgreSQL:
+//! the ones `tests/garage/start.sh` and `tests/postgres/start.sh` started on loopback (they
+//! print the variables), or else ones they start themselves. How it works, and what an upload
+//! costs in requests and bytes: `ARCHITECTURE.md`, `PERFORMANCE.md`.
 //!
 //! # Security notes
 //!

@@ -25,10 +25,12 @@
 //! A backend implements [`Storage`]: bytes (published files, staged uploads) and records.
 //! The exactly-once decisions of that lifecycle are made by the crate on the records'
 //! create-only and compare-and-swap writes (`coord/records.rs` has the protocol), so a
-//! backend has none to make. [`FsStorage`] and `ObjectStoreStorage` bring coordination of
-//! their own (`flock`s; a lock over plain objects).
+//! backend has none to make. [`FsStorage`] brings coordination of its own (`flock`s). A
+//! backend whose own records cannot decide (an object store that ignores conditional writes)
+//! keeps them in a [`RecordStore`] (PostgreSQL: `PostgresRecords`, feature `postgres`).
 //!
-//! Backends: [`FsStorage`] (a directory; the default) and [`MemoryStorage`] (tests, demos).
+//! Backends: [`FsStorage`] (a directory; the default), [`MemoryStorage`] (tests, demos) and,
+//! with feature `object-store`, `ObjectStoreStorage` (S3 and S3-compatible stores).
 //! A backend of your own passes the same conformance suite
 //! (`tower_uploads::storage::conformance`, feature `conformance`).
 

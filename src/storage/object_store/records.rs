@@ -37,10 +37,7 @@ fn untokened(stored: Bytes) -> (Option<Bytes>, Bytes) {
         && let Some(nl) = rest.iter().position(|&b| b == b'\n')
     {
         let at = TOKEN_TAG.len();
-        return (
-            Some(stored.slice(at..at + nl)),
-            stored.slice(at + nl + 1..),
-        );
+        return (Some(stored.slice(at..at + nl)), stored.slice(at + nl + 1..));
     }
     (None, stored)
 }
@@ -194,10 +191,7 @@ impl ObjectStoreStorage {
 
     /// A record's value and the store's etag of it.
     pub(super) async fn get_tagged(&self, object: &Path) -> StorageResult<Option<Record>> {
-        Ok(self
-            .get_with_token(object)
-            .await?
-            .map(|(record, _)| record))
+        Ok(self.get_with_token(object).await?.map(|(record, _)| record))
     }
 
     /// A record's value, the store's etag of it, and its write's token.
