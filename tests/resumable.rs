@@ -710,9 +710,24 @@ async fn refused_chunks_change_nothing() {
         ),
     ];
     for (header, body, status, want_kind) in cases {
-        let r = api.put(path, Some(&header), &[], body).await;
-        assert_eq!(r.status, status, "Content-Range {header:?}: {r:?}");
-        assert_eq!(r.kind(), Some(want_kind), "Content-Range {header:?}: {r:?}");
+        if body.len() > 64 * KIB {
+            // Refused from its head, before the body: sent as a head alone, since a client
+            // still sending a big body when the server closes may get a reset instead of
+            // the answer (the server cannot read what it refuses).
+            let head = format!(
+                "PUT /{path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {KEY}\r\n\
+                 content-range: {header}\r\ncontent-length: {}\r\n\r\n",
+                server.addr,
+                body.len()
+            );
+            let r = server.raw(head.as_bytes()).await;
+            assert_eq!(r.status, status, "Content-Range {header:?}: {r:?}");
+            assert_eq!(kind(&r.json()), Some(want_kind), "{header:?}");
+        } else {
+            let r = api.put(path, Some(&header), &[], body).await;
+            assert_eq!(r.status, status, "Content-Range {header:?}: {r:?}");
+            assert_eq!(r.kind(), Some(want_kind), "Content-Range {header:?}: {r:?}");
+        }
         unchanged(want_ranges.clone(), want_disk.clone(), header).await;
     }
 
