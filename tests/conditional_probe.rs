@@ -6,6 +6,10 @@
 //! only when `CI` is unset.
 #![cfg(feature = "object-store")]
 
+mod common;
+
+use common::process::DemoServer;
+use common::{KEY, pattern, sha256};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,25 +68,29 @@ fn moto_or_skip(test: &str) -> Option<Moto> {
     })
 }
 
+/// Creates `bucket` on moto (an anonymous PUT does); the S3 options that reach it.
+async fn bucket(moto: &Moto, bucket: &str) -> [(&'static str, String); 5] {
+    let created = reqwest::Client::new()
+        .put(format!("{}/{bucket}", moto.endpoint))
+        .send()
+        .await
+        .expect("create the bucket");
+    assert!(created.status().is_success(), "{}", created.status());
+    [
+        ("aws_endpoint", moto.endpoint.clone()),
+        ("aws_allow_http", "true".into()),
+        ("aws_access_key_id", "probe".into()),
+        ("aws_secret_access_key", "probe".into()),
+        ("aws_region", "us-east-1".into()),
+    ]
+}
+
 #[tokio::test]
 async fn moto_enforces_conditional_writes() {
     let Some(moto) = moto_or_skip("moto_enforces_conditional_writes") else {
         return;
     };
-    // moto creates a bucket on an anonymous PUT.
-    let created = reqwest::Client::new()
-        .put(format!("{}/probe-bucket", moto.endpoint))
-        .send()
-        .await
-        .expect("create the bucket");
-    assert!(created.status().is_success(), "{}", created.status());
-    let options = [
-        ("aws_endpoint", moto.endpoint.as_str()),
-        ("aws_allow_http", "true"),
-        ("aws_access_key_id", "probe"),
-        ("aws_secret_access_key", "probe"),
-        ("aws_region", "us-east-1"),
-    ];
+    let options = bucket(&moto, "probe-bucket").await;
     let storage =
         ObjectStoreStorage::from_url_opts("s3://probe-bucket/p", options).expect("a storage");
     let found = storage
@@ -90,4 +98,65 @@ async fn moto_enforces_conditional_writes() {
         .await
         .expect("the probe ran");
     assert_eq!(found, ConditionalWrites::Enforced);
+}
+
+/// The demo server on a store that enforces conditional writes, with neither
+/// `--coordinator` nor `--single-instance`: it probes, listens, and coordinates through the
+/// store's conditional writes. A resumable upload on a part grid (two 6 MiB chunks and the
+/// short last one, out of order) is published once, with the right bytes; its retried last
+/// chunk answers the same File object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_server_coordinates_through_the_store() {
+    let Some(moto) = moto_or_skip("demo_server_coordinates_through_the_store") else {
+        return;
+    };
+    let options = bucket(&moto, "demo-bucket").await;
+    let env: Vec<(String, String)> = options
+        .iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let server = DemoServer::start_env(dir.path(), &["--store", "s3://demo-bucket/d"], &env);
+    let http = common::client_with_timeout(Duration::from_secs(60));
+    const MIB: usize = 1 << 20;
+    let total = 12 * MIB + 777;
+    let data = pattern(total, 3);
+    let mut answers = Vec::new();
+    for range in [
+        6 * MIB..12 * MIB,
+        12 * MIB..total,
+        0..6 * MIB,
+        12 * MIB..total,
+    ] {
+        let res = http
+            .put(format!("{}/moto/file.bin", server.base))
+            .bearer_auth(KEY)
+            .header(
+                "Content-Range",
+                format!("bytes {}-{}/{total}", range.start, range.end - 1),
+            )
+            .body(data[range].to_vec())
+            .send()
+            .await
+            .expect("a chunk");
+        let status = res.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_slice(&res.bytes().await.unwrap()).unwrap_or(serde_json::Value::Null);
+        answers.push((status, body));
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [202, 202, 201, 200], "{answers:?}");
+    assert_eq!(
+        answers[2].1["id"], answers[3].1["id"],
+        "the same File object"
+    );
+    let got = http
+        .get(format!("{}/moto/file.bin", server.base))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got), sha256(&data));
 }
