@@ -84,6 +84,10 @@ impl AuthPolicy {
             e if e.is_session_key_endpoint() => None,
             Endpoint::Upload(_) => Some(false),
             Endpoint::Signatures | Endpoint::CreateSession | Endpoint::LooksLikeAdmin => Some(true),
+            // A tus creation names its file in its metadata: a bearer key (or the app's
+            // grant), checked against the file by the handler. An upload URL is a capability.
+            Endpoint::TusCreate => Some(true),
+            Endpoint::TusOptions | Endpoint::TusUpload(_) => None,
             Endpoint::Deliver(_) => self.private_delivery.then_some(false),
             _ => None,
         }

@@ -24,6 +24,13 @@ pub(crate) enum Endpoint<'a> {
     Upload(&'a str),
     /// `GET`/`HEAD <file>`: delivery; the path as for [`Endpoint::Upload`].
     Deliver(&'a str),
+    /// `POST /tus`: a new tus upload (PROTOCOL.md §9).
+    TusCreate,
+    /// `OPTIONS /tus` (or `/tus/<id>`): what the tus endpoint serves.
+    TusOptions,
+    /// `HEAD`, `PATCH` or `DELETE /tus/<id>`: a tus upload; its id (not a file path: `HEAD`
+    /// of a file under `tus/` is not served, `GET` is).
+    TusUpload(&'a str),
     /// A `POST` that is not one of ours as sent, but names `signatures` or `uploads` once
     /// percent-decoded or with a trailing `/`: not served here, but an inner service might
     /// read it as the endpoint, so it is checked like one (a bearer key).
@@ -37,6 +44,9 @@ impl Endpoint<'_> {
     /// empty).
     pub(crate) fn of<'a>(method: &Method, rest: &'a str) -> Endpoint<'a> {
         let raw = rest.strip_prefix('/').unwrap_or(rest);
+        if let Some(tus) = tus_of(method, raw) {
+            return tus;
+        }
         if *method == Method::POST {
             return match raw {
                 "signatures" => Endpoint::Signatures,
@@ -73,6 +83,27 @@ impl Endpoint<'_> {
             self,
             Endpoint::SessionSingle | Endpoint::SessionPart | Endpoint::SessionComplete
         )
+    }
+}
+
+/// The tus endpoint's requests: `POST`/`OPTIONS /tus`, `HEAD`/`PATCH`/`DELETE`/`OPTIONS
+/// /tus/<id>` (an id of ASCII letters and digits).
+fn tus_of<'a>(method: &Method, raw: &'a str) -> Option<Endpoint<'a>> {
+    if raw == "tus" {
+        return match *method {
+            Method::POST => Some(Endpoint::TusCreate),
+            Method::OPTIONS => Some(Endpoint::TusOptions),
+            _ => None,
+        };
+    }
+    let id = raw.strip_prefix("tus/")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    match *method {
+        Method::HEAD | Method::PATCH | Method::DELETE => Some(Endpoint::TusUpload(id)),
+        Method::OPTIONS => Some(Endpoint::TusOptions),
+        _ => None,
     }
 }
 
@@ -127,6 +158,18 @@ mod tests {
             ("HEAD", "/store/single", Deliver("/store/single")),
             ("GET", "/signatures", Deliver("/signatures")),
             ("DELETE", "/a.png", Other),
+            // tus (PROTOCOL.md §9).
+            ("POST", "/tus", TusCreate),
+            ("OPTIONS", "/tus", TusOptions),
+            ("HEAD", "/tus/t1abc", TusUpload("t1abc")),
+            ("PATCH", "/tus/t1abc", TusUpload("t1abc")),
+            ("DELETE", "/tus/t1abc", TusUpload("t1abc")),
+            ("OPTIONS", "/tus/t1abc", TusOptions),
+            ("GET", "/tus/t1abc", Deliver("/tus/t1abc")),
+            ("PUT", "/tus", Upload("/tus")),
+            ("HEAD", "/tus/a.png", Deliver("/tus/a.png")),
+            ("PATCH", "/tus/a/b", Other),
+            ("POST", "/tus/", Other),
             ("PATCH", "/a.png", Other),
             ("OPTIONS", "/signatures", Other),
         ];

@@ -58,7 +58,17 @@ enum Route {
     Session(SessionCall),
     Upload(FilePath),
     Deliver(FilePath),
+    /// The tus endpoint (PROTOCOL.md §9).
+    Tus(TusCall),
     Refuse(ApiError),
+}
+
+/// Which tus request a request is.
+enum TusCall {
+    Create,
+    Options,
+    /// `HEAD`, `PATCH` or `DELETE` on an upload URL: its id.
+    Upload(String),
 }
 
 /// Which session endpoint a request is for.
@@ -90,6 +100,9 @@ impl<S> Handler<S> {
                 Ok(path) => Route::Deliver(path),
                 Err(e) => return not_ours(e.into()),
             },
+            Endpoint::TusCreate => Route::Tus(TusCall::Create),
+            Endpoint::TusOptions => Route::Tus(TusCall::Options),
+            Endpoint::TusUpload(id) => Route::Tus(TusCall::Upload(id.to_owned())),
             Endpoint::LooksLikeAdmin | Endpoint::Other => {
                 return not_ours(method_not_allowed());
             }
@@ -109,7 +122,9 @@ fn authorize(cfg: &Config, grant: Option<&Grant>, route: &Route) -> Result<(), A
         Route::Upload(path) => Need::Write(path),
         Route::Deliver(path) if cfg.private => Need::Read(path),
         Route::Signatures | Route::CreateSession => Need::Admin,
-        Route::Deliver(_) | Route::Session(_) | Route::Refuse(_) => return Ok(()),
+        // A tus creation's grant is checked against the file its metadata names; an
+        // upload URL is a capability.
+        Route::Deliver(_) | Route::Session(_) | Route::Tus(_) | Route::Refuse(_) => return Ok(()),
     };
     let Some(grant) = grant else {
         return Err(unauthenticated());
@@ -279,6 +294,28 @@ where
                     body_done(&span, &mut res, &seen);
                     res
                 }
+                Route::Tus(call) => {
+                    let (req, seen) = tracked(req, cfg.body_idle_timeout);
+                    let method = req.method().clone();
+                    let grant = req.extensions().get::<Grant>().cloned();
+                    let done = match call {
+                        TusCall::Options => Ok(crate::upload::tus::options(&cfg)),
+                        TusCall::Create => {
+                            crate::upload::tus::create(&cfg, req, grant.as_ref()).await
+                        }
+                        TusCall::Upload(id) => match method {
+                            http::Method::HEAD => crate::upload::tus::head(&cfg, &id).await,
+                            http::Method::PATCH => crate::upload::tus::patch(&cfg, req, &id).await,
+                            _ => crate::upload::tus::delete(&cfg, &id).await,
+                        },
+                    };
+                    let mut res = done.unwrap_or_else(|e| {
+                        metrics::upload_refused(Kind::Chunked, &e);
+                        crate::upload::tus::tus_error(answer.error(&e))
+                    });
+                    body_done(&span, &mut res, &seen);
+                    res
+                }
                 Route::Deliver(path) => {
                     match crate::delivery::deliver_with(
                         &*cfg.storage,
@@ -339,7 +376,7 @@ fn route_path<'a>(route: &'a Route, uri_path: &'a str) -> &'a str {
         Route::Signatures => "signatures",
         Route::Upload(path) | Route::Deliver(path) => path.as_str(),
         // Session endpoints: the path only; their `key` is in the query.
-        Route::CreateSession | Route::Session(_) | Route::Refuse(_) => uri_path,
+        Route::CreateSession | Route::Session(_) | Route::Tus(_) | Route::Refuse(_) => uri_path,
     }
 }
 
@@ -348,6 +385,8 @@ fn metric_endpoint(route: &Route, headers: &http::HeaderMap) -> metrics::Endpoin
     match route {
         Route::Upload(_) if Kind::of_put(headers) == Kind::Chunked => metrics::Endpoint::Chunked,
         Route::Upload(_) => metrics::Endpoint::Simple,
+        // Counted with the chunks until tus has a label of its own.
+        Route::Tus(_) => metrics::Endpoint::Chunked,
         Route::CreateSession | Route::Session(_) => metrics::Endpoint::Session,
         Route::Deliver(_) => metrics::Endpoint::Deliver,
         Route::Signatures => metrics::Endpoint::Signatures,

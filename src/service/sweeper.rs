@@ -54,6 +54,7 @@ pub async fn sweep_with(
     crate::metrics::set_uploads_in_progress(report.kept);
     // The records of uploads that are gone, and of completions older than the TTL.
     crate::upload::sweep_chunk_records(storage, ttl).await?;
+    crate::upload::tus::sweep(storage).await?;
     let sessions = crate::session::sweep_sessions(storage, ttl).await?;
     report.sessions = sessions.len();
     if let Some(h) = hooks {

@@ -115,7 +115,7 @@ async fn completed(
     }
 }
 
-fn check_total(info: &UploadInfo, total: u64) -> Result<(), ApiError> {
+pub(crate) fn check_total(info: &UploadInfo, total: u64) -> Result<(), ApiError> {
     match info.total {
         Some(t) if t != total => Err(ApiError::new(
             ErrorKind::RangeConflict,
@@ -162,9 +162,6 @@ impl ChunkSpec {
         }
     }
 
-    // The offset protocols' constructor (tus `PATCH`, the IETF draft's append): tested
-    // below, used by their frontends next.
-    #[allow(dead_code)]
     /// The bytes of a body from `offset` of a `total`-byte upload: `len` of them when the
     /// request declares its length, else as many as it holds, at most `max_request`.
     /// 416 `range_invalid` when they cannot fit within `total`.
@@ -259,7 +256,7 @@ async fn sink(
                 if let Some(sink) = maybe_retry(cfg, headers, path, spec, mode).await? {
                     return Ok(sink);
                 }
-                create(cfg, path, total, mode).await?
+                create_upload(cfg, path, total, mode).await?
             }
         };
         check_total(&info, total)?;
@@ -366,7 +363,9 @@ async fn maybe_retry(
 
 /// Opens (creates, or joins when another request just did) the path's upload for a chunk that
 /// passed its precondition; a new upload counts toward the cap and records the precondition.
-async fn create(
+/// The path's resumable upload of `total` bytes, created (held to `mode`, counted against the
+/// cap, its precondition recorded) or joined.
+pub(crate) async fn create_upload(
     cfg: &Config,
     path: &FilePath,
     total: u64,
@@ -402,7 +401,7 @@ async fn adopt(
     staging: &UploadId,
     covered: &Range<u64>,
 ) -> Result<(UploadInfo, Box<GapWriter>), ApiError> {
-    let info = create(cfg, path, spec.total, mode).await?;
+    let info = create_upload(cfg, path, spec.total, mode).await?;
     check_total(&info, spec.total)?;
     let received = cfg.storage.received(&info.id).await?;
     let mut writer = Box::new(GapWriter::new(

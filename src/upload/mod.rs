@@ -16,6 +16,7 @@ mod outcome;
 mod resumable;
 mod simple;
 mod sinks;
+pub(crate) mod tus;
 
 pub(crate) use chunk_state::sweep as sweep_chunk_records;
 pub(crate) use outcome::Outcome;
