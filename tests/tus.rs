@@ -119,6 +119,22 @@ async fn an_upload_from_creation_to_the_file() {
     assert_eq!(res.status(), 204, "{:?}", res.text().await);
     assert_eq!(h(&res, "upload-offset"), total.to_string());
     assert_eq!(h(&res, "content-location"), server.url("/docs/x/a.bin"));
+    let status = client()
+        .put(server.url("/docs/x/a.bin"))
+        .header("authorization", server.bearer())
+        .header("content-range", format!("bytes */{total}"))
+        .send()
+        .await
+        .unwrap();
+    let file_object: serde_json::Value =
+        serde_json::from_slice(&status.bytes().await.unwrap()).unwrap();
+    let file_object = &file_object["data"];
+    assert_eq!(file_object["metadata"]["note"], "hi", "{file_object}");
+    assert_eq!(file_object["filesize"], total);
+    assert_eq!(
+        file_object["type"], "application/octet-stream",
+        "not the PATCH's type"
+    );
     assert_eq!(server.read("docs/x/a.bin").as_deref(), Some(&file[..]));
     let got = client()
         .get(server.url("/docs/x/a.bin"))

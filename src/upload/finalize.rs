@@ -130,6 +130,11 @@ async fn publish(
             return Err(e);
         }
         let mut record = new_record(cfg, headers, path, total, &facts, id);
+        if let Some(super::UploadMetadata(m)) = extensions.get::<super::UploadMetadata>()
+            && !m.is_empty()
+        {
+            record.file.metadata = Some(m.clone());
+        }
         if let Err(e) = crate::hooks::decide(
             cfg.hooks(),
             &mut record.file,

@@ -40,6 +40,11 @@ use crate::storage::StorageExt;
 use crate::storage::{ObjectMeta, PutMode, RecordKey, Storage, StorageResult, UploadId};
 use std::collections::BTreeSet;
 
+/// Metadata a protocol's request carries for its File object (tus `Upload-Metadata`), in the
+/// request's extensions; the hooks' metadata is merged over it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UploadMetadata(pub serde_json::Map<String, serde_json::Value>);
+
 /// What the service keeps with every published file, in [`ObjectMeta::attributes`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Record {

@@ -19,7 +19,9 @@ use std::time::SystemTime;
 
 use super::chunk::{ChunkSpec, check_total, create_upload, receive_chunk};
 use super::finalize::forget;
-use super::{Outcome, Record, check_conditions, conditions_of, content_length, too_large};
+use super::{
+    Outcome, Record, UploadMetadata, check_conditions, conditions_of, content_length, too_large,
+};
 use crate::body::{BoxError, ResponseBody};
 use crate::conditions::Facts;
 use crate::config::Config;
@@ -361,6 +363,24 @@ where
         return Err(too_large(cfg.max_request_size, "PATCH"));
     }
     let spec = ChunkSpec::at_offset(offset, record.total, len, cfg.max_request_size)?;
+    let mut req = req;
+    let metadata = record
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    req.extensions_mut().insert(UploadMetadata(metadata));
+    // The body's Content-Type is the protocol's (`application/offset+octet-stream`), not the
+    // file's: the file's type hint is the `filetype` metadata a client may send.
+    let hint = record
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "filetype")
+        .and_then(|(_, v)| HeaderValue::from_str(v).ok());
+    match hint {
+        Some(v) => req.headers_mut().insert(header::CONTENT_TYPE, v),
+        None => req.headers_mut().remove(header::CONTENT_TYPE),
+    };
     match receive_chunk(cfg, &path, spec, req).await? {
         Outcome::Progress { received, .. } => Ok(Appended {
             offset: offset_of(&received),
