@@ -280,3 +280,64 @@ async fn an_expired_upload_is_gone_and_swept() {
     assert!(storage.list_records(&tus).await.unwrap().is_empty());
     assert!(storage.list_uploads().await.unwrap().is_empty());
 }
+
+/// The checksum extension: a PATCH whose `Upload-Checksum` does not match its bytes is
+/// refused with 460 and not counted; an unknown algorithm is 400; a matching one counts,
+/// with each algorithm.
+#[tokio::test]
+async fn checksums_are_checked_before_bytes_count() {
+    use sha2::Digest;
+    let server = start().await;
+    let file = pattern(30_000, 2);
+    let res = create(&server, 30_000, &format!("filename {}", b64("sum.bin"))).await;
+    let url = h(&res, "location").to_owned();
+    let sums: [(&str, Vec<u8>); 3] = [
+        ("sha1", sha1::Sha1::digest(&file[..10_000]).to_vec()),
+        ("md5", md5::Md5::digest(&file[10_000..20_000]).to_vec()),
+        ("sha256", sha2::Sha256::digest(&file[20_000..]).to_vec()),
+    ];
+    let with_sum = |offset: usize, end: usize, header: String| {
+        client()
+            .patch(&url)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset.to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-checksum", header)
+            .body(file[offset..end].to_vec())
+            .send()
+    };
+    let enc = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    // Wrong: the digest of other bytes.
+    let res = with_sum(
+        0,
+        10_000,
+        format!("sha1 {}", enc(&sums[1].1[..]).replace('=', "")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        res.status(),
+        400,
+        "an md5-sized digest for sha1 is malformed"
+    );
+    let wrong = sha1::Sha1::digest(b"other bytes").to_vec();
+    let res = with_sum(0, 10_000, format!("sha1 {}", enc(&wrong)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 460);
+    assert_eq!(h(&head(&url).await, "upload-offset"), "0");
+    let res = with_sum(0, 10_000, format!("crc32 {}", enc(b"1234")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // Right, with each algorithm.
+    for (i, (alg, digest)) in sums.iter().enumerate() {
+        let (start, end) = (i * 10_000, (i + 1) * 10_000);
+        let res = with_sum(start, end, format!("{alg} {}", enc(digest)))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204, "{alg}");
+        assert_eq!(h(&res, "upload-offset"), end.to_string());
+    }
+    assert_eq!(server.read("sum.bin").as_deref(), Some(&file[..]));
+}

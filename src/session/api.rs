@@ -332,6 +332,7 @@ where
         Taps {
             sniff: Some(&mut head),
             digest: file_sha.as_mut(),
+            checksum: None,
             on_head: (!conditions.is_empty()).then_some(&mut on_head as &mut HeadCheck<'_>),
         },
     )

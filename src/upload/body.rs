@@ -287,6 +287,8 @@ pub(crate) struct Taps<'a> {
     pub sniff: Option<&'a mut Head>,
     /// Hashes everything.
     pub digest: Option<&'a mut Sha256Check>,
+    /// Hashes everything with a protocol's checksum algorithm (tus `Upload-Checksum`).
+    pub checksum: Option<&'a mut super::digest::Checksummer>,
     /// Called once with the sniffed head when [`SNIFF_BYTES`] have arrived (with `sniff`).
     pub on_head: Option<&'a mut HeadCheck<'a>>,
 }
@@ -350,6 +352,9 @@ where
         }
         if let Some(digest) = taps.digest.as_deref_mut() {
             digest.update(&data);
+        }
+        if let Some(sum) = taps.checksum.as_deref_mut() {
+            sum.update(&data);
         }
         writer.write(data).await.map_err(PumpError::Storage)?;
     }
@@ -456,6 +461,7 @@ mod tests {
         let taps = Taps {
             sniff: Some(&mut head),
             digest: None,
+            checksum: None,
             on_head: Some(&mut check),
         };
         let n = pump(body, &mut *w, u64::MAX, taps).await.unwrap();

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use super::body::HeadCheck;
 use super::body::{Comparer, Head, PumpError, Taps, pump};
 use super::chunk_state::ChunkState;
-use super::digest::{self, Sha256Check};
+use super::digest::{self, Checksummer, Sha256Check};
 use super::finalize::{Finalizing, finalize, forget, raced, upload_exists};
 use super::sinks::{GapWriter, MAX_UPLOAD_RANGES, RetryOrWrite};
 use super::{
@@ -27,6 +27,7 @@ use crate::conditions::UploadConditions;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorKind};
 use crate::headers::content_range;
+use crate::headers::tus::ChecksumAlgorithm;
 use crate::path::FilePath;
 use crate::storage::StorageExt;
 use crate::storage::{
@@ -125,6 +126,12 @@ pub(crate) fn check_total(info: &UploadInfo, total: u64) -> Result<(), ApiError>
     }
 }
 
+/// tus's status for a checksum mismatch (the checksum extension).
+const CHECKSUM_MISMATCH: http::StatusCode = match http::StatusCode::from_u16(460) {
+    Ok(s) => s,
+    Err(_) => http::StatusCode::BAD_REQUEST,
+};
+
 /// A chunk of a resumable upload as its protocol states it, before its body is read: the
 /// seam between a wire protocol and the chunk core. ittybit's `Content-Range` builds one with
 /// [`ChunkSpec::new`] (`resumable.rs`); an offset protocol (tus `PATCH`, the IETF draft's
@@ -141,6 +148,9 @@ pub(crate) struct ChunkSpec {
     pub(crate) candidates: Vec<Range<u64>>,
     /// The range the body covers once its length is known, or the protocol's error.
     settle: Settle,
+    /// A digest of the body the protocol states (tus `Upload-Checksum`): the chunk counts
+    /// only if its bytes have it (else `460`).
+    pub(crate) checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
 }
 
 type Settle = Box<dyn Fn(u64) -> Result<Range<u64>, ApiError> + Send + Sync>;
@@ -159,6 +169,7 @@ impl ChunkSpec {
             max_len,
             candidates,
             settle: Box::new(settle),
+            checksum: None,
         }
     }
 
@@ -516,9 +527,15 @@ where
     let head_phase = start == 0 && !conditions.is_empty();
     let mut head = Head::copied();
     let mut on_head = head_check(&conditions, &parts.headers, path, Some(total));
+    let mut checksum = ctx
+        .spec
+        .checksum
+        .clone()
+        .map(|(algorithm, want)| Checksummer::new(algorithm, want));
     let taps = Taps {
         sniff: head_phase.then_some(&mut head),
         digest: hasher.as_mut(),
+        checksum: checksum.as_mut(),
         on_head: head_phase.then_some(&mut on_head as &mut HeadCheck<'_>),
     };
     let pumped = match &mut sink {
@@ -583,6 +600,13 @@ where
             ErrorKind::DigestMismatch,
             "the chunk's Content-Digest does not match its bytes; it was not counted",
         ));
+    }
+    if checksum.is_some_and(|sum| !sum.matches()) {
+        return Err(ApiError::new(
+            ErrorKind::DigestMismatch,
+            "the body's Upload-Checksum does not match its bytes; it was not counted",
+        )
+        .with_status(CHECKSUM_MISMATCH));
     }
     let (info, writer): (UploadInfo, Box<GapWriter>) = match sink {
         Sink::Compare {

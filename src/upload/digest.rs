@@ -246,6 +246,51 @@ impl Sha256Check {
     }
 }
 
+/// A running digest with one of tus's checksum algorithms (`Upload-Checksum`), compared with
+/// the expected one before a chunk counts.
+pub(crate) enum Checksummer {
+    Sha1(sha1::Sha1, Vec<u8>),
+    Sha256(sha2::Sha256, Vec<u8>),
+    Md5(md5::Md5, Vec<u8>),
+}
+
+impl Checksummer {
+    /// A checksum of `algorithm` expected to come out as `expected`.
+    pub(crate) fn new(
+        algorithm: crate::headers::tus::ChecksumAlgorithm,
+        expected: Vec<u8>,
+    ) -> Self {
+        use crate::headers::tus::ChecksumAlgorithm as A;
+        use sha2::Digest;
+        match algorithm {
+            A::Sha1 => Checksummer::Sha1(sha1::Sha1::new(), expected),
+            A::Sha256 => Checksummer::Sha256(sha2::Sha256::new(), expected),
+            A::Md5 => Checksummer::Md5(md5::Md5::new(), expected),
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        match self {
+            Checksummer::Sha1(h, _) => h.update(bytes),
+            Checksummer::Sha256(h, _) => h.update(bytes),
+            Checksummer::Md5(h, _) => h.update(bytes),
+        }
+    }
+
+    /// Whether the bytes hashed so far have the expected digest (compared in constant time).
+    pub(crate) fn matches(self) -> bool {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        let (got, want) = match self {
+            Checksummer::Sha1(h, want) => (h.finalize().to_vec(), want),
+            Checksummer::Sha256(h, want) => (h.finalize().to_vec(), want),
+            Checksummer::Md5(h, want) => (h.finalize().to_vec(), want),
+        };
+        got.len() == want.len() && bool::from(got.ct_eq(&want))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +420,33 @@ mod tests {
         // Non-UTF-8 bytes.
         assert_eq!(parse_sha256(b"sha-256=:\xff:"), Err(DigestError::Malformed));
         assert_eq!(parse_sha256(b"\x00"), Err(DigestError::Malformed));
+    }
+
+    /// The digests of "hello" with each tus algorithm, as their reference tools give them.
+    #[test]
+    fn checksums() {
+        use crate::headers::tus::ChecksumAlgorithm as A;
+        let rows: [(A, &str); 3] = [
+            (A::Sha1, "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"),
+            (A::Md5, "5d41402abc4b2a76b9719d911017c592"),
+            (
+                A::Sha256,
+                "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+            ),
+        ];
+        for (alg, hex_digest) in rows {
+            let want = hex::decode(hex_digest).unwrap();
+            let mut sum = Checksummer::new(alg, want.clone());
+            sum.update(b"hel");
+            sum.update(b"lo");
+            assert!(sum.matches(), "{alg:?}");
+            let mut other = Checksummer::new(alg, want);
+            other.update(b"hellO");
+            assert!(!other.matches(), "{alg:?}");
+            let mut short = Checksummer::new(alg, vec![0; 3]);
+            short.update(b"hello");
+            assert!(!short.matches());
+        }
     }
 
     #[test]

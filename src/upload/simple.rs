@@ -63,6 +63,7 @@ where
         Taps {
             sniff: Some(&mut head),
             digest: digest.as_mut(),
+            checksum: None,
             on_head: (!conditions.is_empty()).then_some(&mut on_head as &mut HeadCheck<'_>),
         },
     )

@@ -1,6 +1,7 @@
-//! tus 1.0.0 (PROTOCOL.md §9), a frontend over the chunk core: the creation, expiration and
-//! termination extensions, creation-with-upload; checksums, deferred lengths and
-//! concatenation are not served yet (`Tus-Extension` lists what is).
+//! tus 1.0.0 (PROTOCOL.md §9), a frontend over the chunk core: the creation, expiration,
+//! checksum (SHA-1, SHA-256, MD5; no trailer) and termination extensions,
+//! creation-with-upload; deferred lengths and concatenation are not served yet
+//! (`Tus-Extension` lists what is).
 //!
 //! An upload URL is `<base>/tus/<id>`: `<id>` is random (190 bits: a capability, valid
 //! until the upload ends or expires) and names a record `tus/<id>` holding the file's path,
@@ -32,7 +33,9 @@ use crate::path::FilePath;
 use crate::storage::{PutMode, RecordKey, RecordMode, StorageError, StorageExt, StorageResult};
 
 /// The extensions served (`Tus-Extension`).
-const EXTENSIONS: &str = "creation,creation-with-upload,expiration,termination";
+const EXTENSIONS: &str = "creation,creation-with-upload,expiration,checksum,termination";
+/// The checksum algorithms served (`Tus-Checksum-Algorithm`).
+const CHECKSUMS: &str = "sha1,sha256,md5";
 /// The content type of a `PATCH` body.
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
 
@@ -362,7 +365,11 @@ where
     if len.is_some_and(|n| n > cfg.max_request_size) {
         return Err(too_large(cfg.max_request_size, "PATCH"));
     }
-    let spec = ChunkSpec::at_offset(offset, record.total, len, cfg.max_request_size)?;
+    let mut spec = ChunkSpec::at_offset(offset, record.total, len, cfg.max_request_size)?;
+    if let Some(sum) = get(req.headers(), "upload-checksum") {
+        let sum = tus::parse_checksum(sum).map_err(header_error)?;
+        spec.checksum = Some((sum.algorithm, sum.digest));
+    }
     let mut req = req;
     let metadata = record
         .metadata
@@ -417,12 +424,6 @@ where
             "a PATCH carries Content-Type: application/offset+octet-stream",
         )
         .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-    }
-    if headers.contains_key("upload-checksum") {
-        return Err(ApiError::new(
-            ErrorKind::BadRequest,
-            "checksums are not served yet",
-        ));
     }
     let Some(sent) = get(headers, "upload-offset") else {
         return Err(ApiError::new(
