@@ -146,6 +146,8 @@
 //! | `POST /store/single?key=K`, `multipart/form-data` with a `file` part | the session key | `200` Media object |
 //! | `PUT /store/resumable?key=K`, `X-Upload-Index: i`, the part | the session key | `200` `{index, etag}` (any order, retries: the last wins) |
 //! | `POST /store/resumable?key=K` `{parts: [{index, etag}, …]}` | the session key | `200` Media object; a used or expired key: `410 upload_gone` |
+//! | tus 1.0.0 (PROTOCOL.md §9): `OPTIONS <prefix>/tus`; `POST <prefix>/tus` with `Tus-Resumable: 1.0.0`, `Upload-Length`, `Upload-Metadata` (`filename`, `folder`; the rest goes into the File object's `metadata`; `filetype` is the type hint), optionally a first `application/offset+octet-stream` body | bearer key (or the app's grant) | `201`, `Location: <prefix>/tus/<id>` (a capability), `Upload-Expires` |
+//! | `HEAD` / `PATCH` (`Upload-Offset`, optionally `Upload-Checksum: sha1\|sha256\|md5 <base64>`) / `DELETE <prefix>/tus/<id>` | none: the URL | `200` `Upload-Offset`; `204` the new offset, and `Content-Location` of the file once complete; `409` wrong offset, `460` checksum mismatch, `404` finished, terminated or expired. Deferred lengths and concatenation: not yet |
 //!
 //! Request headers on uploads: `Content-Digest: sha-256=:<base64>:` (verified before a chunk
 //! counts; `400 digest_mismatch`, also for a malformed header), `If-None-Match: *` (create

@@ -116,6 +116,10 @@ pub(crate) fn options(cfg: &Config) -> Response<ResponseBody> {
                 header::HeaderName::from_static("tus-max-size"),
                 cfg.max_file_size.to_string(),
             ),
+            (
+                header::HeaderName::from_static("tus-checksum-algorithm"),
+                CHECKSUMS.into(),
+            ),
         ],
     )
 }
