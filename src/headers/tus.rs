@@ -60,25 +60,20 @@ use http::StatusCode;
 use std::fmt;
 
 /// The tus protocol version served (`Tus-Resumable`, `Tus-Version`).
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub const TUS_VERSION: &str = "1.0.0";
 
 /// Longer `Upload-Metadata` headers are refused ([`TusHeaderError::MetadataTooLarge`]).
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub const MAX_METADATA_LEN: usize = 16 * 1024;
 
 /// `Upload-Metadata` headers with more pairs are refused
 /// ([`TusHeaderError::MetadataTooManyPairs`]).
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub const MAX_METADATA_PAIRS: usize = 64;
 
 /// `Upload-Concat: final;…` headers with more URLs are refused
 /// ([`TusHeaderError::ConcatTooManyUrls`]).
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub const MAX_CONCAT_URLS: usize = 1000;
 
 /// The most digits [`parse_u64`] accepts.
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub const MAX_INTEGER_DIGITS: usize = 19;
 
 /// Standard base64 (RFC 4648 §4) with canonical padding, or without any: `YQ==` or `YQ`, not
@@ -163,7 +158,6 @@ impl TusHeaderError {
     ///
     /// [`VersionMissing`]: TusHeaderError::VersionMissing
     /// [`VersionUnsupported`]: TusHeaderError::VersionUnsupported
-    #[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
     pub fn status(&self) -> StatusCode {
         match self {
             TusHeaderError::VersionMissing | TusHeaderError::VersionUnsupported => {
@@ -176,14 +170,12 @@ impl TusHeaderError {
 
 /// A parsed `Upload-Metadata`: its pairs in the header's order, keys unique, values decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub struct Metadata {
     pairs: Vec<(String, Vec<u8>)>,
 }
 
 impl Metadata {
     /// The decoded value of `key` (empty for a key without value), if the header has it.
-    #[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         self.pairs
             .iter()
@@ -192,13 +184,11 @@ impl Metadata {
     }
 
     /// The decoded value of `key` as text: `None` when the header lacks it or it is not UTF-8.
-    #[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The pairs, in the header's order.
-    #[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
     }
@@ -217,7 +207,6 @@ impl Metadata {
 }
 
 /// Parses an `Upload-Metadata` header value (see the [module documentation](self)).
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub fn parse_metadata(value: &[u8]) -> Result<Metadata, TusHeaderError> {
     if value.len() > MAX_METADATA_LEN {
         return Err(TusHeaderError::MetadataTooLarge);
@@ -317,7 +306,6 @@ pub fn parse_concat(value: &[u8]) -> Result<Concat, TusHeaderError> {
 
 /// A checksum algorithm of `Upload-Checksum` (and `Tus-Checksum-Algorithm`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub enum ChecksumAlgorithm {
     /// `sha1` (the one tus requires): 20 bytes.
     Sha1,
@@ -329,7 +317,6 @@ pub enum ChecksumAlgorithm {
 
 impl ChecksumAlgorithm {
     /// Every supported algorithm, in the order `Tus-Checksum-Algorithm` lists them.
-    #[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
     pub const ALL: [ChecksumAlgorithm; 3] = [
         ChecksumAlgorithm::Sha1,
         ChecksumAlgorithm::Sha256,
@@ -337,7 +324,6 @@ impl ChecksumAlgorithm {
     ];
 
     /// The name in headers: `sha1`, `sha256`, `md5`.
-    #[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
     pub fn name(self) -> &'static str {
         match self {
             ChecksumAlgorithm::Sha1 => "sha1",
@@ -347,7 +333,6 @@ impl ChecksumAlgorithm {
     }
 
     /// The length of a digest in bytes: 20, 32, 16.
-    #[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
     pub fn digest_len(self) -> usize {
         match self {
             ChecksumAlgorithm::Sha1 => 20,
@@ -364,7 +349,6 @@ impl ChecksumAlgorithm {
 
 /// A parsed `Upload-Checksum`: the algorithm and the digest the body must have.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub struct Checksum {
     /// The algorithm.
     pub algorithm: ChecksumAlgorithm,
@@ -386,7 +370,6 @@ impl fmt::Display for Checksum {
 
 /// Parses an `Upload-Checksum` header value (see the [module documentation](self)). Only the
 /// syntax and the digest's length are checked; computing the body's digest is the caller's.
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub fn parse_checksum(value: &[u8]) -> Result<Checksum, TusHeaderError> {
     let mut words = words(value);
     let (Some(name), Some(encoded), None) = (words.next(), words.next(), words.next()) else {
@@ -409,7 +392,6 @@ pub fn parse_checksum(value: &[u8]) -> Result<Checksum, TusHeaderError> {
 /// [`MAX_INTEGER_DIGITS`] ASCII digits, leading zeros allowed (and counted), no sign, no other
 /// character. The largest value is therefore 9,999,999,999,999,999,999; `u64::MAX` (20 digits)
 /// is [`TusHeaderError::IntegerTooLong`].
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub fn parse_u64(value: &[u8]) -> Result<u64, TusHeaderError> {
     let digits = trim_ows(value);
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
@@ -439,7 +421,6 @@ pub fn parse_defer_length(value: &[u8]) -> Result<(), TusHeaderError> {
 
 /// Checks a request's `Tus-Resumable` (`None` when it has none): it must be exactly
 /// [`TUS_VERSION`]. Both errors answer 412 (the handler adds `Tus-Version`).
-#[allow(dead_code)] // used by the tus / IETF frontends (issue 22)
 pub fn check_tus_resumable(value: Option<&[u8]>) -> Result<(), TusHeaderError> {
     match value {
         None => Err(TusHeaderError::VersionMissing),
