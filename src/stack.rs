@@ -113,12 +113,20 @@ use crate::error::ErrorKind;
 
 /// The methods a browser uses on upload endpoints: `PUT` (uploads), `POST` (`/signatures`),
 /// `GET`/`HEAD` (delivery).
-pub const CORS_METHODS: [Method; 4] = [Method::GET, Method::HEAD, Method::PUT, Method::POST];
+pub const CORS_METHODS: [Method; 6] = [
+    Method::GET,
+    Method::HEAD,
+    Method::PUT,
+    Method::POST,
+    // tus: appends and termination.
+    Method::PATCH,
+    Method::DELETE,
+];
 
 /// The request headers an upload client may send cross-origin (beyond the CORS-safelisted
 /// ones): credentials, chunk ranges and digests, ittybit's `Accept-Version`, upload-session
-/// part indexes, preconditions.
-pub const CORS_REQUEST_HEADERS: [HeaderName; 8] = [
+/// part indexes, preconditions, and tus's headers.
+pub const CORS_REQUEST_HEADERS: [HeaderName; 15] = [
     header::AUTHORIZATION,
     header::CONTENT_TYPE,
     header::CONTENT_RANGE,
@@ -127,16 +135,33 @@ pub const CORS_REQUEST_HEADERS: [HeaderName; 8] = [
     HeaderName::from_static("x-upload-index"),
     header::IF_MATCH,
     header::IF_NONE_MATCH,
+    HeaderName::from_static("tus-resumable"),
+    HeaderName::from_static("upload-length"),
+    HeaderName::from_static("upload-metadata"),
+    HeaderName::from_static("upload-offset"),
+    HeaderName::from_static("upload-checksum"),
+    HeaderName::from_static("upload-defer-length"),
+    HeaderName::from_static("upload-concat"),
 ];
 
 /// The response headers a page needs to read (they are not CORS-safelisted): the file's
-/// `Location`, a chunk's received `Range`, and delivery's validators and ranges.
-pub const CORS_EXPOSE_HEADERS: [HeaderName; 5] = [
+/// `Location`, a chunk's received `Range`, delivery's validators and ranges, and tus's
+/// headers (a tus upload's URL is its `Location`).
+pub const CORS_EXPOSE_HEADERS: [HeaderName; 14] = [
     header::LOCATION,
     header::RANGE,
     header::ETAG,
     header::CONTENT_RANGE,
     header::ACCEPT_RANGES,
+    header::CONTENT_LOCATION,
+    HeaderName::from_static("tus-resumable"),
+    HeaderName::from_static("tus-version"),
+    HeaderName::from_static("tus-extension"),
+    HeaderName::from_static("tus-max-size"),
+    HeaderName::from_static("tus-checksum-algorithm"),
+    HeaderName::from_static("upload-offset"),
+    HeaderName::from_static("upload-length"),
+    HeaderName::from_static("upload-expires"),
 ];
 
 /// The query parameters whose values are credentials: never logged.

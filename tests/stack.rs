@@ -159,6 +159,25 @@ async fn cors_preflight_for_chunks_and_exposed_headers() {
             assert!(allowed.contains(&want.into()), "{want} not in {allowed:?}");
         }
         assert_eq!(h["access-control-max-age"], "600");
+        // A tus client's PATCH preflight, and the tus headers a page must read.
+        let res = common::client()
+            .request(reqwest::Method::OPTIONS, server.url("files/tus/t123"))
+            .header("origin", ORIGIN)
+            .header("access-control-request-method", "PATCH")
+            .header(
+                "access-control-request-headers",
+                "tus-resumable, upload-offset, upload-checksum, content-type",
+            )
+            .send()
+            .await
+            .expect("OPTIONS");
+        assert_eq!(res.status(), 200, "tus preflight");
+        let methods = header_list(res.headers(), "access-control-allow-methods");
+        assert!(methods.contains(&"patch".into()) && methods.contains(&"delete".into()));
+        let allowed = header_list(res.headers(), "access-control-allow-headers");
+        for want in ["tus-resumable", "upload-offset", "upload-checksum"] {
+            assert!(allowed.contains(&want.into()), "{want} not in {allowed:?}");
+        }
         // Another origin is not allowed (`exact` names the one origin that is).
         let res = preflight(server, "files/in/video.bin", "https://evil.example").await;
         assert_ne!(
@@ -185,7 +204,14 @@ async fn cors_preflight_for_chunks_and_exposed_headers() {
         assert_eq!(res.headers()["access-control-allow-origin"], ORIGIN);
         assert_eq!(res.headers()["range"], "bytes=0-5999");
         let exposed = header_list(res.headers(), "access-control-expose-headers");
-        for want in ["location", "range", "etag"] {
+        for want in [
+            "location",
+            "range",
+            "etag",
+            "upload-offset",
+            "tus-resumable",
+            "upload-expires",
+        ] {
             assert!(exposed.contains(&want.into()), "{want} not in {exposed:?}");
         }
         let res = put("bytes 6000-9999/10000".into(), body[6000..].to_vec())
