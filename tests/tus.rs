@@ -341,3 +341,14 @@ async fn checksums_are_checked_before_bytes_count() {
     }
     assert_eq!(server.read("sum.bin").as_deref(), Some(&file[..]));
 }
+
+/// An empty file is complete at its creation: published by the `POST` itself.
+#[tokio::test]
+async fn an_empty_file_is_published_at_creation() {
+    let server = start().await;
+    let res = create(&server, 0, &format!("filename {}", b64("empty.txt"))).await;
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    assert_eq!(h(&res, "upload-offset"), "0");
+    assert_eq!(h(&res, "content-location"), server.url("/empty.txt"));
+    assert_eq!(server.read("empty.txt").as_deref(), Some(&b""[..]));
+}

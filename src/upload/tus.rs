@@ -236,8 +236,10 @@ where
         .await?;
     let location = format!("{}/tus/{id}", cfg.base_url(req.headers()));
     let expiry = expires(cfg, SystemTime::now());
-    let with_data =
-        content_length(req.headers())?.is_some_and(|n| n > 0) && is_offset_stream(req.headers());
+    // An empty file is complete at its creation: published now (a client sends no PATCH).
+    let with_data = total == 0
+        || (content_length(req.headers())?.is_some_and(|n| n > 0)
+            && is_offset_stream(req.headers()));
     let mut fields = vec![
         (header::LOCATION, location),
         (header::HeaderName::from_static("upload-expires"), expiry),
