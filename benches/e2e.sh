@@ -2,8 +2,10 @@
 # End-to-end upload benchmark: our demo server against ../shared/bench's limit-server (the
 # least work an HTTP server can do to land an upload on disk), and optionally nginx and
 # rustus, in ONE run, interleaved, medians of BENCH_REPS repetitions, ratios to limit-server.
-# Then a disk run of one chunked 1 GiB upload that reads the server's /proc/PID/io write_bytes
-# (bytes it caused to be written) and prints the ratio to the file size.
+# Then tus: 1 GiB in 16 MiB PATCHes through our /tus against rustus (when installed),
+# interleaved, medians of BENCH_REPS. Then a disk run of one chunked 1 GiB upload that reads
+# the server's /proc/PID/io write_bytes (bytes it caused to be written) and prints the ratio
+# to the file size.
 #
 # usage: benches/e2e.sh                 (limit, nginx and rustus when installed, project; all
 #                                        four scenarios)
@@ -34,6 +36,65 @@ PROJECT_SIGN_KEY=$KEY \
 BENCH_SERVERS=${BENCH_SERVERS:-limit$PEERS project} \
 BENCH_BUILD=0 \
 "$BENCH/peers.sh"
+
+echo
+echo "## tus: 1 GiB in 16 MiB PATCHes, one at a time, ours against rustus (ratio = ours / rustus)"
+RUSTUS=${RUSTUS_BIN:-$(command -v rustus || true)}
+if [[ -z $RUSTUS || ! -x $RUSTUS ]]; then
+  echo "skipped: no rustus (cargo install --locked rustus, or set RUSTUS_BIN)"
+else
+  TUS_WORK=$(mktemp -d "${BENCH_TMPDIR:-/dev/shm}/tusbench.XXXXXX")
+  TUS_PIDS=()
+  tus_cleanup() { for p in "${TUS_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TUS_WORK"; }
+  (openssl enc -aes-128-ctr -pass pass:tus -nosalt -pbkdf2 -in /dev/zero 2>/dev/null || true) \
+    | head -c "${BENCH_BIG_BYTES:-1073741824}" > "$TUS_WORK/tus.bin"
+  mkdir -p "$TUS_WORK/ours" "$TUS_WORK/rustus/data" "$TUS_WORK/rustus/info"
+  env RUST_LOG=warn "$SERVER" --listen 127.0.0.1:0 --data "$TUS_WORK/ours" --key "$KEY" \
+    --max-file-size 4294967296 --max-request-size 2147483648 > "$TUS_WORK/ours.log" 2>&1 &
+  TUS_PIDS+=($!)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  (cd "$TUS_WORK/rustus" && exec "$RUSTUS" --host 127.0.0.1 --port "$port" --url /files \
+    --storage file-storage --data-dir "$TUS_WORK/rustus/data" \
+    --info-storage file-info-storage --info-dir "$TUS_WORK/rustus/info" \
+    --max-body-size $((2 * 16777216)) --log-level ERROR) > "$TUS_WORK/rustus.log" 2>&1 &
+  TUS_PIDS+=($!)
+  for _ in $(seq 100); do grep -q "listening on" "$TUS_WORK/ours.log" && break; sleep 0.05; done
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+  OURS=$(grep -o 'http://[0-9.:]*' "$TUS_WORK/ours.log" | head -1)/tus
+  THEIRS=http://127.0.0.1:$port/files/
+  tus_run() { # label url [header]: prints MB/s
+    local out
+    if [[ -n ${3:-} ]]; then
+      out=$("$CLIENT" tus --url "$2" --file "$TUS_WORK/tus.bin" --chunk-size 16777216 --header "$3")
+    else
+      out=$("$CLIENT" tus --url "$2" --file "$TUS_WORK/tus.bin" --chunk-size 16777216)
+    fi
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert not r.get("failed"), r; print(r["mb_per_s"])' "$out"
+  }
+  ours=() theirs=()
+  for rep in $(seq "${TUS_REPS:-${BENCH_REPS:-3}}"); do
+    if ((rep % 2)); then
+      ours+=("$(tus_run ours "$OURS" "Authorization: Bearer $KEY")")
+      theirs+=("$(tus_run rustus "$THEIRS")")
+    else
+      theirs+=("$(tus_run rustus "$THEIRS")")
+      ours+=("$(tus_run ours "$OURS" "Authorization: Bearer $KEY")")
+    fi
+    cmp -s "$TUS_WORK/tus.bin" "$TUS_WORK/ours/tus.bin" || { echo "our stored file differs" >&2; tus_cleanup; exit 1; }
+    rm -f "$TUS_WORK/ours/tus.bin"
+    find "$TUS_WORK/rustus/data" "$TUS_WORK/rustus/info" -mindepth 1 -delete
+  done
+  python3 - "${ours[*]}" "${theirs[*]}" <<'PY'
+import statistics, sys
+o = [float(x) for x in sys.argv[1].split()]
+t = [float(x) for x in sys.argv[2].split()]
+mo, mt = statistics.median(o), statistics.median(t)
+print(f"ours   MB/s: {' '.join(f'{x:.0f}' for x in o)}  median {mo:.0f}")
+print(f"rustus MB/s: {' '.join(f'{x:.0f}' for x in t)}  median {mt:.0f}")
+print(f"ratio ours / rustus: {mo / mt:.2f}")
+PY
+  tus_cleanup
+fi
 
 echo
 echo "## Bytes written to disk by the server for one chunked upload (write_bytes / file size)"
