@@ -203,11 +203,18 @@ pub(crate) async fn outcome(
     id: &UploadId,
 ) -> Result<crate::file::FileObject, ApiError> {
     let mut wait = Finalizing::new();
-    loop {
-        if let Some(file) = wait_outcome(cfg, path, id, &mut wait, OUTCOME_WAIT).await? {
-            return Ok(file);
-        }
-    }
+    wait_outcome(cfg, path, id, &mut wait, OUTCOME_WAIT)
+        .await?
+        .ok_or_else(still_finishing)
+}
+
+/// The answer when the wait for another request's publication is over.
+fn still_finishing() -> ApiError {
+    ApiError::new(
+        ErrorKind::RangeConflict,
+        "the upload of this path is still being finished by another request; send this \
+         chunk again",
+    )
 }
 
 /// Waits at most `window` for the File object published from upload `id`: `None` when the

@@ -470,14 +470,15 @@ async fn writers_done<S: Storage + ?Sized>(s: &S, id: &UploadId) -> StorageResul
 }
 
 pub(super) async fn claim<S: Storage + ?Sized>(s: Arc<S>, id: &UploadId) -> StorageResult<Claim> {
-    let claim = claim_for(&*s, id, CLAIM_LEASE, &OWNER).await?;
-    if claim == Claim::Won
-        && let Some((state, _)) = load(&*s, id).await?
-        && state.kind == "resumable"
-    {
+    let won = claim_for(&*s, id, CLAIM_LEASE, &OWNER).await?;
+    if won == Some(true) {
         keep_renewing(s, id);
     }
-    Ok(claim)
+    Ok(if won.is_some() {
+        Claim::Won
+    } else {
+        Claim::Lost
+    })
 }
 
 /// Renews our claim every [`CLAIM_RENEW`] until [`stop_renewing`] (publication, unclaim,
@@ -534,12 +535,14 @@ async fn renew<S: Storage + ?Sized>(s: &S, id: &UploadId) -> StorageResult<State
     .await
 }
 
+/// Swaps the claim in for `owner` and `lease`: `Some(resumable)` when won (the state the swap
+/// wrote tells the upload's kind: no second read), `None` when lost.
 async fn claim_for<S: Storage + ?Sized>(
     s: &S,
     id: &UploadId,
     lease: Duration,
     owner: &str,
-) -> StorageResult<Claim> {
+) -> StorageResult<Option<bool>> {
     let until = now_ms() + lease.as_millis() as u64;
     let swapped = update(s, id, |state| {
         if state.claim.as_ref().is_some_and(Lease::live) {
@@ -554,12 +557,13 @@ async fn claim_for<S: Storage + ?Sized>(
     .await;
     match swapped {
         Ok(state) => {
-            if state.kind == "resumable" {
+            let resumable = state.kind == "resumable";
+            if resumable {
                 writers_done(s, id).await?;
             }
-            Ok(Claim::Won)
+            Ok(Some(resumable))
         }
-        Err(StorageError::PreconditionFailed | StorageError::UploadClosed) => Ok(Claim::Lost),
+        Err(StorageError::PreconditionFailed | StorageError::UploadClosed) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -574,7 +578,12 @@ pub(crate) async fn plant_claim(
     ours: bool,
 ) -> StorageResult<Claim> {
     let owner = if ours { OWNER.as_str() } else { "p-elsewhere" };
-    claim_for(s, id, lease, owner).await
+    let won = claim_for(s, id, lease, owner).await?;
+    Ok(if won.is_some() {
+        Claim::Won
+    } else {
+        Claim::Lost
+    })
 }
 
 fn ours(state: &State) -> bool {
