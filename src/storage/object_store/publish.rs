@@ -20,6 +20,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use std::ops::Range;
 
+use super::multipart::Staged;
 use super::objects::{sidecar, sidecar_name};
 use super::parts::Source;
 use super::{
@@ -53,6 +54,14 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a publication makes its object visible at the file's key.
+enum Placement<'a> {
+    /// Copy the assembled file inside the store.
+    Copy(&'a Path),
+    /// Complete the object staged for the key.
+    Staged(Staged),
 }
 
 /// A held publication lease of one path.
@@ -111,9 +120,7 @@ impl ObjectStoreStorage {
         let body = sidecar(&options.content_type, &options.attributes);
         self.put_small(&sidecar_key, body).await?;
         let result = self
-            .under_lease(path, key, &options.mode, |this| async move {
-                this.store.copy(file, key).await.map_err(os_err)
-            })
+            .under_lease(path, key, &options.mode, Placement::Copy(file))
             .await;
         if result.is_err() {
             let _ = self.delete_quiet(&sidecar_key).await;
@@ -156,43 +163,41 @@ impl ObjectStoreStorage {
         let stream = self.pieces_stream(pieces);
         let marker = dir.join("mp").join(format!("final-{version}"));
         let staged = self.stage(key, marker, attributes, stream).await?;
-        let slot = std::sync::Mutex::new(Some(staged));
-        let slot = &slot;
-        let result = self
-            .under_lease(path, key, &options.mode, |this| async move {
-                let staged = slot.lock().map_or(None, |mut s| s.take());
-                match staged {
-                    Some(s) => this.commit_staged(key, s).await,
-                    None => Err(StorageError::other("staged object gone")),
-                }
-            })
-            .await;
-        let left = slot.lock().map_or(None, |mut s| s.take());
-        if let Some(s) = left {
-            self.discard_staged(s).await;
-        }
-        result
+        self.under_lease(path, key, &options.mode, Placement::Staged(staged))
+            .await
     }
 
     /// Under the path's publication lease: checks `mode` against what is at `key`, makes
-    /// the new object visible (`place`), deletes the replaced one's sidecar, and returns the
-    /// new object's meta.
-    async fn under_lease<'a, F, Fut>(
-        &'a self,
+    /// the new object visible (`placement`; a staged one refused by the check is
+    /// discarded), deletes the replaced one's sidecar, and returns the new object's meta.
+    async fn under_lease(
+        &self,
         path: &FilePath,
-        key: &'a Path,
+        key: &Path,
         mode: &PutMode,
-        place: F,
-    ) -> StorageResult<ObjectMeta>
-    where
-        F: FnOnce(&'a Self) -> Fut,
-        Fut: std::future::Future<Output = StorageResult<()>>,
-    {
-        let lease = self.path_lease(path).await?;
+        placement: Placement<'_>,
+    ) -> StorageResult<ObjectMeta> {
+        let lease = match self.path_lease(path).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                self.discard(placement).await;
+                return Err(e);
+            }
+        };
         let result = async {
-            let current = self.head_key(key).await?;
-            Self::check_mode(mode, current.as_ref().map(|(m, _)| m))?;
-            place(self).await?;
+            let current = match self.head_key(key).await.and_then(|current| {
+                Self::check_mode(mode, current.as_ref().map(|(m, _)| m)).map(|()| current)
+            }) {
+                Ok(current) => current,
+                Err(e) => {
+                    self.discard(placement).await;
+                    return Err(e);
+                }
+            };
+            match placement {
+                Placement::Copy(file) => self.store.copy(file, key).await.map_err(os_err)?,
+                Placement::Staged(staged) => self.commit_staged(key, staged).await?,
+            }
             if let Some((_, attrs)) = current
                 && let Some(r) = sidecar_name(&attrs)
             {
@@ -206,6 +211,12 @@ impl ObjectStoreStorage {
         .await;
         self.release(lease).await;
         result
+    }
+
+    async fn discard(&self, placement: Placement<'_>) {
+        if let Placement::Staged(staged) = placement {
+            self.discard_staged(staged).await;
+        }
     }
 
     /// Takes the path's publication lease, waiting (at most [`LEASE_WAIT`]) while another
